@@ -1,0 +1,28 @@
+"""The generated query set: seeded DDIM samples of the main model."""
+
+
+rule generate_samples:
+    input:
+        model=rules.train_main.output.model,
+    output:
+        samples=f"{RESULTS}/samples/gen.h5",
+        grid=f"{RESULTS}/samples/gen.png",
+    log:
+        f"{LOGS}/generate_samples.log",
+    benchmark:
+        f"{BENCHMARKS}/generate_samples.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(60),
+        gpu=GPU,
+    params:
+        num_samples=config["generation"]["num_samples"],
+        steps=config["generation"]["steps"],
+        eta=config["generation"]["eta"],
+        seed=config["generation"]["seed"],
+        batch_size=config["generation"]["batch_size"],
+        grid_columns=config["generation"]["grid_columns"],
+        device=config["device"],
+    script:
+        "../scripts/generate_samples.py"

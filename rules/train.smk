@@ -1,0 +1,59 @@
+"""Training: the main model and one model per (pool, subset, training seed).
+
+Checkpoints for resuming live under .checkpoints/, outside the declared outputs, and are removed
+after success. `impl_version` is an explicit param: bump model.impl_version to force retraining
+after a change of the training algorithm (the slurm profile does not rerun on script mtime).
+"""
+
+
+rule train_main:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+    output:
+        model=directory(f"{RESULTS}/models/main"),
+    log:
+        f"{LOGS}/train_main.log",
+    benchmark:
+        f"{BENCHMARKS}/train_main.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(600),
+        gpu=GPU,
+    params:
+        checkpoint_dir=f"{CHECKPOINTS}/main",
+        model=model_params,
+        scheduler=scheduler_params,
+        training=training_params,
+        seed=config["training"]["main_seed"],
+        device=config["device"],
+        impl_version=config["model"]["impl_version"],
+    script:
+        "../scripts/train_model.py"
+
+
+rule train_subset:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        subset=f"{RESULTS}/subsets/{{pool}}/{{k}}.h5",
+    output:
+        model=directory(f"{RESULTS}/models/{{pool}}/{{k}}/seed{{seed}}"),
+    log:
+        f"{LOGS}/train_subset/{{pool}}/{{k}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_subset/{{pool}}/{{k}}/seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(360),
+        gpu=GPU,
+    params:
+        checkpoint_dir=f"{CHECKPOINTS}/{{pool}}/{{k}}/seed{{seed}}",
+        model=model_params,
+        scheduler=scheduler_params,
+        training=training_params,
+        seed=subset_model_seed,
+        device=config["device"],
+        impl_version=config["model"]["impl_version"],
+    script:
+        "../scripts/train_model.py"

@@ -1,0 +1,25 @@
+"""Snakemake adapter: projected gradient features of one split (or train shard)."""
+
+from diffattr.jobs import features_job, job_logging
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    features_job(
+        snakemake.input.model,
+        snakemake.input.dataset,
+        snakemake.input.get("samples"),
+        snakemake.output.features,
+        p.split,
+        p.output_fn,
+        p.K,
+        p.t_strategy,
+        p.proj_kind,
+        p.proj_dim,
+        p.proj_seed,
+        p.noise_seed,
+        p.batch_size,
+        p.device,
+        shard=p.shard,
+        num_shards=p.num_shards,
+        progress=log,
+    )

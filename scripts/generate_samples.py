@@ -1,0 +1,19 @@
+"""Snakemake adapter: generate the seeded DDIM query set."""
+
+from diffattr.jobs import generate_job, job_logging
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    generate_job(
+        snakemake.input.model,
+        snakemake.output.samples,
+        snakemake.output.grid,
+        p.num_samples,
+        p.steps,
+        p.eta,
+        p.seed,
+        p.batch_size,
+        p.grid_columns,
+        p.device,
+        progress=log,
+    )

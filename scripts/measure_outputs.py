@@ -1,0 +1,18 @@
+"""Snakemake adapter: measured outputs (per-sample loss) of one subset model."""
+
+from diffattr.jobs import job_logging, measure_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    measure_job(
+        snakemake.input.model,
+        snakemake.input.dataset,
+        snakemake.input.samples,
+        snakemake.output.measured,
+        p.splits,
+        p.timesteps,
+        p.noise_seeds,
+        p.batch_size,
+        p.device,
+        progress=log,
+    )

@@ -1,0 +1,14 @@
+"""Snakemake adapter: summary.csv and summary.md of the experiment."""
+
+from diffattr.jobs import job_logging
+from diffattr.summary import summary_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    summary_job(
+        list(snakemake.input.lds),
+        snakemake.input.ceiling,
+        snakemake.output.csv,
+        snakemake.output.md,
+        p.experiment,
+    )

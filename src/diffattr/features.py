@@ -1,0 +1,386 @@
+"""Per-sample gradient features: the mean over K timesteps of ∇_θ f, projected once (protocol §4).
+
+For a sample x0 with id i and each timestep t of the K selected ones:
+
+* ε = ``sample_noise("features", noise_seed, t, i)``: a function of the sample's key only, so
+  features do not depend on batch size or order (the reference re-seeded per batch instead);
+* x_t = ``scheduler.add_noise(x0, ε, t)`` and ε̂ = ε_θ(x_t, t[, c]);
+* g_t = ∇_θ f(ε̂, ε, t) over the **trainable** parameters only (the LoRA adapters for SD-LoRA),
+  computed per sample with ``torch.func`` (``vmap(grad(...))`` over ``functional_call``).
+
+The feature is ``projector.project((1/K) Σ_t g_t)``. The model runs in eval mode (no dropout).
+
+diffusers' default attention processor calls ``scaled_dot_product_attention``, which torch.func
+batches only through a slow per-sample fallback on some backends. While gradients are taken, the
+model's own ``Attention`` modules are switched to the plain matmul ``AttnProcessor`` and restored
+afterwards; nothing in torch is patched.
+
+Feature files (HDF5, written atomically by :func:`write_features`):
+
+* ``features``: float32 [n, Z], row r belongs to sample ``ids[r]``;
+* ``ids``: int64 [n];
+* attributes: the provenance the caller passes (output_fn, timesteps, K, noise_seed, projection,
+  model digest, split, ...) plus ``n_rows`` and ``proj_dim``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.noise import sample_noise
+from diffattr.outputs import OutputFn, get_output_fn
+from diffattr.projection import Projector
+from diffattr.store import decode_attr, h5_writer, open_h5, require_same
+
+NOISE_PURPOSE = "features"
+TIMESTEP_STRATEGIES: tuple[str, ...] = ("uniform", "cumulative")
+
+#: Attributes that legitimately differ between the shards of one feature matrix.
+SHARD_ATTRS: frozenset[str] = frozenset(
+    {"split", "shard", "n_rows", "row_start", "row_stop", "ids_digest", "complete"}
+)
+
+
+def select_timesteps(K: int, strategy: str, num_train_timesteps: int = 1000) -> list[int]:
+    """The K timesteps whose gradients are averaged.
+
+    ``uniform``: ``range(0, T, T // K)`` (K = 10 gives 0, 100, …, 900); K must divide T, since
+    otherwise that range holds more than K timesteps. ``cumulative``: 0, 1, …, K − 1.
+    """
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or (
+        num_train_timesteps < 1
+    ):
+        raise ConfigError(
+            f"num_train_timesteps must be a positive integer, got {num_train_timesteps!r}"
+        )
+    T = num_train_timesteps
+    if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= T:
+        raise ConfigError(f"K (number of timesteps) must be an integer in 1..{T}, got {K!r}")
+    if strategy == "uniform":
+        if T % K:
+            divisors = [d for d in range(1, T + 1) if T % d == 0]
+            raise ConfigError(
+                f"uniform timesteps need K to divide T = {T}, got K = {K}; "
+                f"valid K: {', '.join(map(str, divisors))}"
+            )
+        return list(range(0, T, T // K))
+    if strategy == "cumulative":
+        return list(range(K))
+    raise ConfigError(
+        f"unknown timestep strategy {strategy!r}; valid strategies are: "
+        f"{', '.join(TIMESTEP_STRATEGIES)}"
+    )
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Name → parameter for every parameter with ``requires_grad`` (the LoRA adapters for LoRA)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def num_trainable_parameters(model: torch.nn.Module) -> int:
+    """P, the gradient dimension: the number of trainable scalars."""
+    return sum(p.numel() for p in trainable_parameters(model).values())
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+@contextlib.contextmanager
+def vmap_safe_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, this model's attention modules use diffusers' plain ``AttnProcessor``.
+
+    Only processors of the SDPA class ``AttnProcessor2_0`` are swapped; others (custom or
+    trainable ones) are left alone. The original processors are restored on exit.
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    swapped = []
+    for module in model.modules():
+        if hasattr(module, "get_processor") and hasattr(module, "set_processor"):
+            processor = module.get_processor()
+            if type(processor) is AttnProcessor2_0:
+                swapped.append((module, processor))
+                module.set_processor(AttnProcessor())
+    try:
+        yield
+    finally:
+        for module, processor in swapped:
+            module.set_processor(processor)
+
+
+def _resolve_output_fn(output_fn: str | OutputFn) -> OutputFn:
+    return get_output_fn(output_fn) if isinstance(output_fn, str) else output_fn
+
+
+def _num_train_timesteps(scheduler: Any) -> int:
+    return int(scheduler.config.num_train_timesteps)
+
+
+def per_sample_gradients(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timestep: int,
+    output_fn: str | OutputFn,
+    noise_seed: int,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """∇_θ f for each sample at one timestep: [B, P], P = number of trainable parameters.
+
+    Columns follow :func:`trainable_parameters` order, each parameter flattened. ``cond`` is the
+    ``encoder_hidden_states`` [B, L, D] of a conditional UNet, or None for ``UNet2DModel``.
+    Gradients are in the model's dtype, on the model's device.
+    """
+    fn = _resolve_output_fn(output_fn)
+    params = trainable_parameters(model)
+    if not params:
+        raise ConfigError(
+            f"{type(model).__name__} has no trainable parameters (requires_grad=True); "
+            "features need at least one"
+        )
+    first = next(iter(params.values()))
+    device, dtype = first.device, first.dtype
+    T = _num_train_timesteps(scheduler)
+    if isinstance(timestep, bool) or not isinstance(timestep, (int, np.integer)) or not (
+        0 <= timestep < T
+    ):
+        raise ConfigError(f"timestep must be an integer in 0..{T - 1}, got {timestep!r}")
+    timestep = int(timestep)
+    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    x0 = torch.as_tensor(x0)
+    if x0.ndim != 4 or x0.shape[0] != len(ids):
+        raise ConfigError(
+            f"x0 must be [B, C, H, W] with B = len(sample_ids) = {len(ids)}, "
+            f"got shape {tuple(x0.shape)}"
+        )
+    if cond is not None and (cond.ndim != 3 or cond.shape[0] != len(ids)):
+        raise ConfigError(
+            f"cond must be [B, L, D] with B = {len(ids)} (or None), got {tuple(cond.shape)}"
+        )
+    batch = len(ids)
+    x0 = x0.to(device=device, dtype=dtype)
+    eps = sample_noise(NOISE_PURPOSE, noise_seed, timestep, ids, tuple(x0.shape[1:]))
+    eps = eps.to(device=device, dtype=dtype)
+    x_t = scheduler.add_noise(x0, eps, torch.full((batch,), timestep, dtype=torch.long))
+    t_one = torch.tensor([timestep], dtype=torch.long, device=device)
+    if cond is not None:
+        cond = cond.to(device=device, dtype=dtype)
+
+    def f_single(p, x, e, c):
+        args = (x.unsqueeze(0), t_one)
+        kwargs = {} if c is None else {"encoder_hidden_states": c.unsqueeze(0)}
+        eps_pred = functional_call(model, p, args, kwargs).sample
+        return fn(eps_pred, e.unsqueeze(0), t_one, scheduler)[0]
+
+    detached = {name: p.detach() for name, p in params.items()}
+    in_dims = (None, 0, 0, None if cond is None else 0)
+    with _eval_mode(model), vmap_safe_attention(model):
+        grads = vmap(grad(f_single), in_dims=in_dims)(detached, x_t, eps, cond)
+    return torch.cat([grads[name].reshape(batch, -1) for name in params], dim=1)
+
+
+def _progress_reporter(
+    progress: Callable[[int, int], Any] | Any | None, total: int
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(update(n_done), close()) for a callback ``progress(done, total)`` or a text stream."""
+    if progress is None:
+        return (lambda done: None), (lambda: None)
+    if hasattr(progress, "write"):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, file=progress, unit="sample", desc="features")
+
+        def update(done: int) -> None:
+            bar.update(done - bar.n)
+
+        return update, bar.close
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    raise ConfigError(
+        f"progress must be None, a callable(done, total) or a writable stream, got {progress!r}"
+    )
+
+
+def extract_features(
+    model: torch.nn.Module,
+    scheduler: Any,
+    images: torch.Tensor | np.ndarray,
+    sample_ids: Sequence[int] | np.ndarray,
+    output_fn: str,
+    timesteps: Sequence[int],
+    noise_seed: int,
+    projector: Projector,
+    batch_size: int = 32,
+    cond: torch.Tensor | None = None,
+    progress: Callable[[int, int], Any] | Any | None = None,
+) -> np.ndarray:
+    """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is sample_ids[r].
+
+    For each batch: g = (1/K) Σ_t ∇_θ f at t, then ``projector.project(g)``. Rows do not depend on
+    ``batch_size`` or on the order of the samples. ``progress`` is None, a callable
+    ``progress(done, total)`` or a text stream for a tqdm bar; it is updated after each batch.
+    """
+    fn = _resolve_output_fn(output_fn)
+    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    images = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    if images.ndim != 4 or images.shape[0] != len(ids):
+        raise ConfigError(
+            f"images must be [n, C, H, W] with n = len(sample_ids) = {len(ids)}, "
+            f"got shape {tuple(images.shape)}"
+        )
+    if cond is not None and (cond.ndim != 3 or cond.shape[0] != len(ids)):
+        raise ConfigError(
+            f"cond must be [n, L, D] with n = {len(ids)} (or None), got {tuple(cond.shape)}"
+        )
+    timesteps = [int(t) for t in timesteps]
+    if not timesteps:
+        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    grad_dim = num_trainable_parameters(model)
+    if projector.grad_dim != grad_dim:
+        raise ConfigError(
+            f"projector was built for grad_dim={projector.grad_dim} but the model has "
+            f"{grad_dim} trainable parameters"
+        )
+
+    n = len(ids)
+    out = np.empty((n, projector.proj_dim), dtype=np.float32)
+    update, close = _progress_reporter(progress, n)
+    try:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch_cond = None if cond is None else cond[start:stop]
+            total = None
+            for t in timesteps:
+                g = per_sample_gradients(
+                    model, scheduler, images[start:stop], ids[start:stop], t, fn, noise_seed,
+                    cond=batch_cond,
+                )
+                g = g.to(torch.float64 if g.dtype == torch.float64 else torch.float32)
+                total = g if total is None else total.add_(g)
+            mean_grad = total.div_(len(timesteps))
+            out[start:stop] = projector.project(mean_grad).cpu().numpy()
+            update(stop)
+    finally:
+        close()
+    return out
+
+
+def write_features(
+    path: str | os.PathLike, features: np.ndarray, ids: Sequence[int] | np.ndarray,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Write a feature matrix atomically: datasets ``features`` [n, Z] float32, ``ids`` int64."""
+    features = np.asarray(features, dtype=np.float32)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if features.ndim != 2 or features.shape[0] != len(ids):
+        raise ConfigError(
+            f"features must be [n, Z] with n = len(ids) = {len(ids)}, got {features.shape}"
+        )
+    if "proj_dim" in attrs and int(attrs["proj_dim"]) != features.shape[1]:
+        raise ConfigError(
+            f"attrs say proj_dim={attrs['proj_dim']!r} but features have {features.shape[1]} columns"
+        )
+    full = dict(attrs)
+    full["n_rows"] = int(features.shape[0])
+    full["proj_dim"] = int(features.shape[1])
+    with h5_writer(path, full) as handle:
+        handle.create_dataset("features", data=features)
+        handle.create_dataset("ids", data=ids)
+
+
+def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(features [n, Z] float32, ids [n] int64, attrs) of a finished feature file."""
+    with open_h5(path) as handle:
+        attrs = {key: decode_attr(value) for key, value in handle.attrs.items()}
+        return handle["features"][()], handle["ids"][()], attrs
+
+
+def merge_feature_shards(
+    shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike
+) -> None:
+    """Concatenate feature shards in the given order into one file.
+
+    Every attribute except the shard-specific ones (:data:`SHARD_ATTRS`) must agree, otherwise
+    :class:`FeatureMismatchError`. Ids must be unique across shards. The merged file keeps the
+    common attributes and records ``shard_splits`` (each shard's ``split``) and ``merged_from``.
+    """
+    if not shard_paths:
+        raise ConfigError("merge_feature_shards needs at least one shard path, got none")
+    shards = []
+    for path in shard_paths:
+        with open_h5(path) as handle:
+            attrs = {key: decode_attr(value) for key, value in handle.attrs.items()}
+            shape = handle["features"].shape
+        shards.append((Path(path), attrs, shape))
+    first_path, first_attrs, first_shape = shards[0]
+    for path, attrs, shape in shards[1:]:
+        keys = sorted((set(first_attrs) | set(attrs)) - SHARD_ATTRS)
+        require_same(first_attrs, attrs, keys, f"feature shards {first_path} and {path}")
+        if shape[1] != first_shape[1]:
+            raise FeatureMismatchError(
+                f"feature shards {first_path} and {path} have {first_shape[1]} and {shape[1]} "
+                "columns; they cannot be concatenated"
+            )
+    all_ids = []
+    for path, _, _ in shards:
+        with open_h5(path) as handle:
+            all_ids.append(handle["ids"][()].astype(np.int64))
+    ids = np.concatenate(all_ids)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise FeatureMismatchError(
+            f"sample ids {unique[counts > 1][:10].tolist()} occur in more than one shard of "
+            f"{[str(p) for p, _, _ in shards]}"
+        )
+    n = len(ids)
+    merged = {k: v for k, v in first_attrs.items() if k not in SHARD_ATTRS}
+    merged["shard_splits"] = [attrs.get("split") for _, attrs, _ in shards]
+    merged["merged_from"] = [p.name for p, _, _ in shards]
+    merged["n_rows"] = n
+    with h5_writer(out_path, merged) as out:
+        dataset = out.create_dataset("features", shape=(n, first_shape[1]), dtype=np.float32)
+        row = 0
+        for path, _, shape in shards:
+            with open_h5(path) as handle:
+                source = handle["features"]
+                for start in range(0, shape[0], 4096):
+                    stop = min(start + 4096, shape[0])
+                    dataset[row + start : row + stop] = source[start:stop]
+            row += shape[0]
+        out.create_dataset("ids", data=ids)
+
+
+__all__ = [
+    "NOISE_PURPOSE",
+    "SHARD_ATTRS",
+    "TIMESTEP_STRATEGIES",
+    "extract_features",
+    "merge_feature_shards",
+    "num_trainable_parameters",
+    "per_sample_gradients",
+    "read_features",
+    "select_timesteps",
+    "trainable_parameters",
+    "vmap_safe_attention",
+    "write_features",
+]

@@ -1,0 +1,467 @@
+"""File-level jobs: each reads its input files, calls the library kernels, writes its outputs.
+
+This is the orchestration layer between Snakemake (``scripts/*.py`` call exactly one function
+here) and the pure kernels (training, sampling, features, scoring, lds). Every function takes
+plain values and paths, so it runs the same from a script, a test or a REPL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from diffattr import data, lds, store
+from diffattr.errors import ConfigError, FeatureMismatchError
+
+logger = logging.getLogger("diffattr")
+
+TEST_SPLITS = ("val", "gen")
+FEATURE_SPLITS = ("train", "val", "gen")
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[IO[str]]:
+    """Send this job's logging, warnings, progress bars and tracebacks to its log file."""
+    if "torch" in sys.modules or threads > 1:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    if log_path is None:
+        yield sys.stderr
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        old_stderr, sys.stderr = sys.stderr, stream
+        logging.captureWarnings(True)
+        try:
+            yield stream
+        except BaseException:
+            logger.exception("job failed")
+            raise
+        finally:
+            sys.stderr = old_stderr
+            root.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_data_job(data_cfg: dict[str, Any], out_path: str) -> None:
+    data.prepare_dataset(data_cfg, out_path)
+    attrs = store.read_attrs(out_path)
+    logger.info("dataset: %s train rows, %s val rows", attrs.get("n_train"), attrs.get("n_val"))
+
+
+def draw_subset_job(
+    dataset_path: str,
+    out_path: str,
+    pool: str,
+    k: int,
+    alpha: float,
+    pool_seed: int,
+    stratify: bool,
+) -> None:
+    train = data.load_split(dataset_path, "train")
+    positions = data.draw_subset(train.labels, alpha, pool_seed, k, stratify)
+    data.write_subset(
+        out_path,
+        positions,
+        {"pool": pool, "k": k, "alpha": alpha, "pool_seed": pool_seed, "n_train": len(train)},
+    )
+
+
+# --------------------------------------------------------------------------- models
+
+
+def train_job(
+    dataset_path: str,
+    out_dir: str,
+    checkpoint_dir: str,
+    model_cfg: dict[str, Any],
+    scheduler_cfg: dict[str, Any],
+    training_cfg: dict[str, Any],
+    seed: int,
+    device: str,
+    subset_path: str | None = None,
+    snapshot_dirs: dict[int, str] | None = None,
+    progress: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Train on the whole train split, or on the rows of ``subset_path``."""
+    from diffattr.training import TrainingSettings, train_model
+
+    train = data.load_split(dataset_path, "train")
+    images = train.images
+    if subset_path is not None:
+        images = images[data.read_subset(subset_path)]
+    values = {k: v for k, v in training_cfg.items() if k != "main_seed"}
+    settings = TrainingSettings.from_dict(values, seed=int(seed), device=device)
+    stats = train_model(
+        images,
+        settings,
+        model_cfg["unet"],
+        scheduler_cfg,
+        out_dir,
+        checkpoint_dir,
+        dropout=model_cfg.get("dropout", 0.0),
+        snapshots=snapshot_dirs,
+        progress=progress,
+    )
+    logger.info("trained %s: %s", out_dir, stats)
+    return stats
+
+
+def generate_job(
+    model_dir: str,
+    out_path: str,
+    grid_path: str,
+    num_samples: int,
+    steps: int,
+    eta: float,
+    seed: int,
+    batch_size: int,
+    grid_columns: int,
+    device: str,
+    progress: IO[str] | None = None,
+) -> None:
+    from diffattr.models import load_model, resolve_device
+    from diffattr.sampling import ddim_sample, image_grid, sample_seeds
+
+    model, scheduler = load_model(model_dir, resolve_device(device))
+    seeds = sample_seeds(num_samples, seed)
+    result = ddim_sample(model, scheduler, seeds, steps, eta, batch_size, progress)
+    attrs = {
+        "split": "gen",
+        "model_digest": store.digest_directory(model_dir),
+        "steps": steps,
+        "eta": eta,
+        "gen_seed": seed,
+        "sampler": "ddim",
+    }
+    store.write_h5(
+        out_path,
+        {"images": result["images"], "seeds": seeds, "ids": np.arange(num_samples, dtype=np.int64)},
+        attrs,
+    )
+    save_png(grid_path, image_grid(result["images"][: grid_columns * grid_columns], grid_columns))
+
+
+def save_png(path: str, pixels: np.ndarray, scale: int = 4) -> None:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    with store.atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")
+
+
+def load_queries(
+    split: str, dataset_path: str, samples_path: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and ids of a query split: ``train``/``val`` from the dataset, ``gen`` from samples."""
+    if split == "gen":
+        if samples_path is None:
+            raise ConfigError("split 'gen' needs the generated samples file")
+        with store.open_h5(samples_path) as handle:
+            return handle["images"][()], handle["ids"][()]
+    if split not in ("train", "val"):
+        raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
+    loaded = data.load_split(dataset_path, split)
+    return loaded.images, loaded.ids
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def measure_job(
+    model_dir: str,
+    dataset_path: str,
+    samples_path: str,
+    out_path: str,
+    splits: Sequence[str],
+    timesteps: int,
+    noise_seeds: Sequence[int],
+    batch_size: int,
+    device: str,
+    progress: IO[str] | None = None,
+) -> None:
+    """Per-sample loss of one model on every query split, averaged over the timestep grid."""
+    from diffattr.measure import measure_losses, timestep_grid
+    from diffattr.models import load_model, resolve_device
+
+    model, scheduler = load_model(model_dir, resolve_device(device))
+    grid = timestep_grid(timesteps, scheduler.config.num_train_timesteps)
+    arrays: dict[str, np.ndarray] = {}
+    for split in splits:
+        images, ids = load_queries(split, dataset_path, samples_path)
+        by_noise = measure_losses(
+            model,
+            scheduler,
+            images,
+            ids,
+            grid,
+            list(noise_seeds),
+            f"measure/{split}",
+            batch_size,
+            progress=progress,
+        )
+        arrays[f"{split}/loss_by_noise"] = by_noise
+        arrays[f"{split}/loss"] = by_noise.mean(axis=0)
+        arrays[f"{split}/ids"] = ids
+    attrs = {
+        "model_digest": store.digest_directory(model_dir),
+        "splits": list(splits),
+        "timesteps": grid.tolist(),
+        "noise_seeds": list(noise_seeds),
+        "output": "diffusion loss mean_d (eps_hat - eps)^2",
+    }
+    store.write_h5(out_path, arrays, attrs)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
+    """Contiguous row range of shard ``shard`` of ``num_shards`` (sizes differ by at most one)."""
+    if not 0 <= shard < num_shards:
+        raise ConfigError(f"shard {shard} is out of range for {num_shards} shards")
+    bounds = np.linspace(0, n_rows, num_shards + 1).round().astype(int)
+    return slice(int(bounds[shard]), int(bounds[shard + 1]))
+
+
+def features_job(
+    model_dir: str,
+    dataset_path: str,
+    samples_path: str | None,
+    out_path: str,
+    split: str,
+    output_fn: str,
+    K: int,
+    t_strategy: str,
+    proj_kind: str,
+    proj_dim: int,
+    proj_seed: int,
+    noise_seed: int,
+    batch_size: int,
+    device: str,
+    shard: int = 0,
+    num_shards: int = 1,
+    progress: IO[str] | None = None,
+) -> None:
+    """Projected per-sample gradient features of one split (or one shard of the train split)."""
+    from diffattr import features
+    from diffattr.models import load_model, resolve_device
+    from diffattr.projection import make_projector
+
+    model, scheduler = load_model(model_dir, resolve_device(device))
+    images, ids = load_queries(split, dataset_path, samples_path)
+    rows = shard_rows(len(ids), shard, num_shards)
+    images, ids = images[rows], ids[rows]
+    steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
+    grad_dim = features.num_trainable_parameters(model)
+    projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
+    matrix = features.extract_features(
+        model,
+        scheduler,
+        images,
+        ids,
+        output_fn,
+        steps,
+        noise_seed,
+        projector,
+        batch_size,
+        progress=progress,
+    )
+    attrs = {
+        "split": split,
+        "output_fn": output_fn,
+        "K": K,
+        "t_strategy": t_strategy,
+        "timesteps": steps,
+        "noise_seed": noise_seed,
+        "model_digest": store.digest_directory(model_dir),
+        "grad_dim": grad_dim,
+        "shard": shard,
+        "num_shards": num_shards,
+        **{
+            f"proj_{k}" if not k.startswith("proj") else k: v
+            for k, v in projector.describe().items()
+        },
+    }
+    features.write_features(out_path, matrix, ids, attrs)
+
+
+def merge_features_job(shard_paths: Sequence[str], out_path: str) -> None:
+    from diffattr import features
+
+    features.merge_feature_shards(list(shard_paths), out_path)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def score_job(
+    train_path: str,
+    test_path: str,
+    out_path: str,
+    lambdas: Sequence[float],
+    chunk_rows: int,
+    method: str,
+    split: str,
+) -> None:
+    from diffattr import scoring
+
+    scoring.write_trak_scores(
+        train_path, test_path, out_path, lambdas, {"method": method, "split": split}, chunk_rows
+    )
+
+
+# --------------------------------------------------------------------------- ground truth and LDS
+
+
+def groundtruth_job(
+    dataset_path: str,
+    subset_paths: Sequence[str],
+    measured_paths: Sequence[Sequence[str]],
+    out_path: str,
+    pool: str,
+    splits: Sequence[str],
+) -> None:
+    """Collect one pool's masks [S, N] and measured outputs [R seeds, S, n] per split."""
+    train = data.load_split(dataset_path, "train")
+    masks = data.subset_mask([data.read_subset(p) for p in subset_paths], len(train))
+    arrays: dict[str, np.ndarray] = {"masks": masks, "train_ids": train.ids}
+    for split in splits:
+        by_seed, ids = [], None
+        for per_subset in zip(*measured_paths, strict=True):  # one tuple per training seed
+            rows = []
+            for path in per_subset:
+                with store.open_h5(path) as handle:
+                    if f"{split}/loss" not in handle:
+                        raise FeatureMismatchError(
+                            f"{path}: has no measured outputs for split {split!r}"
+                        )
+                    rows.append(handle[f"{split}/loss"][()])
+                    these = handle[f"{split}/ids"][()]
+                if ids is not None and not np.array_equal(ids, these):
+                    raise FeatureMismatchError(f"{path}: query ids differ from the other models'")
+                ids = these
+            by_seed.append(np.stack(rows))
+        arrays[f"{split}/measured_by_seed"] = np.stack(by_seed)
+        arrays[f"{split}/measured"] = np.stack(by_seed).mean(axis=0)
+        arrays[f"{split}/ids"] = ids
+    store.write_h5(
+        out_path,
+        arrays,
+        {
+            "pool": pool,
+            "num_subsets": len(subset_paths),
+            "num_seeds": len(measured_paths),
+            "splits": list(splits),
+        },
+    )
+
+
+def _load_groundtruth(path: str, split: str) -> dict[str, np.ndarray]:
+    with store.open_h5(path) as handle:
+        return {
+            "masks": handle["masks"][()],
+            "train_ids": handle["train_ids"][()],
+            "measured": handle[f"{split}/measured"][()],
+            "measured_by_seed": handle[f"{split}/measured_by_seed"][()],
+            "ids": handle[f"{split}/ids"][()],
+        }
+
+
+def _check_alignment(score: Any, truth: dict[str, np.ndarray], where: str) -> None:
+    if not np.array_equal(score.train_ids, truth["train_ids"]):
+        raise FeatureMismatchError(
+            f"{where}: score columns do not follow the train split's row order"
+        )
+    if not np.array_equal(score.test_ids, truth["ids"]):
+        raise FeatureMismatchError(f"{where}: score rows do not match the measured queries")
+
+
+def lds_job(
+    scores_path: str,
+    groundtruth_path: str,
+    heldout_path: str,
+    out_path: str,
+    split: str,
+    bootstrap_resamples: int,
+    bootstrap_seed: int,
+    sign: int = -1,
+) -> dict[str, Any]:
+    """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
+    benchmark itself. Writes a JSON record with the full curves."""
+    from diffattr import scoring
+
+    score = scoring.read_scores(scores_path)
+    bench = _load_groundtruth(groundtruth_path, split)
+    held = _load_groundtruth(heldout_path, split)
+    _check_alignment(score, bench, scores_path)
+    _check_alignment(score, held, scores_path)
+    curve = lds.lds_for_grid(score.scores, bench["masks"], bench["measured"], sign)
+    heldout_curve = lds.lds_for_grid(score.scores, held["masks"], held["measured"], sign)
+    record: dict[str, Any] = {
+        "method": score.attrs.get("method"),
+        "split": split,
+        "K": score.attrs.get("train_K", score.attrs.get("K")),
+        "lambdas": score.lambdas.tolist(),
+        "lds_curve": curve.tolist(),
+        "heldout_curve": heldout_curve.tolist(),
+        "num_subsets": int(bench["masks"].shape[0]),
+        "num_heldout_subsets": int(held["masks"].shape[0]),
+        "num_queries": int(bench["measured"].shape[1]),
+        "choices": {},
+    }
+    oracle_index = int(np.nanargmax(curve))
+    heldout_index, _ = lds.choose_lambda(heldout_curve, score.lambdas)
+    for name, index in (("heldout", heldout_index), ("oracle", oracle_index)):
+        boot = lds.bootstrap_lds(
+            score.scores[index],
+            bench["masks"],
+            bench["measured"],
+            bootstrap_resamples,
+            bootstrap_seed,
+            sign,
+        )
+        record["choices"][name] = {
+            "lambda": float(score.lambdas[index]),
+            "lambda_index": index,
+            "lds": float(curve[index]),
+            "boot_mean": float(boot["mean"]),
+            "boot_std": float(boot["std"]),
+            "ci_low": float(boot["ci_low"]),
+            "ci_high": float(boot["ci_high"]),
+        }
+    store.write_json(out_path, record)
+    return record
+
+
+def noise_ceiling_job(groundtruth_path: str, out_path: str, splits: Sequence[str]) -> None:
+    """Seed-to-seed agreement of the measured outputs, per split (needs >= 2 training seeds)."""
+    record: dict[str, Any] = {}
+    for split in splits:
+        truth = _load_groundtruth(groundtruth_path, split)
+        by_seed = truth["measured_by_seed"]
+        if by_seed.shape[0] < 2:
+            record[split] = None
+            continue
+        ceiling = lds.noise_ceiling(by_seed)
+        record[split] = {
+            "mean": ceiling["mean"],
+            "per_pair": np.asarray(ceiling["per_pair"]).tolist(),
+        }
+    store.write_json(out_path, record)

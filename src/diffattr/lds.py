@@ -1,0 +1,353 @@
+"""Linear datamodeling score (LDS), its bootstrap, the noise ceiling and the choice of λ.
+
+Notation (protocol §3):
+
+* masks ``M`` [S, N] bool: subset s contains training row i (rows in train-index order);
+* measured outputs ``y`` [S, n]: the loss of the model(s) trained on subset s at query j;
+* scores ``τ`` [n, N]: τ[j, i] > 0 means training row i supports query j.
+
+The prediction for subset s and query j is ``pred[s, j] = Σ_i M[s, i] · sign · τ[j, i]`` with
+``sign = -1`` by default: the outputs are losses and supportive examples lower them. Methods whose
+scores are already in loss units (empirical influence, datamodels) use ``sign = +1``.
+``LDS = mean over j of Spearman(pred[:, j], y[:, j])``, each correlation taken across subsets.
+
+A query whose prediction or measured output is constant across subsets has an undefined
+Spearman correlation (NaN, as in scipy). Means use ``nanmean``; :func:`lds` warns with the count
+and :func:`lds_summary` returns it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from diffattr.errors import ConfigError, DataError, FeatureMismatchError
+
+# --------------------------------------------------------------------------- Spearman
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks per column, centred, as float64."""
+    ranks = rankdata(values, axis=0).astype(np.float64)
+    return ranks - ranks.mean(axis=0, keepdims=True)
+
+
+def _pearson_centred(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Column-wise Pearson correlation of two column-centred rank matrices; NaN if constant."""
+    numerator = np.einsum("sj,sj->j", a, b)
+    sum_sq_a, sum_sq_b = np.einsum("sj,sj->j", a, a), np.einsum("sj,sj->j", b, b)
+    # Centred ranks of a non-constant column have a sum of squares >= 0.5; below that the
+    # column is constant and only round-off is left.
+    defined = (sum_sq_a > 0.25) & (sum_sq_b > 0.25)
+    result = np.full(numerator.shape, np.nan)
+    np.divide(numerator, np.sqrt(sum_sq_a * sum_sq_b), out=result, where=defined)
+    return np.clip(result, -1.0, 1.0)
+
+
+def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each column of ``a`` [S, n] with the same column of ``b``.
+
+    Ties get average ranks (``scipy.stats.rankdata``); a constant column gives NaN, as
+    ``scipy.stats.spearmanr`` does.
+    """
+    a = _finite_2d(a, "a")
+    b = _finite_2d(b, "b")
+    if a.shape != b.shape:
+        raise FeatureMismatchError(
+            f"spearman_columns needs two matrices of the same shape [S, n]; got a {a.shape} and "
+            f"b {b.shape}"
+        )
+    _check_subsets(a.shape[0])
+    return _pearson_centred(_ranks(a), _ranks(b))
+
+
+def _finite_2d(values: Any, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2:
+        raise DataError(f"{name} must be a 2-D matrix, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise DataError(
+            f"{name} has {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN/inf); "
+            "scores and measured outputs must be finite"
+        )
+    return array
+
+
+def _check_subsets(count: int) -> None:
+    if count < 2:
+        raise DataError(
+            f"a Spearman correlation across subsets needs at least 2 subsets, got {count}"
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_sign(sign: int) -> float:
+    if sign not in (-1, 1):
+        raise ConfigError(
+            f"sign must be -1 (scores that lower the loss, e.g. TRAK) or +1 (scores in loss "
+            f"units, e.g. empirical influence), got {sign!r}"
+        )
+    return float(sign)
+
+
+def _check_masks(masks: Any) -> np.ndarray:
+    array = np.asarray(masks)
+    if array.ndim != 2:
+        raise DataError(f"masks must be a 2-D [S, N] matrix, got shape {array.shape}")
+    if array.dtype != bool:
+        if not np.isin(array, (0, 1)).all():
+            raise DataError(
+                "masks must be boolean or 0/1 [S, N] (subset s contains training row i); found "
+                f"values {np.unique(array)[:10].tolist()}"
+            )
+    _check_subsets(array.shape[0])
+    return array.astype(np.float64)
+
+
+def _check_inputs(
+    score_shape: tuple[int, ...], masks: Any, measured: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 masks [S, N] and measured [S, n] for scores of shape [..., n, N]."""
+    mask_matrix = _check_masks(masks)
+    outputs = _finite_2d(measured, "measured")
+    n_test, n_train = score_shape[-2], score_shape[-1]
+    if mask_matrix.shape[1] != n_train:
+        raise FeatureMismatchError(
+            f"masks {mask_matrix.shape} [S, N] and scores {score_shape} [..., n, N] disagree on "
+            f"the number of training rows ({mask_matrix.shape[1]} vs {n_train})"
+        )
+    if outputs.shape[0] != mask_matrix.shape[0]:
+        raise FeatureMismatchError(
+            f"measured {outputs.shape} [S, n] and masks {mask_matrix.shape} [S, N] disagree on "
+            f"the number of subsets ({outputs.shape[0]} vs {mask_matrix.shape[0]})"
+        )
+    if outputs.shape[1] != n_test:
+        raise FeatureMismatchError(
+            f"measured {outputs.shape} [S, n] and scores {score_shape} [..., n, N] disagree on "
+            f"the number of queries ({outputs.shape[1]} vs {n_test})"
+        )
+    return mask_matrix, outputs
+
+
+def _score_matrix(scores: Any, name: str = "scores") -> np.ndarray:
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise DataError(f"{name} must be a 2-D [n, N] matrix, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise DataError(
+            f"{name} has {int((~np.isfinite(matrix)).sum())} non-finite value(s) (NaN/inf)"
+        )
+    return matrix
+
+
+def predictions(scores: np.ndarray, masks: np.ndarray, sign: int = -1) -> np.ndarray:
+    """``pred[s, j] = Σ_i M[s, i] · sign · τ[j, i]`` as float64 [S, n]."""
+    factor = _check_sign(sign)
+    matrix = _score_matrix(scores)
+    mask_matrix = _check_masks(masks)
+    if mask_matrix.shape[1] != matrix.shape[1]:
+        raise FeatureMismatchError(
+            f"masks {mask_matrix.shape} [S, N] and scores {matrix.shape} [n, N] disagree on N"
+        )
+    return factor * (mask_matrix @ matrix.T)
+
+
+# --------------------------------------------------------------------------- LDS
+
+
+def lds_per_sample(
+    scores: np.ndarray, masks: np.ndarray, measured: np.ndarray, sign: int = -1
+) -> np.ndarray:
+    """Spearman correlation per query, float64 [n] (NaN where undefined)."""
+    factor = _check_sign(sign)
+    matrix = _score_matrix(scores)
+    mask_matrix, outputs = _check_inputs(matrix.shape, masks, measured)
+    return _pearson_centred(_ranks(factor * (mask_matrix @ matrix.T)), _ranks(outputs))
+
+
+def summarise(per_sample: np.ndarray) -> dict[str, Any]:
+    """``nanmean`` of per-query correlations with the number of NaN queries."""
+    values = np.asarray(per_sample, dtype=np.float64)
+    n_nan = int(np.isnan(values).sum())
+    mean = float(np.nanmean(values)) if n_nan < values.size else float("nan")
+    return {"lds": mean, "n_samples": int(values.size), "n_nan": n_nan}
+
+
+def lds_summary(
+    scores: np.ndarray, masks: np.ndarray, measured: np.ndarray, sign: int = -1
+) -> dict[str, Any]:
+    """LDS with its bookkeeping: ``lds``, ``n_samples``, ``n_nan`` and ``per_sample`` [n]."""
+    per_sample = lds_per_sample(scores, masks, measured, sign)
+    return {**summarise(per_sample), "per_sample": per_sample}
+
+
+def lds(scores: np.ndarray, masks: np.ndarray, measured: np.ndarray, sign: int = -1) -> float:
+    """Mean over queries of the per-query Spearman correlation (``nanmean``).
+
+    Warns (``RuntimeWarning``) with the count when some queries have an undefined correlation.
+    """
+    summary = summarise(lds_per_sample(scores, masks, measured, sign))
+    _warn_nan(summary, "lds")
+    return summary["lds"]
+
+
+def _warn_nan(summary: dict[str, Any], where: str) -> None:
+    if summary["n_nan"]:
+        warnings.warn(
+            f"{where}: {summary['n_nan']} of {summary['n_samples']} queries have a constant "
+            "prediction or measured output across subsets (Spearman undefined); they are left "
+            "out of the mean",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def lds_grid_per_sample(
+    score_grid: Any, masks: np.ndarray, measured: np.ndarray, sign: int = -1
+) -> np.ndarray:
+    """Per-query LDS for every λ of a score grid, float64 [L, n].
+
+    ``score_grid`` is [L, n, N]: an array or an ``h5py`` dataset, read one λ at a time. The ranks
+    of ``measured`` are computed once; each λ costs one [S, N] × [N, n] product.
+    """
+    factor = _check_sign(sign)
+    shape = tuple(score_grid.shape)
+    if len(shape) != 3:
+        raise DataError(f"score_grid must be [L, n, N], got shape {shape}")
+    mask_matrix, outputs = _check_inputs(shape, masks, measured)
+    measured_ranks = _ranks(outputs)
+    result = np.empty((shape[0], shape[1]), dtype=np.float64)
+    for index in range(shape[0]):
+        matrix = _score_matrix(score_grid[index], f"score_grid[{index}]")
+        prediction_ranks = _ranks(factor * (mask_matrix @ matrix.T))
+        result[index] = _pearson_centred(prediction_ranks, measured_ranks)
+    return result
+
+
+def lds_for_grid(
+    score_grid: Any, masks: np.ndarray, measured: np.ndarray, sign: int = -1
+) -> np.ndarray:
+    """LDS (``nanmean`` over queries) for every λ of a score grid [L, n, N], float64 [L]."""
+    per_sample = lds_grid_per_sample(score_grid, masks, measured, sign)
+    summaries = [summarise(row) for row in per_sample]
+    for summary in summaries:
+        _warn_nan(summary, "lds_for_grid")
+    return np.array([summary["lds"] for summary in summaries], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def bootstrap_lds(
+    scores: np.ndarray,
+    masks: np.ndarray,
+    measured: np.ndarray,
+    n_resamples: int = 64,
+    seed: int = 42,
+    sign: int = -1,
+) -> dict[str, Any]:
+    """Bootstrap the LDS over subsets: resample the S subsets with replacement, recompute.
+
+    The reference used ``scipy.stats.bootstrap`` (BCa interval, ``n_resamples=64``,
+    ``random_state=42``) and tabulated the mean ± std of the bootstrap distribution. Here the
+    interval is the plain **percentile** interval (2.5 / 97.5 percentiles of the resampled LDS),
+    drawn with ``numpy.random.default_rng(seed)``; ``std`` is ``np.std`` (ddof = 0) of the
+    resampled values, as the reference's ``res.bootstrap_distribution.std()``. The resampled
+    values therefore differ from the reference's draws even for the same seed.
+
+    Returns:
+        dict with ``mean``, ``std``, ``ci_low``, ``ci_high`` (of the bootstrap distribution),
+        ``samples`` [n_resamples], the full-sample ``point`` estimate, ``n_resamples``, ``seed``
+        and ``method`` (``"percentile"``).
+    """
+    if int(n_resamples) < 2:
+        raise ConfigError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
+    factor = _check_sign(sign)
+    matrix = _score_matrix(scores)
+    mask_matrix, outputs = _check_inputs(matrix.shape, masks, measured)
+    prediction = factor * (mask_matrix @ matrix.T)
+    point = summarise(_pearson_centred(_ranks(prediction), _ranks(outputs)))["lds"]
+    rng = np.random.default_rng(seed)
+    n_subsets = prediction.shape[0]
+    samples = np.empty(int(n_resamples), dtype=np.float64)
+    for index in range(samples.size):
+        rows = rng.integers(0, n_subsets, size=n_subsets)
+        per_sample = _pearson_centred(_ranks(prediction[rows]), _ranks(outputs[rows]))
+        samples[index] = summarise(per_sample)["lds"]
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        raise DataError(
+            "every bootstrap resample gave an undefined LDS (constant predictions or outputs)"
+        )
+    return {
+        "mean": float(finite.mean()),
+        "std": float(finite.std()),
+        "ci_low": float(np.percentile(finite, 2.5)),
+        "ci_high": float(np.percentile(finite, 97.5)),
+        "samples": samples,
+        "point": point,
+        "n_resamples": int(n_resamples),
+        "seed": seed,
+        "method": "percentile",
+    }
+
+
+def noise_ceiling(measured_by_seed: np.ndarray) -> dict[str, Any]:
+    """How well one training seed's outputs predict another's: the best LDS one could expect.
+
+    Args:
+        measured_by_seed: [R, S, n] measured outputs of R >= 2 training seeds.
+
+    Returns:
+        dict with ``mean`` (over unordered seed pairs a < b of the mean over queries of
+        Spearman(y_a[:, j], y_b[:, j])), ``per_pair`` [R(R-1)/2] and ``pairs`` [(a, b), ...].
+    """
+    outputs = np.asarray(measured_by_seed, dtype=np.float64)
+    if outputs.ndim != 3:
+        raise DataError(
+            f"measured_by_seed must be [R seeds, S subsets, n queries], got shape {outputs.shape}"
+        )
+    if outputs.shape[0] < 2:
+        raise ConfigError(
+            f"the noise ceiling needs outputs from at least two training seeds, got "
+            f"{outputs.shape[0]} (shape {outputs.shape})"
+        )
+    if not np.isfinite(outputs).all():
+        raise DataError(f"measured_by_seed has {int((~np.isfinite(outputs)).sum())} NaN/inf values")
+    _check_subsets(outputs.shape[1])
+    ranks = [_ranks(outputs[seed]) for seed in range(outputs.shape[0])]
+    pairs = [(a, b) for a in range(len(ranks)) for b in range(a + 1, len(ranks))]
+    per_pair = np.array([summarise(_pearson_centred(ranks[a], ranks[b]))["lds"] for a, b in pairs])
+    return {"mean": float(np.nanmean(per_pair)), "per_pair": per_pair, "pairs": pairs}
+
+
+# --------------------------------------------------------------------------- λ selection
+
+
+def choose_lambda(
+    lds_curve_heldout: Sequence[float] | np.ndarray, lambdas: Sequence[float] | np.ndarray
+) -> tuple[int, float]:
+    """Index and value of the λ with the best held-out LDS; ties go to the smallest λ.
+
+    NaN entries of the curve are ignored.
+    """
+    curve = np.asarray(lds_curve_heldout, dtype=np.float64)
+    grid = np.asarray(lambdas, dtype=np.float64)
+    if curve.ndim != 1 or curve.shape != grid.shape or curve.size == 0:
+        raise FeatureMismatchError(
+            f"the LDS curve {curve.shape} and the λ grid {grid.shape} must be non-empty 1-D "
+            "vectors of the same length"
+        )
+    valid = ~np.isnan(curve)
+    if not valid.any():
+        raise DataError("every LDS value on the λ curve is NaN; no λ can be chosen")
+    best = np.max(curve[valid])
+    candidates = np.nonzero(valid & (curve == best))[0]
+    index = int(candidates[np.argmin(grid[candidates])])
+    return index, float(grid[index])

@@ -1,0 +1,496 @@
+"""TRAK-style scores over a whole λ grid from one eigendecomposition, plus simple baselines.
+
+For training features Φ [N, Z] and query features Ψ [n, Z] the score matrix at ridge λ is
+
+    τ_λ = Ψ (ΦᵀΦ + λI)⁻¹ Φᵀ            [n, N],  τ[j, i] > 0: row i supports query j.
+
+The reference inverted a Z×Z matrix once per λ (27 times). Here the kernel is eigendecomposed
+once and every λ costs one matrix product. Two exact forms are used:
+
+* **primal** (Z×Z kernel, best when Z <= N): ΦᵀΦ = V diag(s) Vᵀ, so
+  τ_λ = (ΨV) diag(1/(s+λ)) (ΦV)ᵀ.
+* **dual** (N×N Gram, best when N < Z): ΦΦᵀ = U diag(s) Uᵀ and, by the push-through identity
+  (ΦᵀΦ+λI)⁻¹Φᵀ = Φᵀ(ΦΦᵀ+λI)⁻¹, τ_λ = (ΨΦᵀU) diag(1/(s+λ)) Uᵀ.
+
+Both are computed in float64 (``numpy.linalg.eigh``) and returned as float32. Eigenvalues of the
+positive semi-definite kernel that round-off makes slightly negative are clipped to 0.
+
+:func:`write_trak_scores` is the streaming version used by the workflow. It reads the feature
+files in row chunks and writes an HDF5 score file with this layout:
+
+* ``scores``     float32 [L, n_test, N_train], HDF5-chunked per λ and per block of training rows;
+* ``lambdas``    float64 [L], in the order of the first axis of ``scores``;
+* ``train_ids``  int64 [N_train], ``test_ids`` int64 [n_test]: row ids copied from the features;
+* attrs: the caller's attrs, ``score_kind``, ``form`` (primal/dual), ``n_train``, ``n_test``,
+  ``feature_dim``, the checked provenance keys (shared by both feature files),
+  ``train_features`` / ``test_features`` (JSON: path + all attrs of each feature file),
+  ``train_split`` / ``test_split`` (``split``, or ``shard_splits`` of a merged feature file)
+  and ``complete``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
+from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5, require_same
+
+#: Feature provenance that train and test features must share before they can be combined.
+DEFAULT_CHECK_KEYS: tuple[str, ...] = (
+    "proj_kind",
+    "proj_seed",
+    "proj_dim",
+    "output_fn",
+    "timesteps",
+    "noise_seed",
+    "model_digest",
+)
+
+FORMS = ("auto", "primal", "dual")
+
+# Keys that write_trak_scores sets itself; the caller's attrs may not set them.
+_RESERVED_ATTRS = (
+    "score_kind",
+    "form",
+    "n_train",
+    "n_test",
+    "feature_dim",
+    "train_features",
+    "test_features",
+    "train_split",
+    "test_split",
+    COMPLETE_ATTR,
+)
+
+# Upper bound on the number of float32 elements in one HDF5 chunk of ``scores`` (16 MiB).
+_MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_lambdas(lambdas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The λ grid as a float64 vector; every λ must be finite and > 0."""
+    try:
+        grid = np.asarray(lambdas, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"lambdas must be positive numbers, got {lambdas!r}") from error
+    if grid.ndim == 0:
+        grid = grid.reshape(1)
+    if grid.ndim != 1 or grid.size == 0:
+        raise ConfigError(
+            f"lambdas must be a non-empty 1-D list of positive numbers, got shape {grid.shape}"
+        )
+    bad = [float(v) for v in grid if not (np.isfinite(v) and v > 0)]
+    if bad:
+        raise ConfigError(
+            f"every ridge λ must be finite and > 0; invalid value(s) {bad} in lambdas "
+            f"{grid.tolist()}. Use values such as 1e-2 ... 5e6."
+        )
+    return grid
+
+
+def _check_matrix(array: Any, name: str) -> np.ndarray:
+    matrix = np.asarray(array)
+    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise DataError(
+            f"{name} must be a non-empty 2-D matrix [rows, dim], got shape {matrix.shape}"
+        )
+    _check_finite(matrix, name)
+    return matrix
+
+
+def _check_finite(matrix: np.ndarray, name: str, row_offset: int = 0) -> None:
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        rows = np.nonzero(~finite.all(axis=1))[0] + row_offset
+        raise DataError(
+            f"{name} has {int((~finite).sum())} non-finite value(s) (NaN/inf) in rows "
+            f"{rows[:10].tolist()}{' ...' if rows.size > 10 else ''}; features must be finite"
+        )
+
+
+def _check_pair(train_shape: tuple[int, ...], test_shape: tuple[int, ...]) -> None:
+    if train_shape[1] != test_shape[1]:
+        raise FeatureMismatchError(
+            f"train features {train_shape} and test features {test_shape} have different "
+            f"feature dimensions ({train_shape[1]} vs {test_shape[1]}); both must use the same "
+            "projection"
+        )
+
+
+def choose_form(n_train: int, dim: int, form: str = "auto") -> str:
+    """``primal`` (Z×Z kernel) or ``dual`` (N×N Gram); ``auto`` takes the smaller matrix."""
+    if form not in FORMS:
+        raise ConfigError(f"form must be one of {list(FORMS)}, got {form!r}")
+    if form == "auto":
+        return "primal" if dim <= n_train else "dual"
+    return form
+
+
+def _inverse_spectrum(eigenvalues: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
+    """[L, r] matrix of 1/(s + λ); round-off negatives of a PSD spectrum are clipped to 0."""
+    spectrum = np.clip(eigenvalues, 0.0, None)
+    return 1.0 / (spectrum[None, :] + lambdas[:, None])
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def trak_scores(
+    train_features: np.ndarray,
+    test_features: np.ndarray,
+    lambdas: Sequence[float] | np.ndarray,
+    *,
+    form: str = "auto",
+) -> np.ndarray:
+    """τ_λ = Ψ(ΦᵀΦ+λI)⁻¹Φᵀ for every λ, from one eigendecomposition.
+
+    Args:
+        train_features: Φ [N, Z].
+        test_features: Ψ [n, Z].
+        lambdas: ridge values, all > 0.
+        form: ``auto`` (primal when Z <= N, else dual), ``primal`` or ``dual``; all are exact.
+
+    Returns:
+        float32 [L, n, N] scores, in the order of ``lambdas``.
+    """
+    grid = validate_lambdas(lambdas)
+    phi = _check_matrix(train_features, "train_features").astype(np.float64, copy=False)
+    psi = _check_matrix(test_features, "test_features").astype(np.float64, copy=False)
+    _check_pair(phi.shape, psi.shape)
+    n_train, dim = phi.shape
+    out = np.empty((grid.size, psi.shape[0], n_train), dtype=np.float32)
+    if choose_form(n_train, dim, form) == "primal":
+        eigenvalues, basis = np.linalg.eigh(phi.T @ phi)
+        left, right = psi @ basis, phi @ basis
+    else:
+        eigenvalues, basis = np.linalg.eigh(phi @ phi.T)
+        left, right = (psi @ phi.T) @ basis, basis
+    weights = _inverse_spectrum(eigenvalues, grid)
+    for index in range(grid.size):
+        out[index] = (left * weights[index]) @ right.T
+    return out
+
+
+def dot_scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Inner products ⟨test_j, train_i⟩ as float32 [n, N] ("Gradient (dot)", raw/CLIP dot)."""
+    test = _check_matrix(test, "test").astype(np.float64, copy=False)
+    train = _check_matrix(train, "train").astype(np.float64, copy=False)
+    _check_pair(train.shape, test.shape)
+    return (test @ train.T).astype(np.float32)
+
+
+def cosine_scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Cosine similarities as float32 [n, N]. A zero-norm row has similarity 0 with everything."""
+    test = _check_matrix(test, "test").astype(np.float64, copy=False)
+    train = _check_matrix(train, "train").astype(np.float64, copy=False)
+    _check_pair(train.shape, test.shape)
+    return (_unit_rows(test) @ _unit_rows(train).T).astype(np.float32)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+# --------------------------------------------------------------------------- feature files
+
+
+class _FeatureFile:
+    """A finished feature file opened for chunked reading, with its layout checked."""
+
+    def __init__(self, path: str | os.PathLike, role: str) -> None:
+        self.path = Path(path)
+        self.role = role
+        self.handle = open_h5(self.path)
+        try:
+            self._check_layout()
+        except BaseException:
+            self.handle.close()
+            raise
+        self.attrs = {
+            key: decode_attr(value)
+            for key, value in self.handle.attrs.items()
+            if key != COMPLETE_ATTR
+        }
+
+    def _check_layout(self) -> None:
+        missing = [name for name in ("features", "ids") if name not in self.handle]
+        if missing:
+            raise CorruptFileError(
+                f"{self.path}: {self.role} feature file lacks dataset(s) {missing}; "
+                f"it has {sorted(self.handle)}. Expected `features` [n, Z] and `ids` [n]."
+            )
+        features, ids = self.handle["features"], self.handle["ids"]
+        if features.ndim != 2 or 0 in features.shape:
+            raise CorruptFileError(
+                f"{self.path}: `features` must be a non-empty [n, Z] matrix, got {features.shape}"
+            )
+        if ids.shape != (features.shape[0],):
+            raise CorruptFileError(
+                f"{self.path}: `ids` has shape {ids.shape} but `features` has "
+                f"{features.shape[0]} rows; expected ids of shape ({features.shape[0]},)"
+            )
+        self.shape: tuple[int, int] = (int(features.shape[0]), int(features.shape[1]))
+
+    def require_keys(self, keys: Sequence[str]) -> None:
+        missing = [key for key in keys if key not in self.attrs]
+        if missing:
+            raise CorruptFileError(
+                f"{self.path}: {self.role} feature file lacks provenance attr(s) {missing} needed "
+                f"to check it against the other feature file; it has {sorted(self.attrs)}"
+            )
+
+    def split(self) -> Any:
+        """``split``, or the per-shard ``shard_splits`` of a merged file, or None."""
+        return self.attrs.get("split", self.attrs.get("shard_splits"))
+
+    def ids(self) -> np.ndarray:
+        return self._read(lambda: self.handle["ids"][()], "ids").astype(np.int64)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as float64, checked to be finite."""
+        block = self._read(lambda: self.handle["features"][start:stop], f"rows {start}:{stop}")
+        block = block.astype(np.float64)
+        _check_finite(block, f"{self.path} ({self.role} features)", row_offset=start)
+        return block
+
+    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.shape[0], chunk_rows):
+            yield start, min(start + chunk_rows, self.shape[0])
+
+    def _read(self, reader: Any, what: str) -> np.ndarray:
+        try:
+            return np.asarray(reader())
+        except OSError as error:
+            raise CorruptFileError(
+                f"{self.path}: cannot read {what} of the {self.role} features ({error}); the "
+                "file is truncated or corrupted. Delete it and rerun the rule that produces it."
+            ) from error
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def write_trak_scores(
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    lambdas: Sequence[float] | np.ndarray,
+    attrs: Mapping[str, Any],
+    chunk_rows: int = 4096,
+    *,
+    check_keys: Sequence[str] | None = None,
+    score_kind: str = "trak",
+    form: str = "auto",
+) -> Path:
+    """Stream TRAK scores for a λ grid from two feature files into one HDF5 score file.
+
+    Memory: one chunk of training rows, the kernel (Z×Z primal or N×N dual) and its eigenvectors,
+    the query features and their projection ([n, Z] or [n, N]), and one [n, chunk] output block.
+    The training file is read twice in the primal form (Gram, then projection) and
+    ⌈N/chunk⌉(⌈N/chunk⌉+1)/2 chunk pairs in the dual form. ``auto`` picks primal when Z <= N and
+    dual otherwise (the smaller kernel); both give the same scores.
+
+    Args:
+        train_path, test_path: feature files (``features`` [n, Z] float32, ``ids`` [n] int64).
+        out_path: the score file to write (atomically, see module docstring for the layout).
+        lambdas: ridge values, all > 0.
+        attrs: provenance to stamp on the output (method, dataset, K, ...).
+        chunk_rows: training rows read at a time.
+        check_keys: attrs that both feature files must agree on (default
+            :data:`DEFAULT_CHECK_KEYS`).
+        score_kind: stored as the ``score_kind`` attr (e.g. ``trak``, ``dtrak``).
+        form: ``auto``, ``primal`` or ``dual``.
+
+    Returns:
+        ``out_path`` as a :class:`~pathlib.Path`.
+    """
+    grid = validate_lambdas(lambdas)
+    if int(chunk_rows) < 1:
+        raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    chunk_rows = int(chunk_rows)
+    keys = list(DEFAULT_CHECK_KEYS if check_keys is None else check_keys)
+    clash = sorted(key for key in attrs if key in _RESERVED_ATTRS)
+    if clash:
+        raise ConfigError(
+            f"attrs may not set {clash}: write_trak_scores sets these itself "
+            f"(pass score_kind=... for the score kind)"
+        )
+
+    train = _FeatureFile(train_path, "train")
+    try:
+        test = _FeatureFile(test_path, "test")
+        try:
+            for features in (train, test):
+                features.require_keys(keys)
+            require_same(
+                train.attrs,
+                test.attrs,
+                keys,
+                f"train features {train.path} and test features {test.path}",
+            )
+            given = [key for key in keys if key in attrs]
+            require_same(
+                attrs, train.attrs, given, f"attrs passed for {out_path} and features {train.path}"
+            )
+            _check_pair(train.shape, test.shape)
+            n_train, dim = train.shape
+            n_test = test.shape[0]
+            chosen = choose_form(n_train, dim, form)
+            out_attrs = dict(attrs)
+            out_attrs.update({key: train.attrs[key] for key in keys if key in train.attrs})
+            out_attrs.update(
+                score_kind=score_kind,
+                form=chosen,
+                n_train=n_train,
+                n_test=n_test,
+                feature_dim=dim,
+                train_features={"path": str(train.path), **train.attrs},
+                test_features={"path": str(test.path), **test.attrs},
+                train_split=train.split(),
+                test_split=test.split(),
+            )
+            block_cols = min(n_train, chunk_rows)
+            block_rows = max(1, min(n_test, _MAX_CHUNK_ELEMENTS // block_cols))
+            with h5_writer(out_path, out_attrs) as handle:
+                handle.create_dataset("lambdas", data=grid)
+                handle.create_dataset("train_ids", data=train.ids())
+                handle.create_dataset("test_ids", data=test.ids())
+                scores = handle.create_dataset(
+                    "scores",
+                    shape=(grid.size, n_test, n_train),
+                    dtype=np.float32,
+                    chunks=(1, block_rows, block_cols),
+                )
+                if chosen == "primal":
+                    _stream_primal(train, test, grid, scores, chunk_rows)
+                else:
+                    _stream_dual(train, test, grid, scores, chunk_rows)
+        finally:
+            test.close()
+    finally:
+        train.close()
+    return Path(out_path)
+
+
+def _stream_primal(
+    train: _FeatureFile, test: _FeatureFile, grid: np.ndarray, scores: h5py.Dataset, chunk_rows: int
+) -> None:
+    dim = train.shape[1]
+    kernel = np.zeros((dim, dim), dtype=np.float64)
+    for start, stop in train.chunks(chunk_rows):
+        block = train.rows(start, stop)
+        kernel += block.T @ block
+    eigenvalues, basis = np.linalg.eigh(kernel)
+    del kernel
+    weights = _inverse_spectrum(eigenvalues, grid)
+    left = np.empty((test.shape[0], dim), dtype=np.float64)
+    for start, stop in test.chunks(chunk_rows):
+        left[start:stop] = test.rows(start, stop) @ basis
+    for start, stop in train.chunks(chunk_rows):
+        right = train.rows(start, stop) @ basis
+        for index in range(grid.size):
+            scores[index, :, start:stop] = ((left * weights[index]) @ right.T).astype(np.float32)
+
+
+def _stream_dual(
+    train: _FeatureFile, test: _FeatureFile, grid: np.ndarray, scores: h5py.Dataset, chunk_rows: int
+) -> None:
+    n_train, n_test = train.shape[0], test.shape[0]
+    psi = np.empty(test.shape, dtype=np.float64)
+    for start, stop in test.chunks(chunk_rows):
+        psi[start:stop] = test.rows(start, stop)
+    gram = np.empty((n_train, n_train), dtype=np.float64)
+    cross = np.empty((n_test, n_train), dtype=np.float64)
+    blocks = list(train.chunks(chunk_rows))
+    for position, (a0, a1) in enumerate(blocks):
+        block_a = train.rows(a0, a1)
+        cross[:, a0:a1] = psi @ block_a.T
+        gram[a0:a1, a0:a1] = block_a @ block_a.T
+        for b0, b1 in blocks[position + 1 :]:
+            product = block_a @ train.rows(b0, b1).T
+            gram[a0:a1, b0:b1] = product
+            gram[b0:b1, a0:a1] = product.T
+    del psi
+    eigenvalues, basis = np.linalg.eigh(gram)
+    del gram
+    weights = _inverse_spectrum(eigenvalues, grid)
+    left = cross @ basis
+    del cross
+    for start, stop in train.chunks(chunk_rows):
+        right = basis[start:stop]
+        for index in range(grid.size):
+            scores[index, :, start:stop] = ((left * weights[index]) @ right.T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- score files
+
+
+@dataclass
+class ScoreFile:
+    """A score file's contents; ``scores`` is [L, n, N] or, for one λ, [n, N]."""
+
+    scores: np.ndarray
+    lambdas: np.ndarray
+    train_ids: np.ndarray
+    test_ids: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_scores(path: str | os.PathLike, lambda_index: int | None = None) -> ScoreFile:
+    """Read a score file written by :func:`write_trak_scores` (all λ, or one λ by index).
+
+    Raises :class:`CorruptFileError` for unfinished, truncated or mis-shaped files.
+    """
+    path = Path(path)
+    with open_h5(path) as handle:
+        missing = [
+            name for name in ("scores", "lambdas", "train_ids", "test_ids") if name not in handle
+        ]
+        if missing:
+            raise CorruptFileError(
+                f"{path}: score file lacks dataset(s) {missing}; it has {sorted(handle)}"
+            )
+        shape = handle["scores"].shape
+        expected = {
+            "lambdas": (shape[0],) if len(shape) == 3 else None,
+            "test_ids": (shape[1],) if len(shape) == 3 else None,
+            "train_ids": (shape[2],) if len(shape) == 3 else None,
+        }
+        for name, want in expected.items():
+            if want is None or handle[name].shape != want:
+                raise CorruptFileError(
+                    f"{path}: inconsistent score file: `scores` {shape}, `{name}` "
+                    f"{handle[name].shape}; expected scores [L, n, N] with lambdas [L], "
+                    "test_ids [n], train_ids [N]"
+                )
+        if lambda_index is not None and not -shape[0] <= lambda_index < shape[0]:
+            raise ConfigError(
+                f"lambda_index {lambda_index} is out of range for {shape[0]} λ values in {path}"
+            )
+        try:
+            scores = (
+                handle["scores"][()] if lambda_index is None else handle["scores"][lambda_index]
+            )
+            result = ScoreFile(
+                scores=np.asarray(scores),
+                lambdas=handle["lambdas"][()].astype(np.float64),
+                train_ids=handle["train_ids"][()].astype(np.int64),
+                test_ids=handle["test_ids"][()].astype(np.int64),
+                attrs={key: decode_attr(value) for key, value in handle.attrs.items()},
+            )
+        except OSError as error:
+            raise CorruptFileError(
+                f"{path}: cannot read the score file ({error}); it is truncated or corrupted. "
+                "Delete it and rerun the rule that produces it."
+            ) from error
+    return result

@@ -1,0 +1,277 @@
+"""Per-sample gradient features: exactness against a per-sample backward loop, batch/order
+independence, conditional UNets, frozen parameters, timestep selection and HDF5 shards."""
+
+import io
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
+
+from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.features import (
+    extract_features,
+    merge_feature_shards,
+    num_trainable_parameters,
+    per_sample_gradients,
+    read_features,
+    select_timesteps,
+    trainable_parameters,
+    vmap_safe_attention,
+    write_features,
+)
+from diffattr.noise import sample_noise
+from diffattr.outputs import get_output_fn
+from diffattr.projection import make_projector
+
+
+def tiny_unet(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        dropout=dropout,
+    ).eval()
+
+
+def tiny_cond_unet(seed=0):
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=6,
+        attention_head_dim=4,
+    ).eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+
+def images(n, seed=1):
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def slow_gradients(model, scheduler, x0, ids, t, f_name, seed, cond=None):
+    """One backward pass per sample, with x_t written out by hand."""
+    fn = get_output_fn(f_name)
+    params = trainable_parameters(model)
+    dtype = next(iter(params.values())).dtype
+    abar = scheduler.alphas_cumprod.to(dtype)[t]
+    rows = []
+    for i, sample_id in enumerate(ids):
+        model.zero_grad()
+        eps = sample_noise("features", seed, t, [sample_id], x0.shape[1:]).to(dtype)
+        x_t = abar.sqrt() * x0[i : i + 1].to(dtype) + (1 - abar).sqrt() * eps
+        kwargs = {} if cond is None else {"encoder_hidden_states": cond[i : i + 1].to(dtype)}
+        eps_pred = model(x_t, torch.tensor([t]), **kwargs).sample
+        fn(eps_pred, eps, torch.tensor([t]), scheduler).sum().backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in params.values()]))
+    model.zero_grad()
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("f_name,t", [("loss", 0), ("square", 500), ("elbo_loss", 999)])
+def test_gradients_match_per_sample_backward(scheduler, f_name, t):
+    model = tiny_unet().double()
+    x0, ids = images(3), [4, 0, 17]
+    fast = per_sample_gradients(model, scheduler, x0, ids, t, f_name, noise_seed=0)
+    assert fast.shape == (3, num_trainable_parameters(model))
+    assert fast.dtype == torch.float64
+    # Same attention arithmetic as the vmap path (diffusers' AttnProcessor upcasts the softmax
+    # to float32), so float64 results agree to rounding.
+    with vmap_safe_attention(model):
+        slow = slow_gradients(model, scheduler, x0, ids, t, f_name, 0)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
+    # Against the model's default SDPA attention: equal up to that float32 softmax.
+    sdpa = slow_gradients(model, scheduler, x0, ids, t, f_name, 0)
+    torch.testing.assert_close(fast, sdpa, rtol=1e-6, atol=1e-8)
+
+
+def test_model_state_restored_and_dropout_off(scheduler):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    model = tiny_unet(dropout=0.5).double()
+    model.train()
+    x0, ids = images(2), [0, 1]
+    a = per_sample_gradients(model, scheduler, x0, ids, 100, "loss", noise_seed=0)
+    b = per_sample_gradients(model, scheduler, x0, ids, 100, "loss", noise_seed=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # no dropout noise
+    assert model.training
+    processors = [m.get_processor() for m in model.modules() if hasattr(m, "get_processor")]
+    assert processors and all(type(p) is AttnProcessor2_0 for p in processors)
+    model.eval()
+    torch.testing.assert_close(a, slow_gradients(model, scheduler, x0, ids, 100, "loss", 0))
+
+
+def test_noise_seed_changes_gradients(scheduler):
+    model = tiny_unet()
+    x0 = images(2)
+    a = per_sample_gradients(model, scheduler, x0, [0, 1], 300, "loss", noise_seed=0)
+    b = per_sample_gradients(model, scheduler, x0, [0, 1], 300, "loss", noise_seed=1)
+    assert not torch.allclose(a, b)
+
+
+def test_conditional_unet_with_frozen_parameters(scheduler):
+    model = tiny_cond_unet().double()
+    for name, param in model.named_parameters():
+        param.requires_grad_("attn2" in name)  # only the cross-attention layers train
+    trainable = trainable_parameters(model)
+    assert trainable and all("attn2" in name for name in trainable)
+    P = sum(p.numel() for p in trainable.values())
+    assert P == num_trainable_parameters(model) < sum(p.numel() for p in model.parameters())
+    x0, ids = images(2), [3, 8]
+    cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fast = per_sample_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond)
+    assert fast.shape == (2, P)
+    with vmap_safe_attention(model):
+        slow = slow_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
+    other = per_sample_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond.flip(0))
+    assert not torch.allclose(fast, other)
+
+
+def test_lora_adapters_only(scheduler):
+    peft = pytest.importorskip("peft")
+    model = tiny_cond_unet().double().requires_grad_(False)
+    config = peft.LoraConfig(
+        r=2, lora_alpha=2, init_lora_weights="gaussian",
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+    )
+    model.add_adapter(config)
+    trainable = trainable_parameters(model)
+    assert trainable and all("lora_" in name for name in trainable)
+    x0, ids = images(2), [3, 8]
+    cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fast = per_sample_gradients(model, scheduler, x0, ids, 250, "loss", 0, cond=cond)
+    assert fast.shape == (2, num_trainable_parameters(model))
+    with vmap_safe_attention(model):
+        slow = slow_gradients(model, scheduler, x0, ids, 250, "loss", 0, cond=cond)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
+
+
+def test_no_trainable_parameters(scheduler):
+    model = tiny_unet().requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        per_sample_gradients(model, scheduler, images(1), [0], 0, "loss", 0)
+
+
+def test_bad_timestep(scheduler):
+    with pytest.raises(ConfigError, match="0..999"):
+        per_sample_gradients(tiny_unet(), scheduler, images(1), [0], 1000, "loss", 0)
+
+
+def _features(model, scheduler, x, ids, batch_size, **kwargs):
+    proj = make_projector("normal", num_trainable_parameters(model), 16, seed=42)
+    return extract_features(
+        model, scheduler, x, ids, "square", [0, 400], noise_seed=0, projector=proj,
+        batch_size=batch_size, **kwargs,
+    )
+
+
+def test_features_independent_of_batch_size_and_order(scheduler):
+    model = tiny_unet()
+    x, ids = images(5), np.array([10, 11, 12, 13, 14])
+    one = _features(model, scheduler, x, ids, 1)
+    assert one.shape == (5, 16) and one.dtype == np.float32
+    np.testing.assert_allclose(_features(model, scheduler, x, ids, 3), one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_features(model, scheduler, x, ids, 5), one, rtol=1e-5, atol=1e-5)
+    perm = np.array([3, 0, 4, 1, 2])
+    shuffled = _features(model, scheduler, x[perm].numpy(), ids[perm], 2)
+    np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_features_are_projected_mean_gradient(scheduler):
+    model = tiny_unet().double()
+    x, ids = images(2), [5, 6]
+    P = num_trainable_parameters(model)
+    proj = make_projector("identity", P, P, seed=0)
+    feats = extract_features(model, scheduler, x, ids, "loss", [0, 10, 20], 0, proj)
+    mean = sum(per_sample_gradients(model, scheduler, x, ids, t, "loss", 0) for t in (0, 10, 20))
+    np.testing.assert_allclose(feats, (mean / 3).float().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_progress_reporting(scheduler):
+    model = tiny_unet()
+    calls = []
+    _features(model, scheduler, images(3), [0, 1, 2], 2, progress=lambda d, n: calls.append((d, n)))
+    assert calls == [(2, 3), (3, 3)]
+    stream = io.StringIO()
+    _features(model, scheduler, images(3), [0, 1, 2], 2, progress=stream)
+    assert "3/3" in stream.getvalue()
+
+
+def test_projector_dimension_must_match(scheduler):
+    model = tiny_unet()
+    proj = make_projector("normal", 10, 4, seed=0)
+    with pytest.raises(ConfigError, match="grad_dim=10"):
+        extract_features(model, scheduler, images(1), [0], "loss", [0], 0, proj)
+
+
+def test_select_timesteps():
+    assert select_timesteps(10, "uniform") == list(range(0, 1000, 100))
+    assert select_timesteps(1000, "uniform") == list(range(1000))
+    assert select_timesteps(5, "cumulative") == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="strategy"):
+        select_timesteps(10, "random")
+    with pytest.raises(ConfigError, match="1..1000"):
+        select_timesteps(0, "uniform")
+    with pytest.raises(ConfigError, match="1001"):
+        select_timesteps(1001, "cumulative")
+    with pytest.raises(ConfigError, match="divide"):
+        select_timesteps(3, "uniform")
+
+
+ATTRS = {"output_fn": "square", "timesteps": [0, 100], "K": 2, "proj_seed": 42, "proj_dim": 4}
+
+
+def test_write_and_merge_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
+    write_features(tmp_path / "a.h5", a, [0, 1, 2], {**ATTRS, "split": 0})
+    write_features(tmp_path / "b.h5", b, [3, 4], {**ATTRS, "split": 1})
+    with h5py.File(tmp_path / "a.h5") as handle:
+        assert handle["features"].dtype == np.float32 and handle["ids"].dtype == np.int64
+    merge_feature_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "all.h5")
+    feats, ids, attrs = read_features(tmp_path / "all.h5")
+    np.testing.assert_array_equal(feats, np.concatenate([a, b]).astype(np.float32))
+    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])
+    assert attrs["n_rows"] == 5 and attrs["shard_splits"] == [0, 1]
+    assert attrs["timesteps"] == [0, 100] and "split" not in attrs
+
+
+def test_merge_refuses_mismatched_shards(tmp_path):
+    write_features(tmp_path / "a.h5", np.zeros((2, 4)), [0, 1], {**ATTRS, "split": 0})
+    write_features(tmp_path / "b.h5", np.zeros((2, 4)), [2, 3], {**ATTRS, "K": 3, "split": 1})
+    write_features(tmp_path / "c.h5", np.zeros((2, 4)), [1, 2], {**ATTRS, "split": 1})
+    with pytest.raises(FeatureMismatchError, match="K"):
+        merge_feature_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "m.h5")
+    with pytest.raises(FeatureMismatchError, match=r"\[1\]"):
+        merge_feature_shards([tmp_path / "a.h5", tmp_path / "c.h5"], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+    with pytest.raises(CorruptFileError):
+        merge_feature_shards([tmp_path / "a.h5", tmp_path / "missing.h5"], tmp_path / "m.h5")

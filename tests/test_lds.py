@@ -1,0 +1,128 @@
+"""LDS: Spearman per column, grid evaluation, bootstrap, noise ceiling and the choice of λ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from diffattr import lds
+from diffattr.errors import ConfigError, FeatureMismatchError
+
+
+def synthetic(n_subsets=32, n_train=60, n_test=8, noise=0.05, seed=0):
+    """Masks, scores and measured outputs that follow the linear datamodel exactly (+ noise)."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((n_subsets, n_train)) < 0.5
+    scores = rng.standard_normal((n_test, n_train))
+    clean = masks @ (-scores).T
+    measured = clean + noise * clean.std() * rng.standard_normal(clean.shape)
+    return scores, masks, measured
+
+
+def test_spearman_columns_matches_scipy_loop_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 4, size=(20, 6)).astype(float)  # many ties
+    b = rng.standard_normal((20, 6))
+    b[:, 2] = np.round(b[:, 2])  # ties in b as well
+    got = lds.spearman_columns(a, b)
+    want = [spearmanr(a[:, j], b[:, j]).statistic for j in range(6)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_spearman_constant_column_is_nan() -> None:
+    a = np.arange(10.0)[:, None].repeat(3, axis=1)
+    b = np.random.default_rng(0).standard_normal((10, 3))
+    a[:, 1] = 4.0
+    got = lds.spearman_columns(a, b)
+    assert np.isnan(got[1]) and np.isfinite(got[[0, 2]]).all()
+    with pytest.raises(FeatureMismatchError, match=r"\(10, 3\).*\(10, 2\)"):
+        lds.spearman_columns(a, b[:, :2])
+
+
+def test_lds_matches_direct_definition_and_sign() -> None:
+    scores, masks, measured = synthetic(noise=1.0)
+    pred = masks.astype(float) @ (-scores).T
+    want = np.mean([spearmanr(pred[:, j], measured[:, j]).statistic for j in range(8)])
+    assert lds.lds(scores, masks, measured) == pytest.approx(want, abs=1e-12)
+    # Scores in loss units use sign +1: -scores with sign +1 is the same prediction.
+    assert lds.lds(-scores, masks, measured, sign=1) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ConfigError, match="sign"):
+        lds.lds(scores, masks, measured, sign=0)
+
+
+def test_lds_near_one_for_linear_synthetic_case() -> None:
+    scores, masks, measured = synthetic(noise=0.01)
+    assert lds.lds(scores, masks, measured) > 0.99
+    assert lds.lds(scores, masks, measured, sign=1) < -0.99
+
+
+def test_lds_counts_nan_queries() -> None:
+    scores, masks, measured = synthetic()
+    measured[:, 3] = 1.0
+    summary = lds.lds_summary(scores, masks, measured)
+    assert summary["n_nan"] == 1 and summary["n_samples"] == 8
+    assert summary["lds"] == pytest.approx(np.nanmean(summary["per_sample"]))
+    with pytest.warns(RuntimeWarning, match="1 of 8"):
+        lds.lds(scores, masks, measured)
+
+
+def test_shape_mismatches_name_both_shapes() -> None:
+    scores, masks, measured = synthetic()
+    with pytest.raises(FeatureMismatchError, match=r"\(32, 59\).*\(8, 60\)"):
+        lds.lds_per_sample(scores, masks[:, :59], measured)
+    with pytest.raises(FeatureMismatchError, match=r"\(31, 8\).*\(32, 60\)"):
+        lds.lds_per_sample(scores, masks, measured[:31])
+    with pytest.raises(FeatureMismatchError, match=r"\(32, 8\).*\(7, 60\)"):
+        lds.lds_per_sample(scores[:7], masks, measured)
+
+
+def test_lds_for_grid_equals_per_lambda_lds() -> None:
+    rng = np.random.default_rng(3)
+    scores, masks, measured = synthetic(noise=2.0)
+    grid = np.stack([scores, scores + rng.standard_normal(scores.shape), -scores])
+    got = lds.lds_for_grid(grid, masks, measured)
+    want = [lds.lds(grid[index], masks, measured) for index in range(3)]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    per_sample = lds.lds_grid_per_sample(grid, masks, measured)
+    np.testing.assert_allclose(per_sample[1], lds.lds_per_sample(grid[1], masks, measured))
+
+
+def test_bootstrap_is_deterministic_and_centred() -> None:
+    scores, masks, measured = synthetic(n_subsets=64, noise=0.5)
+    first = lds.bootstrap_lds(scores, masks, measured, n_resamples=32, seed=7)
+    second = lds.bootstrap_lds(scores, masks, measured, n_resamples=32, seed=7)
+    np.testing.assert_array_equal(first["samples"], second["samples"])
+    other = lds.bootstrap_lds(scores, masks, measured, n_resamples=32, seed=8)
+    assert not np.array_equal(first["samples"], other["samples"])
+    point = lds.lds(scores, masks, measured)
+    assert first["point"] == pytest.approx(point)
+    assert abs(first["mean"] - point) < 0.05
+    assert first["ci_low"] <= first["mean"] <= first["ci_high"]
+    assert first["std"] == pytest.approx(np.std(first["samples"]))
+    assert first["samples"].shape == (32,) and first["method"] == "percentile"
+
+
+def test_noise_ceiling_equals_direct_loop() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((16, 4))
+    by_seed = base[None] + 0.5 * rng.standard_normal((3, 16, 4))
+    result = lds.noise_ceiling(by_seed)
+    want = []
+    for a in range(3):
+        for b in range(a + 1, 3):
+            rho = [spearmanr(by_seed[a][:, j], by_seed[b][:, j]).statistic for j in range(4)]
+            want.append(np.mean(rho))
+    np.testing.assert_allclose(result["per_pair"], want, atol=1e-12)
+    assert result["pairs"] == [(0, 1), (0, 2), (1, 2)]
+    assert result["mean"] == pytest.approx(np.mean(want))
+    with pytest.raises(ConfigError, match="at least two"):
+        lds.noise_ceiling(by_seed[:1])
+
+
+def test_choose_lambda_argmax_ties_to_smallest() -> None:
+    lambdas = [10.0, 0.1, 1.0, 100.0]
+    assert lds.choose_lambda([0.1, 0.3, 0.2, 0.0], lambdas) == (1, 0.1)
+    assert lds.choose_lambda([0.3, 0.1, 0.3, np.nan], lambdas) == (2, 1.0)
+    with pytest.raises(FeatureMismatchError, match=r"\(3,\).*\(4,\)"):
+        lds.choose_lambda([0.1, 0.2, 0.3], lambdas)
