@@ -344,9 +344,13 @@ def groundtruth_job(
     arrays: dict[str, np.ndarray] = {"masks": masks, "train_ids": train.ids}
     for split in splits:
         by_seed, ids = [], None
-        for per_subset in zip(*measured_paths, strict=True):  # one tuple per training seed
+        for per_seed in measured_paths:  # [seed][subset]
+            if len(per_seed) != len(subset_paths):
+                raise FeatureMismatchError(
+                    f"{len(per_seed)} measured files for {len(subset_paths)} subsets of pool {pool!r}"
+                )
             rows = []
-            for path in per_subset:
+            for path in per_seed:
                 with store.open_h5(path) as handle:
                     if f"{split}/loss" not in handle:
                         raise FeatureMismatchError(

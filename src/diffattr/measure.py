@@ -43,7 +43,8 @@ def measure_losses(
 ) -> np.ndarray:
     """Per-sample loss averaged over ``timesteps``, one row per noise seed: float64 [E, n]."""
     device = next(model.parameters()).device
-    images_t = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    images_t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    sample_ids = np.ascontiguousarray(sample_ids)
     alphas = scheduler.alphas_cumprod.to(torch.float64)
     n = images_t.shape[0]
     totals = np.zeros((len(noise_seeds), n), dtype=np.float64)

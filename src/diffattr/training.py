@@ -214,7 +214,7 @@ def _train_step(
     prediction = model(noisy, timesteps).sample
     loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
     if not torch.isfinite(loss):
-        raise _NonFiniteLoss(float(loss))
+        raise _NonFiniteLoss(float(loss.detach()))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if settings.max_grad_norm > 0:

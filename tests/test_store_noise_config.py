@@ -1,0 +1,131 @@
+"""Storage (atomic writes, provenance checks, corrupt files), keyed noise, and config validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from diffattr import store
+from diffattr.config import load_config, validate_config
+from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.noise import sample_noise
+from tests.conftest import ROOT
+
+# --------------------------------------------------------------------------- store
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError):
+        with store.h5_writer(target, {"a": 1}) as handle:
+            handle.create_dataset("x", data=np.zeros(3))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_h5_roundtrip_with_structured_attrs(tmp_path):
+    path = tmp_path / "m.h5"
+    store.write_h5(path, {"x": np.arange(4)}, {"timesteps": [0, 10], "cfg": {"a": 1}, "none": None})
+    attrs = store.read_attrs(path)
+    assert attrs["timesteps"] == [0, 10] and attrs["cfg"] == {"a": 1} and attrs["none"] is None
+    assert attrs["complete"] is True or attrs["complete"] == 1
+    assert store.read_h5(path, "x").tolist() == [0, 1, 2, 3]
+
+
+def test_truncated_file_is_refused_with_its_path(tmp_path):
+    path = tmp_path / "m.h5"
+    store.write_h5(path, {"x": np.zeros(1000)}, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptFileError, match="m.h5"):
+        store.read_attrs(path)
+
+
+def test_unfinished_file_is_refused(tmp_path):
+    import h5py
+
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", data=np.zeros(2))
+    with pytest.raises(CorruptFileError, match="complete"):
+        store.open_h5(path)
+
+
+def test_require_same_lists_every_difference():
+    with pytest.raises(FeatureMismatchError) as error:
+        store.require_same({"a": 1, "b": 2}, {"a": 1, "b": 3}, ["a", "b"], "features")
+    assert "b: 2 vs 3" in str(error.value)
+    store.require_same({"t": [1, 2]}, {"t": np.array([1, 2])}, ["t"], "ok")
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def test_noise_is_keyed_per_sample_and_timestep():
+    a = sample_noise("p", 0, 5, [1, 2, 3], (2, 2))
+    b = sample_noise("p", 0, 5, [3], (2, 2))
+    assert np.array_equal(a[2].numpy(), b[0].numpy())
+    assert not np.array_equal(a[0].numpy(), sample_noise("p", 0, 6, [1], (2, 2))[0].numpy())
+    assert not np.array_equal(a[0].numpy(), sample_noise("p", 1, 5, [1], (2, 2))[0].numpy())
+    assert not np.array_equal(a[0].numpy(), sample_noise("q", 0, 5, [1], (2, 2))[0].numpy())
+    per_sample_t = sample_noise("p", 0, [5, 7], [1, 1], (2, 2))
+    assert np.array_equal(per_sample_t[0].numpy(), a[0].numpy())
+
+
+def test_noise_is_standard_normal():
+    x = sample_noise("p", 0, 0, np.arange(4000), (25,)).numpy().ravel()
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+    from scipy import stats
+
+    assert stats.kstest(x[:20000], "norm").pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_default_and_experiment_configs_validate():
+    load_config(ROOT / "config.yaml")
+    load_config(ROOT / "tests" / "config-tiny.yaml")
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        load_config(path)
+
+
+def test_defaults_are_filled():
+    config = load_config(ROOT / "tests" / "config-tiny.yaml")
+    assert config["scheduler"]["num_train_timesteps"] == 1000
+    assert config["subsets"]["heldout"]["train_seeds"] == [0]
+    assert len(config["scoring"]["lambdas"]) == 4
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"trainig": {}}, "unknown key 'trainig' (did you mean 'training'?)"),
+        ({"data": {"sorce": "digits"}}, "did you mean 'source'"),
+        ({"data": {"source": "imagenet"}}, "data.source = 'imagenet' is not valid; choose one of"),
+        (
+            {"scoring": {"lambdas": [1, -2]}},
+            "scoring.lambdas.1 = -2 is out of range; it must be > 0",
+        ),
+        ({"subsets": {"alpha": 1.5}}, "subsets.alpha = 1.5 is out of range"),
+        ({"features": {"K": "ten"}}, "features.K = 'ten' has the wrong type"),
+        ({"methods": {"x": {"kind": "trak", "output_fn": "lossy"}}}, "methods.x.output_fn"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    with open(ROOT / "tests" / "config-tiny.yaml") as handle:
+        config = yaml.safe_load(handle)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert message in str(error.value)
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="required"):
+        validate_config({"experiment": "x"})

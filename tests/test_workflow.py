@@ -1,0 +1,166 @@
+"""The workflow as a DAG: dry-run plans, a tiny end-to-end run, and incremental reruns."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+
+import pytest
+
+from tests.workflow_utils import ROOT, planned_jobs, snakemake, tiny_config, write_config
+
+SLURM_TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
+
+
+def test_dry_run_plans_every_stage(tmp_path):
+    config = write_config(tmp_path, tiny_config())
+    jobs = planned_jobs(tmp_path, config)
+    assert jobs["prepare_data"] == 1
+    assert jobs["draw_subset"] == 4 + 3
+    assert jobs["train_main"] == 1
+    assert jobs["train_subset"] == 4 * 2 + 3 * 1
+    assert jobs["measure_outputs"] == 11
+    assert jobs["extract_train_features"] == 2 * 2  # (loss, square) x 2 shards
+    assert jobs["merge_train_features"] == 2
+    assert jobs["extract_query_features"] == 2 * 2  # (loss, square) x (val, gen)
+    assert jobs["score_trak"] == jobs["evaluate_lds"] == 2 * 2
+    assert jobs["collect_groundtruth"] == 2
+
+
+def test_default_config_dry_run():
+    result = snakemake(ROOT, ROOT / "config.yaml", "-n", "--quiet", "rules")
+    assert "train_subset" in result.stdout
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = write_config(tmp_path, tiny_config(**{"training.epochz": 3}))
+    with pytest.raises(AssertionError, match="epochz"):
+        snakemake(tmp_path, config, "-n")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete run of the tiny config, shared by the incremental-rerun tests."""
+    workdir = tmp_path_factory.mktemp("run")
+    config = write_config(workdir, tiny_config())
+    result = snakemake(workdir, config, "--cores", "2")
+    return workdir, config, result
+
+
+@pytest.mark.slow
+def test_end_to_end_summary(finished_run):
+    workdir, _, result = finished_run
+    results = workdir / "results" / "tiny"
+    with open(results / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 2 * 1 * 2  # methods x splits x K x λ-choices
+    for column in (
+        "method",
+        "split",
+        "K",
+        "lambda_choice",
+        "lambda",
+        "lds",
+        "lds_boot_mean",
+        "lds_boot_std",
+    ):
+        assert column in rows[0]
+    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle"}
+    assert {r["method"] for r in rows} == {"trak", "dtrak"}
+    for row in rows:
+        assert -100 <= float(row["lds"]) <= 100 and math.isfinite(float(row["lds_boot_std"]))
+        assert float(row["lambda"]) in (0.1, 1, 10, 100)
+    oracle = {
+        (r["method"], r["split"]): float(r["lds"]) for r in rows if r["lambda_choice"] == "oracle"
+    }
+    heldout = {
+        (r["method"], r["split"]): float(r["lds"]) for r in rows if r["lambda_choice"] == "heldout"
+    }
+    assert all(oracle[key] >= heldout[key] - 1e-9 for key in oracle), (
+        "oracle λ is the best on the benchmark"
+    )
+    summary = (results / "summary.md").read_text()
+    assert "noise ceiling" in summary and "| trak |" in summary
+    assert "Linear datamodeling score" in result.stdout, "the main command prints the table"
+    assert (results / "samples" / "gen.png").stat().st_size > 0
+    assert not (workdir / ".checkpoints" / "tiny" / "main").exists()
+
+
+@pytest.mark.slow
+def test_complete_run_is_up_to_date(finished_run):
+    workdir, config, _ = finished_run
+    assert planned_jobs(workdir, config) == {}
+
+
+@pytest.mark.slow
+def test_two_more_subsets_train_only_the_new_ones(finished_run):
+    workdir, _, _ = finished_run
+    config = write_config(workdir, tiny_config(**{"subsets.lds.num_subsets": 6}), "more.yaml")
+    jobs = planned_jobs(workdir, config)
+    assert jobs == {
+        "draw_subset": 2,
+        "train_subset": 2 * 2,
+        "measure_outputs": 2 * 2,
+        "collect_groundtruth": 1,
+        "evaluate_lds": 4,
+        "noise_ceiling": 1,
+        "summarize": 1,
+        "all": 1,
+    }
+
+
+@pytest.mark.slow
+def test_new_method_computes_only_its_own_jobs(finished_run):
+    workdir, _, _ = finished_run
+    methods = {
+        "trak": {"kind": "trak", "output_fn": "loss"},
+        "dtrak": {"kind": "trak", "output_fn": "square"},
+        "l2": {"kind": "trak", "output_fn": "l2"},
+    }
+    config = write_config(workdir, tiny_config(methods=methods), "method.yaml")
+    jobs = planned_jobs(workdir, config)
+    assert jobs == {
+        "extract_train_features": 2,
+        "merge_train_features": 1,
+        "extract_query_features": 2,
+        "score_trak": 2,
+        "evaluate_lds": 2,
+        "summarize": 1,
+        "all": 1,
+    }
+
+
+@pytest.mark.slow
+def test_new_lambda_grid_reruns_scores_not_models(finished_run):
+    workdir, _, _ = finished_run
+    config = write_config(
+        workdir, tiny_config(**{"scoring.lambdas": [0.1, 1, 10, 100, 1000]}), "lam.yaml"
+    )
+    jobs = planned_jobs(workdir, config)
+    assert set(jobs) == {"score_trak", "evaluate_lds", "summarize", "all"}
+
+
+@pytest.mark.slow
+def test_touched_code_plans_no_training_under_slurm_triggers(finished_run, tmp_path):
+    workdir, config, _ = finished_run
+    for folder in ("scripts", "src"):
+        for path in (ROOT / folder).rglob("*.py"):
+            path.touch()
+    jobs = planned_jobs(workdir, config, *SLURM_TRIGGERS)
+    assert not {"train_main", "train_subset"} & set(jobs), jobs
+
+
+@pytest.mark.slow
+def test_killed_output_is_not_accepted(finished_run, tmp_path):
+    """A score file cut short (as by a kill) is refused by its reader, naming the file."""
+    from diffattr.errors import CorruptFileError
+    from diffattr.scoring import read_scores
+
+    workdir, _, _ = finished_run
+    source = workdir / "results" / "tiny" / "scores" / "trak" / "K2" / "val.h5"
+    broken = tmp_path / "val.h5"
+    shutil.copy(source, broken)
+    broken.write_bytes(broken.read_bytes()[:2000])
+    with pytest.raises(CorruptFileError, match="val.h5"):
+        read_scores(broken)
