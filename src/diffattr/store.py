@@ -29,11 +29,30 @@ from diffattr.errors import CorruptFileError, FeatureMismatchError
 COMPLETE_ATTR = "complete"
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries a killed earlier attempt at ``path`` left behind (SIGKILL skips cleanup).
+
+    Only one job writes a given output at a time, so any leftover is stale.
+    """
+    import shutil
+
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -52,6 +71,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
