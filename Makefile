@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake
 TORCH_PIN ?= torch==2.13.0
+REPORT ?= report.html
 
-.PHONY: setup run test test-fast test-slurm lint format report bench clean
+.PHONY: setup run test test-fast test-slurm test-slurm-toy lint format report bench clean
 
 setup: $(STAMP)
 
@@ -23,8 +24,24 @@ $(STAMP): pyproject.toml
 run: setup
 	$(SNAKEMAKE) --cores $(CORES) $(ARGS)
 
+# After `make run`: collect the figures and tables into one self-contained HTML file.
+report: setup
+	$(SNAKEMAKE) --cores $(CORES) --report $(REPORT) $(ARGS)
+
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+# A real single-node SLURM (root, Debian: installs slurm-wlm + munge if missing) runs the tiny
+# config through `snakemake --profile slurm` and compares the results with a local run.
+SLURM_LIMIT ?= 3600
+test-slurm: setup
+	tests/slurm/run_slurm_test.sh --limit $(SLURM_LIMIT) tests/config-tiny.yaml $(ARGS)
+
+test-slurm-toy: setup
+	tests/slurm/run_slurm_test.sh --toy $(ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

@@ -20,6 +20,9 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
+report: "report/workflow.rst"
+
+
 if not config.get("experiment"):
 
     configfile: "config.yaml"
@@ -33,7 +36,9 @@ include: "rules/measure.smk"
 include: "rules/features.smk"
 include: "rules/scores.smk"
 include: "rules/lds.smk"
+include: "rules/counterfactual.smk"
 include: "rules/summary.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -1,8 +1,15 @@
 """Config validation, paths and wildcard helpers shared by every rule file."""
 
+import re
+import sys
+
 from diffattr.config import validate_config
+from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
+from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
+from diffattr.base_model import check_base_model
 
 config.update(validate_config(config))
+check_base_model(config)  # an sd_lora base model must be on disk before any job runs
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -10,10 +17,10 @@ LOGS = f"logs/{EXPERIMENT}"
 BENCHMARKS = f"benchmarks/{EXPERIMENT}"
 CHECKPOINTS = f".checkpoints/{EXPERIMENT}"
 
-POOLS = ["lds", "heldout"]
+POOLS = ["lds", "heldout", *(["retrain"] if config["subsets"].get("retrain") else [])]
 QUERY_SPLITS = config["lds"]["splits"]
 MEASURED_SPLITS = sorted(set(QUERY_SPLITS))
-METHODS = config["methods"]
+METHODS, SKIPPED_METHODS = runnable_methods(config)
 KS = config["features"]["K"]
 GPU = 0 if config["device"] == "cpu" else 1
 
@@ -27,7 +34,8 @@ wildcard_constraints:
     shard=r"\d+",
     K=r"\d+",
     fn=r"[a-z0-9_]+",
-    method="|".join(METHODS),
+    method="|".join(re.escape(name) for name in METHODS) or "^$",
+    ckpt=r"main|main-\d+|retrain-\d+",
 
 
 def pool_config(pool):
@@ -75,19 +83,72 @@ def measured_path(pool, k, seed):
     return f"{RESULTS}/measured/{pool}/{k}/seed{seed}.h5"
 
 
-def method_output_fn(wildcards):
-    return METHODS[wildcards.method]["output_fn"]
+for _name, _reason in SKIPPED_METHODS.items():
+    print(f"diffattr: skipping method {_name!r}: {_reason}", file=sys.stderr)
 
 
-def method_features(kind):
-    """Input function: features of a method's output function for the train or query split."""
+def lds_targets():
+    """(method, K, split) of every score file and LDS record; K = 0 for methods without K."""
+    return method_targets(config, METHODS)
 
-    def inputs(wildcards):
-        fn = METHODS[wildcards.method]["output_fn"]
-        split = "train" if kind == "train" else wildcards.query
-        return f"{RESULTS}/features/{fn}/K{wildcards.K}/{split}.h5"
 
-    return inputs
+# Paths of the files a method may read (diffattr.methods.base.NEED_FILES).
+METHOD_INPUT_PATHS = {
+    "features": f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/{{split}}.h5",
+    "trajectory_features": f"{RESULTS}/features/main/{{fn}}/trajectory/gen.h5",
+    "clip_embeddings": f"{RESULTS}/features/clip/{{split}}.h5",
+    "dataset": f"{RESULTS}/data/dataset.h5",
+    "samples": f"{RESULTS}/samples/gen.h5",
+    "main_model": f"{RESULTS}/models/main",
+    "groundtruth": f"{RESULTS}/groundtruth/{{pool}}.h5",
+}
+
+
+def method_inputs(wildcards):
+    """Named input files of one scoring job, as the method's kind declares them."""
+    needs = method_needs(config, wildcards.method, int(wildcards.K), wildcards.query)
+    return {
+        name: [METHOD_INPUT_PATHS[need.file].format(**need.fields) for need in items]
+        for name, items in needs.items()
+    }
+
+
+def method_kind(wildcards):
+    return METHODS[wildcards.method]["kind"]
+
+
+def method_params(wildcards):
+    return job_params(config, wildcards.method)
+
+
+def method_lambdas(wildcards):
+    """The λ grid for methods with a ridge λ, [] otherwise (so a new grid reruns only those)."""
+    from diffattr.methods import get_method
+
+    uses = get_method(METHODS[wildcards.method]["kind"]).uses_lambdas
+    return config["scoring"]["lambdas"] if uses else []
+
+
+def main_snapshot_dirs():
+    return [f"{RESULTS}/models/main-checkpoints/{p}" for p in SNAPSHOT_PERCENTS]
+
+
+def main_snapshot_steps():
+    training = config["training"]
+    return snapshot_steps(
+        training["epochs"], config["data"]["train_size"], training["batch_size"]
+    )
+
+
+def feature_model_dir(wildcards):
+    """Weights a feature file is taken at: main, main-<percent> or retrain-<m> (own weights)."""
+    name = wildcards.ckpt
+    if name == "main":
+        return f"{RESULTS}/models/main"
+    if name.startswith("main-"):
+        return f"{RESULTS}/models/main-checkpoints/{name[len('main-'):]}"
+    seed = pool_seeds("retrain")[0]
+    return model_dir("retrain", name[len("retrain-") :], seed)
 
 
 def attempt_scaled(base):
@@ -104,6 +165,8 @@ def final_outputs():
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/samples/gen.png",
+        *report_outputs(),  # rules/report.smk
+        *counterfactual_outputs(),  # rules/counterfactual.smk
     ]
 
 

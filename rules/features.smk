@@ -1,24 +1,27 @@
-"""Projected per-sample gradient features of the main model, per output function and K.
+"""Features that methods score: projected per-sample gradients, trajectory and CLIP embeddings.
 
-Train-side features are computed in `features.train_shards` jobs and merged in row order.
+    features/{ckpt}/{fn}/K{K}/{split}.h5     gradients of f at K timesteps, projected; ckpt is
+                                             main, main-25/50/75 (TracIn, GAS) or retrain-<m>
+                                             (ensembles, each at its own weights)
+    features/main/{fn}/trajectory/gen.h5     Journey-TRAK gen features along the DDIM trajectory
+    features/clip/{split}.h5                 CLIP image embeddings
+    samples/gen-trajectory.h5                x̂0 at every DDIM step of the gen samples
+
+Train-side gradient features are computed in `features.train_shards` jobs and merged in row order.
 """
-
-
-def feature_params():
-    return config["features"]
 
 
 rule extract_query_features:
     input:
-        model=rules.train_main.output.model,
+        model=feature_model_dir,
         dataset=rules.prepare_data.output.dataset,
         samples=rules.generate_samples.output.samples,
     output:
-        features=f"{RESULTS}/features/{{fn}}/K{{K}}/{{query}}.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.h5",
     log:
-        f"{LOGS}/extract_features/{{fn}}/K{{K}}/{{query}}.log",
+        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.log",
     benchmark:
-        f"{BENCHMARKS}/extract_features/{{fn}}/K{{K}}/{{query}}.tsv"
+        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.tsv"
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -43,14 +46,14 @@ rule extract_query_features:
 
 use rule extract_query_features as extract_train_features with:
     input:
-        model=rules.train_main.output.model,
+        model=feature_model_dir,
         dataset=rules.prepare_data.output.dataset,
     output:
-        features=f"{RESULTS}/features/{{fn}}/K{{K}}/train-shards/{{shard}}.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/train-shards/{{shard}}.h5",
     log:
-        f"{LOGS}/extract_features/{{fn}}/K{{K}}/train-{{shard}}.log",
+        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/extract_features/{{fn}}/K{{K}}/train-{{shard}}.tsv"
+        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.tsv"
     params:
         split="train",
         output_fn=wildcard_text("fn"),
@@ -69,16 +72,91 @@ use rule extract_query_features as extract_train_features with:
 rule merge_train_features:
     input:
         shards=expand(
-            f"{RESULTS}/features/{{{{fn}}}}/K{{{{K}}}}/train-shards/{{shard}}.h5",
+            f"{RESULTS}/features/{{{{ckpt}}}}/{{{{fn}}}}/K{{{{K}}}}/train-shards/{{shard}}.h5",
             shard=range(config["features"]["train_shards"]),
         ),
     output:
-        features=f"{RESULTS}/features/{{fn}}/K{{K}}/train.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/train.h5",
     log:
-        f"{LOGS}/merge_train_features/{{fn}}/K{{K}}.log",
+        f"{LOGS}/merge_train_features/{{ckpt}}/{{fn}}/K{{K}}.log",
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
         runtime=30,
     script:
         "../scripts/merge_features.py"
+
+
+rule record_trajectory:
+    input:
+        model=rules.train_main.output.model,
+        samples=rules.generate_samples.output.samples,
+    output:
+        trajectory=f"{RESULTS}/samples/gen-trajectory.h5",
+    log:
+        f"{LOGS}/record_trajectory.log",
+    benchmark:
+        f"{BENCHMARKS}/record_trajectory.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(60),
+        gpu=GPU,
+    params:
+        batch_size=config["generation"]["batch_size"],
+        device=config["device"],
+    script:
+        "../scripts/record_trajectory.py"
+
+
+rule extract_trajectory_features:
+    input:
+        model=rules.train_main.output.model,
+        samples=rules.generate_samples.output.samples,
+        trajectory=rules.record_trajectory.output.trajectory,
+    output:
+        features=f"{RESULTS}/features/main/{{fn}}/trajectory/gen.h5",
+    log:
+        f"{LOGS}/extract_trajectory_features/{{fn}}.log",
+    benchmark:
+        f"{BENCHMARKS}/extract_trajectory_features/{{fn}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(120),
+        gpu=GPU,
+    params:
+        output_fn=wildcard_text("fn"),
+        proj_kind=config["features"]["proj_kind"],
+        proj_dim=config["features"]["proj_dim"],
+        proj_seed=config["features"]["proj_seed"],
+        noise_seed=config["features"]["noise_seed"],
+        batch_size=config["features"]["batch_size"],
+        device=config["device"],
+    script:
+        "../scripts/extract_trajectory_features.py"
+
+
+rule embed_clip:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        samples=rules.generate_samples.output.samples,
+    output:
+        features=f"{RESULTS}/features/clip/{{split}}.h5",
+    log:
+        f"{LOGS}/embed_clip/{{split}}.log",
+    benchmark:
+        f"{BENCHMARKS}/embed_clip/{{split}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(60),
+        gpu=GPU,
+    params:
+        split=wildcard_text("split"),
+        model=config["clip"]["model"],
+        weights=config["clip"]["weights"],
+        batch_size=config["clip"]["batch_size"],
+        device=config["device"],
+    script:
+        "../scripts/embed_clip.py"

@@ -4,6 +4,7 @@
 rule generate_samples:
     input:
         model=rules.train_main.output.model,
+        dataset=rules.prepare_data.output.dataset,  # class captions: default prompts
     output:
         samples=f"{RESULTS}/samples/gen.h5",
         grid=f"{RESULTS}/samples/gen.png",
@@ -23,6 +24,8 @@ rule generate_samples:
         seed=config["generation"]["seed"],
         batch_size=config["generation"]["batch_size"],
         grid_columns=config["generation"]["grid_columns"],
+        guidance_scale=config["generation"]["guidance_scale"],
+        prompts=config["generation"]["prompts"],
         device=config["device"],
     script:
         "../scripts/generate_samples.py"

@@ -2,19 +2,17 @@
 
 
 def lds_records():
-    return expand(
-        f"{RESULTS}/lds/{{method}}/K{{K}}/{{query}}.json",
-        method=METHODS,
-        K=KS,
-        query=QUERY_SPLITS,
-    )
+    """One LDS record per (method, K, split) the method is scored at (K0: no timesteps)."""
+    return [f"{RESULTS}/lds/{m}/K{K}/{q}.json" for m, K, q in lds_targets()]
 
 
 rule summarize:
     input:
         lds=lds_records(),
         ceiling=rules.noise_ceiling.output.ceiling,
+        counterfactual=counterfactual_summary_record(),  # rules/counterfactual.smk
     output:
+        **counterfactual_summary_table(),
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
     log:

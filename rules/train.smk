@@ -1,5 +1,8 @@
 """Training: the main model and one model per (pool, subset, training seed).
 
+The main run also saves its weights at 25/50/75% of its steps (models/main-checkpoints/), the
+checkpoints TracIn and GAS average over (diffattr.snapshots).
+
 Checkpoints for resuming live under .checkpoints/, outside the declared outputs, and are removed
 after success. `impl_version` is an explicit param: bump model.impl_version to force retraining
 after a change of the training algorithm (the slurm profile does not rerun on script mtime).
@@ -11,6 +14,7 @@ rule train_main:
         dataset=rules.prepare_data.output.dataset,
     output:
         model=directory(f"{RESULTS}/models/main"),
+        snapshots=[directory(path) for path in main_snapshot_dirs()],
     log:
         f"{LOGS}/train_main.log",
     benchmark:
@@ -22,6 +26,8 @@ rule train_main:
         gpu=GPU,
     params:
         checkpoint_dir=f"{CHECKPOINTS}/main",
+        snapshot_staging=f"{CHECKPOINTS}/main-snapshots",
+        snapshot_steps=main_snapshot_steps(),
         model=model_params,
         scheduler=scheduler_params,
         training=training_params,
@@ -29,7 +35,7 @@ rule train_main:
         device=config["device"],
         impl_version=config["model"]["impl_version"],
     script:
-        "../scripts/train_model.py"
+        "../scripts/train_main.py"
 
 
 rule train_subset:

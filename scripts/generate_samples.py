@@ -16,4 +16,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.grid_columns,
         p.device,
         progress=log,
+        dataset_path=snakemake.input.dataset,
+        guidance_scale=p.guidance_scale,
+        prompts=p.prompts,
     )

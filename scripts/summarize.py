@@ -11,4 +11,6 @@ with job_logging(snakemake.log[0], snakemake.threads):
         snakemake.output.csv,
         snakemake.output.md,
         p.experiment,
+        counterfactual_path=snakemake.input.get("counterfactual") or None,
+        counterfactual_csv_path=snakemake.output.get("counterfactual"),
     )

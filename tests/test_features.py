@@ -12,11 +12,13 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
 from diffattr.features import (
     extract_features,
+    mean_gradients,
     merge_feature_shards,
     num_trainable_parameters,
     per_sample_gradients,
     read_features,
     select_timesteps,
+    timesteps_per_call,
     trainable_parameters,
     vmap_safe_attention,
     write_features,
@@ -159,7 +161,9 @@ def test_lora_adapters_only(scheduler):
     peft = pytest.importorskip("peft")
     model = tiny_cond_unet().double().requires_grad_(False)
     config = peft.LoraConfig(
-        r=2, lora_alpha=2, init_lora_weights="gaussian",
+        r=2,
+        lora_alpha=2,
+        init_lora_weights="gaussian",
         target_modules=["to_q", "to_k", "to_v", "to_out.0"],
     )
     model.add_adapter(config)
@@ -188,8 +192,16 @@ def test_bad_timestep(scheduler):
 def _features(model, scheduler, x, ids, batch_size, **kwargs):
     proj = make_projector("normal", num_trainable_parameters(model), 16, seed=42)
     return extract_features(
-        model, scheduler, x, ids, "square", [0, 400], noise_seed=0, projector=proj,
-        batch_size=batch_size, **kwargs,
+        model,
+        scheduler,
+        x,
+        ids,
+        "square",
+        [0, 400],
+        noise_seed=0,
+        projector=proj,
+        batch_size=batch_size,
+        **kwargs,
     )
 
 
@@ -213,6 +225,37 @@ def test_features_are_projected_mean_gradient(scheduler):
     feats = extract_features(model, scheduler, x, ids, "loss", [0, 10, 20], 0, proj)
     mean = sum(per_sample_gradients(model, scheduler, x, ids, t, "loss", 0) for t in (0, 10, 20))
     np.testing.assert_allclose(feats, (mean / 3).float().numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("max_evaluations", [1, 4, 512])
+def test_mean_gradients_equal_mean_of_per_timestep_gradients(scheduler, max_evaluations):
+    model = tiny_cond_unet().double()
+    x0, ids, steps = images(2), [3, 8], [0, 250, 999]
+    cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fused = mean_gradients(
+        model,
+        scheduler,
+        x0,
+        ids,
+        steps,
+        "elbo_loss",
+        0,
+        cond=cond,
+        max_evaluations=max_evaluations,
+    )
+    with vmap_safe_attention(model):
+        slow = sum(
+            slow_gradients(model, scheduler, x0, ids, t, "elbo_loss", 0, cond) for t in steps
+        )
+    torch.testing.assert_close(fused, slow / 3, rtol=1e-9, atol=1e-12)
+
+
+def test_timesteps_per_call_respects_evaluations_and_memory():
+    assert timesteps_per_call(50, 512) == 10
+    assert timesteps_per_call(600, 512) == 1
+    assert timesteps_per_call(50, 512, probe_bytes=10, available_bytes=1000) == 10
+    assert timesteps_per_call(32, 512, probe_bytes=10 << 30, available_bytes=70 << 30) == 3
+    assert timesteps_per_call(32, 512, probe_bytes=10 << 30, available_bytes=5 << 30) == 1
 
 
 def test_progress_reporting(scheduler):

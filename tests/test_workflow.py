@@ -11,6 +11,9 @@ import pytest
 from tests.workflow_utils import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 SLURM_TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
+# Report pages (rules/report.smk) follow any change of the LDS records; the config page follows
+# any config change. plot_attribution_grid runs once per changed LDS record.
+REPORT_JOBS = {"plot_lds": 1, "tabulate_runtimes": 1, "write_overview": 1, "dump_config": 1}
 
 
 def test_dry_run_plans_every_stage(tmp_path):
@@ -24,8 +27,17 @@ def test_dry_run_plans_every_stage(tmp_path):
     assert jobs["extract_train_features"] == 2 * 2  # (loss, square) x 2 shards
     assert jobs["merge_train_features"] == 2
     assert jobs["extract_query_features"] == 2 * 2  # (loss, square) x (val, gen)
-    assert jobs["score_trak"] == jobs["evaluate_lds"] == 2 * 2
+    assert jobs["score_method"] == jobs["evaluate_lds"] == 2 * 2
     assert jobs["collect_groundtruth"] == 2
+    # counterfactual: 2 targets x (dtrak, trak, random); λ chosen for the 2 scored methods
+    assert jobs["choose_counterfactual_lambda"] == 2
+    for rule in (
+        "remove_top_examples",
+        "train_counterfactual",
+        "regenerate_counterfactual",
+        "compare_counterfactual",
+    ):
+        assert jobs[rule] == 2 * 3, rule
 
 
 def test_default_config_dry_run():
@@ -88,6 +100,35 @@ def test_end_to_end_summary(finished_run):
 
 
 @pytest.mark.slow
+def test_end_to_end_counterfactual(finished_run):
+    workdir, _, _ = finished_run
+    results = workdir / "results" / "tiny"
+    with open(results / "counterfactual.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["method", "metric", "median", "mean", "n_targets"]
+    assert {(r["method"], r["metric"]) for r in rows} == {
+        (method, metric) for method in ("dtrak", "trak", "random") for metric in ("l2", "ssim")
+    }
+    assert all(int(r["n_targets"]) == 2 and float(r["median"]) >= 0 for r in rows)
+    with open(results / "counterfactual" / "metrics.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2 * 3 * 2  # targets x methods x metrics
+    assert "Counterfactual evaluation" in (results / "summary.md").read_text()
+    assert (results / "counterfactual" / "figure.png").stat().st_size > 0
+    checkpoints = workdir / ".checkpoints" / "tiny" / "counterfactual"
+    assert not [path for path in checkpoints.rglob("*") if path.is_file()]
+
+
+@pytest.mark.slow
+def test_one_more_counterfactual_target_trains_only_its_models(finished_run):
+    workdir, _, _ = finished_run
+    config = write_config(workdir, tiny_config(**{"counterfactual.num_targets": 3}), "cf.yaml")
+    jobs = planned_jobs(workdir, config)
+    for rule in ("remove_top_examples", "train_counterfactual", "regenerate_counterfactual"):
+        assert jobs[rule] == 3, (rule, jobs)  # one target x (dtrak, trak, random)
+    assert not {"train_main", "train_subset", "score_method", "plot_counterfactual"} & set(jobs)
+
+
+@pytest.mark.slow
 def test_complete_run_is_up_to_date(finished_run):
     workdir, config, _ = finished_run
     assert planned_jobs(workdir, config) == {}
@@ -105,7 +146,10 @@ def test_two_more_subsets_train_only_the_new_ones(finished_run):
         "collect_groundtruth": 1,
         "evaluate_lds": 4,
         "noise_ceiling": 1,
+        "collect_counterfactual": 1,  # re-checks the λ it used against the LDS records
         "summarize": 1,
+        "plot_attribution_grid": 4,
+        **REPORT_JOBS,
         "all": 1,
     }
 
@@ -124,9 +168,11 @@ def test_new_method_computes_only_its_own_jobs(finished_run):
         "extract_train_features": 2,
         "merge_train_features": 1,
         "extract_query_features": 2,
-        "score_trak": 2,
+        "score_method": 2,
         "evaluate_lds": 2,
         "summarize": 1,
+        "plot_attribution_grid": 2,
+        **REPORT_JOBS,
         "all": 1,
     }
 
@@ -138,7 +184,19 @@ def test_new_lambda_grid_reruns_scores_not_models(finished_run):
         workdir, tiny_config(**{"scoring.lambdas": [0.1, 1, 10, 100, 1000]}), "lam.yaml"
     )
     jobs = planned_jobs(workdir, config)
-    assert set(jobs) == {"score_trak", "evaluate_lds", "summarize", "all"}
+    # removal sets rank by the scores, so the scored methods' counterfactuals follow them
+    rescored = {
+        "choose_counterfactual_lambda",
+        "remove_top_examples",
+        "train_counterfactual",
+        "regenerate_counterfactual",
+        "compare_counterfactual",
+        "collect_counterfactual",
+        "plot_counterfactual",
+    }
+    report = {"plot_attribution_grid", *REPORT_JOBS}
+    assert set(jobs) - rescored == {"score_method", "evaluate_lds", "summarize", "all", *report}
+    assert jobs["train_counterfactual"] == 2 * 2, "random's removal sets do not depend on scores"
 
 
 @pytest.mark.slow
@@ -148,7 +206,7 @@ def test_touched_code_plans_no_training_under_slurm_triggers(finished_run, tmp_p
         for path in (ROOT / folder).rglob("*.py"):
             path.touch()
     jobs = planned_jobs(workdir, config, *SLURM_TRIGGERS)
-    assert not {"train_main", "train_subset"} & set(jobs), jobs
+    assert not {"train_main", "train_subset", "train_counterfactual"} & set(jobs), jobs
 
 
 @pytest.mark.slow

@@ -61,6 +61,10 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(e.path)))
     if errors:
         raise ConfigError(describe_error(_most_specific(errors[0]), schema))
+    if "methods" in config:  # per-kind params and defaults live with each method kind
+        from diffattr.methods import validate_methods
+
+        config["methods"] = validate_methods(config)
     return config
 
 

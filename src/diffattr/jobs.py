@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from diffattr import data, lds, store
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.progress import STATUS_LOGGER, StatusCollector, status, status_line
 
 logger = logging.getLogger("diffattr")
 
@@ -28,7 +30,8 @@ FEATURE_SPLITS = ("train", "val", "gen")
 
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[IO[str]]:
-    """Send this job's logging, warnings, progress bars and tracebacks to its log file."""
+    """Send this job's logging, warnings, progress bars and tracebacks to its log file; on
+    success print one status line on the terminal (see :mod:`diffattr.progress`)."""
     if "torch" in sys.modules or threads > 1:
         import torch
 
@@ -45,14 +48,21 @@ def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterato
         root.setLevel(logging.INFO)
         old_stderr, sys.stderr = sys.stderr, stream
         logging.captureWarnings(True)
+        collector = StatusCollector()
+        logging.getLogger(STATUS_LOGGER).addHandler(collector)
+        started = time.monotonic()
         try:
             yield stream
         except BaseException:
             logger.exception("job failed")
             raise
+        else:
+            line = status_line(log_path, time.monotonic() - started, collector.message)
+            print(line, file=old_stderr, flush=True)
         finally:
             sys.stderr = old_stderr
             root.removeHandler(handler)
+            logging.getLogger(STATUS_LOGGER).removeHandler(collector)
 
 
 # --------------------------------------------------------------------------- data
@@ -61,7 +71,7 @@ def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterato
 def prepare_data_job(data_cfg: dict[str, Any], out_path: str) -> None:
     data.prepare_dataset(data_cfg, out_path)
     attrs = store.read_attrs(out_path)
-    logger.info("dataset: %s train rows, %s val rows", attrs.get("n_train"), attrs.get("n_val"))
+    status("%s train rows, %s val rows", attrs.get("n_train"), attrs.get("n_val"))
 
 
 def draw_subset_job(
@@ -98,27 +108,38 @@ def train_job(
     snapshot_dirs: dict[int, str] | None = None,
     progress: IO[str] | None = None,
 ) -> dict[str, Any]:
-    """Train on the whole train split, or on the rows of ``subset_path``."""
-    from diffattr.training import TrainingSettings, train_model
+    """Train on the whole train split, or on the rows of ``subset_path``.
+
+    ``model_cfg["kind"]`` picks the model (``unet``, or ``sd_lora``: LoRA on a Stable Diffusion
+    base, conditioned on the split's captions); only the trained weights are saved.
+    """
+    import torch
+
+    from diffattr.models import build_model, resolve_device
+    from diffattr.training import TrainingSettings, train_diffusion_model
 
     train = data.load_split(dataset_path, "train")
-    images = train.images
+    images, captions = train.images, train.captions
     if subset_path is not None:
-        images = images[data.read_subset(subset_path)]
+        positions = data.read_subset(subset_path)
+        images = images[positions]
+        captions = None if captions is None else [captions[p] for p in positions]
     values = {k: v for k, v in training_cfg.items() if k != "main_seed"}
     settings = TrainingSettings.from_dict(values, seed=int(seed), device=device)
-    stats = train_model(
+    torch.manual_seed(settings.seed)  # the initial weights (the adapters' for sd_lora)
+    model = build_model(model_cfg, scheduler_cfg, resolve_device(settings.device))
+    stats = train_diffusion_model(
+        model,
         images,
         settings,
-        model_cfg["unet"],
-        scheduler_cfg,
         out_dir,
         checkpoint_dir,
-        dropout=model_cfg.get("dropout", 0.0),
+        captions=captions,
         snapshots=snapshot_dirs,
         progress=progress,
     )
     logger.info("trained %s: %s", out_dir, stats)
+    status("%s steps, final loss %.4g", stats["steps"], stats.get("final_loss", np.nan))
     return stats
 
 
@@ -134,27 +155,72 @@ def generate_job(
     grid_columns: int,
     device: str,
     progress: IO[str] | None = None,
+    dataset_path: str | None = None,
+    guidance_scale: float = 7.5,
+    prompts: Sequence[str] | None = None,
 ) -> None:
-    from diffattr.models import load_model, resolve_device
-    from diffattr.sampling import ddim_sample, image_grid, sample_seeds
+    """Seeded DDIM samples of the main model; a conditional model gets one prompt per sample.
 
-    model, scheduler = load_model(model_dir, resolve_device(device))
+    Prompts are ``prompts`` in contiguous blocks, or by default the dataset's class captions
+    (in label order) in blocks; each sample's prompt is stored in the ``prompts`` dataset.
+    """
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.sampling import assign_prompts, generate, image_grid, sample_seeds
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
     seeds = sample_seeds(num_samples, seed)
-    result = ddim_sample(model, scheduler, seeds, steps, eta, batch_size, progress)
+    per_sample = None
+    if model.conditional:
+        if prompts is None:
+            if dataset_path is None:
+                raise ConfigError(
+                    "generation.prompts is null, so prompts come from the class captions, "
+                    "but no dataset file was given"
+                )
+            prompts = class_captions(dataset_path)
+        per_sample = assign_prompts(num_samples, prompts)
+    result = generate(model, seeds, steps, eta, batch_size, per_sample, guidance_scale, progress)
     attrs = {
         "split": "gen",
         "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
         "steps": steps,
         "eta": eta,
         "gen_seed": seed,
         "sampler": "ddim",
+        "batch_size": batch_size,  # on CPU the batch layout fixes the last bits (regeneration)
     }
-    store.write_h5(
-        out_path,
-        {"images": result["images"], "seeds": seeds, "ids": np.arange(num_samples, dtype=np.int64)},
-        attrs,
-    )
+    arrays = {
+        "images": result["images"],
+        "seeds": seeds,
+        "ids": np.arange(num_samples, dtype=np.int64),
+    }
+    if per_sample is not None:
+        arrays["prompts"] = np.array(per_sample, dtype=object)
+        attrs["guidance_scale"] = guidance_scale
+    store.write_h5(out_path, arrays, attrs)
     save_png(grid_path, image_grid(result["images"][: grid_columns * grid_columns], grid_columns))
+    status("%d samples, %d DDIM steps", num_samples, steps)
+
+
+def class_captions(dataset_path: str) -> list[str]:
+    """The caption of each class of the train split, in label order."""
+    with store.open_h5(dataset_path) as handle:
+        if "train/captions" not in handle:
+            raise ConfigError(
+                f"{dataset_path}: the train split has no captions to use as prompts; set "
+                "generation.prompts, or data.caption_template and rebuild the dataset"
+            )
+        labels = handle["train/labels"][()]
+        captions = [_text(c) for c in handle["train/captions"][()]]
+    by_label: dict[int, str] = {}
+    for label, caption in zip(labels.tolist(), captions, strict=True):
+        by_label.setdefault(int(label), caption)
+    return [by_label[label] for label in sorted(by_label)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def save_png(path: str, pixels: np.ndarray, scale: int = 4) -> None:
@@ -181,6 +247,52 @@ def load_queries(
     return loaded.images, loaded.ids
 
 
+def load_query_captions(
+    split: str, dataset_path: str, samples_path: str | None
+) -> list[str] | None:
+    """Captions of a query split (``gen``: the recorded prompts), or None when it has none."""
+    if split == "gen":
+        if samples_path is None:
+            raise ConfigError("split 'gen' needs the generated samples file")
+        path, name = samples_path, "prompts"
+    elif split in ("train", "val"):
+        path, name = dataset_path, f"{split}/captions"
+    else:
+        raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
+    with store.open_h5(path) as handle:
+        return [_text(c) for c in handle[name][()]] if name in handle else None
+
+
+def encoded_queries(
+    model: Any,
+    images: np.ndarray,
+    captions: list[str] | None,
+    batch_size: int,
+    chunk_rows: int = 1024,
+) -> Iterator[tuple[slice, np.ndarray, Any]]:
+    """(rows, x0, cond) in row chunks: x0 through ``model.encode`` (the VAE mode for latent
+    models), cond the caption embeddings of a conditional model (else None).
+
+    A pixel model gets one chunk with the images unchanged; a latent model chunks of
+    ``chunk_rows`` rows, so embeddings and latents never exist for the whole split at once.
+    """
+    n = len(images)
+    if not model.uses_latents and not model.conditional:
+        yield slice(0, n), images, None
+        return
+    if model.conditional and (captions is None or len(captions) != n):
+        raise ConfigError(
+            f"a {model.kind} model is conditioned on captions, but the {n} query samples have "
+            f"{'none' if captions is None else len(captions)}; set data.caption_template "
+            "(val/train) or regenerate the samples (gen)"
+        )
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        x0 = model.encode(images[rows], batch_size).numpy()
+        cond = model.condition(captions[rows]) if model.conditional else None
+        yield rows, x0, cond
+
+
 # --------------------------------------------------------------------------- measurement
 
 
@@ -196,37 +308,58 @@ def measure_job(
     device: str,
     progress: IO[str] | None = None,
 ) -> None:
-    """Per-sample loss of one model on every query split, averaged over the timestep grid."""
-    from diffattr.measure import measure_losses, timestep_grid
-    from diffattr.models import load_model, resolve_device
+    """Per-sample loss of one model on every query split, averaged over the timestep grid.
 
-    model, scheduler = load_model(model_dir, resolve_device(device))
+    A conditional model is conditioned on each sample's caption (gen: its recorded prompt),
+    without guidance; a latent model measures in latent space (x0 = VAE mode).
+    """
+    from diffattr.measure import measure_losses, timestep_grid
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    scheduler = model.scheduler
     grid = timestep_grid(timesteps, scheduler.config.num_train_timesteps)
     arrays: dict[str, np.ndarray] = {}
     for split in splits:
         images, ids = load_queries(split, dataset_path, samples_path)
-        by_noise = measure_losses(
-            model,
-            scheduler,
-            images,
-            ids,
-            grid,
-            list(noise_seeds),
-            f"measure/{split}",
-            batch_size,
-            progress=progress,
-        )
+        captions = None
+        if model.conditional:
+            captions = load_query_captions(split, dataset_path, samples_path)
+        parts = []
+        for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
+            parts.append(
+                measure_losses(
+                    model.denoiser,
+                    scheduler,
+                    x0,
+                    ids[rows],
+                    grid,
+                    list(noise_seeds),
+                    f"measure/{split}",
+                    batch_size,
+                    cond=cond,
+                    progress=progress,
+                )
+            )
+        by_noise = np.concatenate(parts, axis=1)
         arrays[f"{split}/loss_by_noise"] = by_noise
         arrays[f"{split}/loss"] = by_noise.mean(axis=0)
         arrays[f"{split}/ids"] = ids
     attrs = {
         "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
         "splits": list(splits),
         "timesteps": grid.tolist(),
         "noise_seeds": list(noise_seeds),
         "output": "diffusion loss mean_d (eps_hat - eps)^2",
     }
+    if model.uses_latents:
+        attrs["space"] = "VAE latent mode x scaling_factor"
+    if model.conditional:
+        attrs["condition"] = "caption (gen: recorded prompt), no guidance"
     store.write_h5(out_path, arrays, attrs)
+    losses = [f"{split} {arrays[f'{split}/loss'].mean():.4g}" for split in splits]
+    status("mean loss %s", ", ".join(losses))
 
 
 # --------------------------------------------------------------------------- features
@@ -259,30 +392,43 @@ def features_job(
     num_shards: int = 1,
     progress: IO[str] | None = None,
 ) -> None:
-    """Projected per-sample gradient features of one split (or one shard of the train split)."""
+    """Projected per-sample gradient features of one split (or one shard of the train split).
+
+    The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
+    model); a latent model works on the VAE mode, conditioned on each sample's caption.
+    """
     from diffattr import features
-    from diffattr.models import load_model, resolve_device
+    from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.projection import make_projector
 
-    model, scheduler = load_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    scheduler = model.scheduler
     images, ids = load_queries(split, dataset_path, samples_path)
+    captions = load_query_captions(split, dataset_path, samples_path) if model.conditional else None
     rows = shard_rows(len(ids), shard, num_shards)
     images, ids = images[rows], ids[rows]
+    captions = None if captions is None else captions[rows]
     steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
-    grad_dim = features.num_trainable_parameters(model)
+    grad_dim = features.num_trainable_parameters(model.denoiser)
     projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
-    matrix = features.extract_features(
-        model,
-        scheduler,
-        images,
-        ids,
-        output_fn,
-        steps,
-        noise_seed,
-        projector,
-        batch_size,
-        progress=progress,
-    )
+    parts = []
+    for chunk, x0, cond in encoded_queries(model, images, captions, batch_size):
+        parts.append(
+            features.extract_features(
+                model.denoiser,
+                scheduler,
+                x0,
+                ids[chunk],
+                output_fn,
+                steps,
+                noise_seed,
+                projector,
+                batch_size,
+                cond=cond,
+                progress=progress,
+            )
+        )
+    matrix = np.concatenate(parts, axis=0)
     attrs = {
         "split": split,
         "output_fn": output_fn,
@@ -291,6 +437,7 @@ def features_job(
         "timesteps": steps,
         "noise_seed": noise_seed,
         "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
         "grad_dim": grad_dim,
         "shard": shard,
         "num_shards": num_shards,
@@ -300,6 +447,7 @@ def features_job(
         },
     }
     features.write_features(out_path, matrix, ids, attrs)
+    status("%s features [%d x %d]", split, *matrix.shape)
 
 
 def merge_features_job(shard_paths: Sequence[str], out_path: str) -> None:
@@ -405,13 +553,18 @@ def lds_job(
     split: str,
     bootstrap_resamples: int,
     bootstrap_seed: int,
-    sign: int = -1,
+    sign: int | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
-    benchmark itself. Writes a JSON record with the full curves."""
+    benchmark itself. Writes a JSON record with the full curves.
+
+    ``sign`` defaults to the score file's ``lds_sign`` attr (+1 for scores in loss units, such as
+    empirical influence and datamodels; −1 otherwise)."""
     from diffattr import scoring
 
     score = scoring.read_scores(scores_path)
+    if sign is None:
+        sign = int(score.attrs.get("lds_sign", -1))
     bench = _load_groundtruth(groundtruth_path, split)
     held = _load_groundtruth(heldout_path, split)
     _check_alignment(score, bench, scores_path)
@@ -422,6 +575,8 @@ def lds_job(
         "method": score.attrs.get("method"),
         "split": split,
         "K": score.attrs.get("train_K", score.attrs.get("K")),
+        "kind": score.attrs.get("kind", score.attrs.get("score_kind")),
+        "lds_sign": sign,
         "lambdas": score.lambdas.tolist(),
         "lds_curve": curve.tolist(),
         "heldout_curve": heldout_curve.tolist(),
@@ -451,6 +606,13 @@ def lds_job(
             "ci_high": float(boot["ci_high"]),
         }
     store.write_json(out_path, record)
+    held = record["choices"]["heldout"]
+    status(
+        "LDS %.2f%% at held-out λ %g (oracle %.2f%%)",
+        100 * held["lds"],
+        held["lambda"],
+        100 * record["choices"]["oracle"]["lds"],
+    )
     return record
 
 

@@ -109,7 +109,8 @@ class Projector:
         """The whole [P, Z] matrix (for tests and small problems)."""
         if self.kind == "identity":
             return torch.eye(self.grad_dim, dtype=torch.float32)
-        return torch.cat([self.block(b) for b in range(self.num_blocks)])
+        blocks = self._cache.get("cpu") or [self.block(b) for b in range(self.num_blocks)]
+        return torch.cat(blocks)
 
     def _blocks(self, device: torch.device):
         if not self.caches:

@@ -4,11 +4,17 @@ Sample ``i`` starts from Gaussian noise drawn by a CPU ``torch.Generator`` seede
 ``gen_seed * 1000 + i`` (the reference convention), then follows a deterministic DDIM trajectory
 (η = 0 by default). Regenerating one sample with any model therefore starts from exactly the same
 noise as the original.
+
+A conditional latent model (Stable Diffusion + LoRA) is sampled in latent space with
+classifier-free guidance, ε = ε(∅) + w (ε(prompt) − ε(∅)) with the empty prompt as ∅, and the
+final latents are decoded by the VAE (protocol §1.3). Each sample's prompt is an explicit input
+(:func:`assign_prompts`), recorded beside the images, never implied by the sample index later.
 """
 
 from __future__ import annotations
 
-from typing import IO
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +22,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm import tqdm
 
 from diffattr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from diffattr.models import DiffusionModel
 
 
 def sample_seeds(num_samples: int, gen_seed: int) -> np.ndarray:
@@ -71,6 +80,115 @@ def ddim_sample(
         if trajectory:
             trajectories.append(torch.stack(x0_steps, dim=1))
         bar.update(len(chunk))
+    bar.close()
+    result = {"images": torch.cat(images).numpy().astype(np.float32)}
+    if trajectory:
+        result["x0_trajectory"] = torch.cat(trajectories).numpy().astype(np.float32)
+        result["trajectory_timesteps"] = scheduler.timesteps.numpy().astype(np.int64)
+    return result
+
+
+def assign_prompts(num_samples: int, prompts: Sequence[str]) -> list[str]:
+    """One prompt per sample: ``prompts`` in contiguous blocks of (nearly) equal size.
+
+    Two prompts for 1000 samples give 500 + 500 (the reference's ArtBench-2 layout); a list as
+    long as the number of samples gives each sample its own prompt.
+    """
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise ConfigError("generation.prompts is empty; give at least one prompt")
+    if len(prompts) > num_samples:
+        raise ConfigError(
+            f"generation.prompts has {len(prompts)} prompts for only {num_samples} samples "
+            "(generation.num_samples); every prompt needs at least one sample"
+        )
+    bounds = np.linspace(0, num_samples, len(prompts) + 1).round().astype(int)
+    return [
+        p for p, lo, hi in zip(prompts, bounds[:-1], bounds[1:], strict=True) for _ in range(lo, hi)
+    ]
+
+
+def generate(
+    model: DiffusionModel,
+    seeds: np.ndarray,
+    steps: int = 50,
+    eta: float = 0.0,
+    batch_size: int = 256,
+    prompts: Sequence[str] | None = None,
+    guidance_scale: float = 7.5,
+    progress: IO[str] | None = None,
+    trajectory: bool = False,
+) -> dict[str, np.ndarray]:
+    """Generate one image per seed with any model kind (``prompts``: one per seed, or None).
+
+    Returns ``images`` float32 [n, C, H, W] in [-1, 1]; with ``trajectory=True`` also
+    ``x0_trajectory`` (predicted x0 per step: clamped pixels, or unclamped latents) and
+    ``trajectory_timesteps``.
+    """
+    if not model.conditional:
+        if prompts is not None:
+            raise ConfigError(
+                f"prompts were given, but a {model.kind} model is unconditional; "
+                "set generation.prompts to null"
+            )
+        return ddim_sample(
+            model.denoiser, model.scheduler, seeds, steps, eta, batch_size, progress, trajectory
+        )
+    if prompts is None or len(prompts) != len(seeds):
+        raise ConfigError(
+            f"a {model.kind} model needs one prompt per sample: {len(seeds)} seeds, "
+            f"{'no' if prompts is None else len(prompts)} prompts"
+        )
+    return _guided_ddim_sample(
+        model, seeds, list(prompts), steps, eta, guidance_scale, batch_size, progress, trajectory
+    )
+
+
+@torch.no_grad()
+def _guided_ddim_sample(
+    model: DiffusionModel,
+    seeds: np.ndarray,
+    prompts: list[str],
+    steps: int,
+    eta: float,
+    guidance_scale: float,
+    batch_size: int,
+    progress: IO[str] | None,
+    trajectory: bool,
+) -> dict[str, np.ndarray]:
+    if steps < 1:
+        raise ConfigError(f"generation.steps = {steps} must be at least 1")
+    device = model.device
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(steps)
+    guided = guidance_scale != 1.0
+    empty = model.condition([""])
+    model.denoiser.eval()
+    images, trajectories = [], []
+    bar = tqdm(total=len(seeds), desc="generate", file=progress, disable=progress is None)
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start : start + batch_size]
+        n = len(chunk)
+        x = initial_noise(chunk, model.sample_shape).to(device) * scheduler.init_noise_sigma
+        cond = model.condition(prompts[start : start + n])
+        if guided:
+            cond = torch.cat([empty.expand(n, -1, -1), cond])
+        cond = cond.to(device)
+        x0_steps = []
+        for t in scheduler.timesteps:
+            latent_in = torch.cat([x, x]) if guided else x
+            eps = model.denoiser(latent_in, t, encoder_hidden_states=cond).sample.float()
+            if guided:
+                eps_empty, eps_prompt = eps.chunk(2)
+                eps = eps_empty + guidance_scale * (eps_prompt - eps_empty)
+            out = scheduler.step(eps, t, x, eta=eta, generator=None)
+            x = out.prev_sample
+            if trajectory:
+                x0_steps.append(out.pred_original_sample.cpu())
+        images.append(model.decode(x).cpu())
+        if trajectory:
+            trajectories.append(torch.stack(x0_steps, dim=1))
+        bar.update(n)
     bar.close()
     result = {"images": torch.cat(images).numpy().astype(np.float32)}
     if trajectory:

@@ -12,8 +12,20 @@ once and every λ costs one matrix product. Two exact forms are used:
 * **dual** (N×N Gram, best when N < Z): ΦΦᵀ = U diag(s) Uᵀ and, by the push-through identity
   (ΦᵀΦ+λI)⁻¹Φᵀ = Φᵀ(ΦΦᵀ+λI)⁻¹, τ_λ = (ΨΦᵀU) diag(1/(s+λ)) Uᵀ.
 
-Both are computed in float64 (``numpy.linalg.eigh``) and returned as float32. Eigenvalues of the
-positive semi-definite kernel that round-off makes slightly negative are clipped to 0.
+The kernel, its eigendecomposition (LAPACK's divide-and-conquer ``syevd``) and the change of
+basis are float64. The per-λ product, whose result is stored as float32 anyway, is a float32
+matmul: its error is about 1e-6 of the largest score, and it halves the cost that grows with the
+grid (``benchmarks/run.py --only scores`` measures it against one float64 inverse per λ).
+Eigenvalues of the positive semi-definite kernel that round-off makes slightly negative are
+clipped to 0.
+
+``normalize`` divides column i of τ_λ by a per-training-row norm (protocol §5):
+
+* ``relative`` (Relative IF, Barshan et al. 2020): ‖(Φ G_λ⁻¹)_i‖₂ with G_λ = ΦᵀΦ + λI; from the
+  eigendecomposition it is ‖(Φ_i V) / (s + λ)‖₂ (primal) or (Σ_r U_ir² s_r / (s_r + λ)²)^½ (dual);
+* ``renormalized`` (Renormalized IF, Hammoudeh & Lowd 2022): ‖Φ_i‖₂.
+
+A zero norm gives a zero column.
 
 :func:`write_trak_scores` is the streaming version used by the workflow. It reads the feature
 files in row chunks and writes an HDF5 score file with this layout:
@@ -31,15 +43,18 @@ files in row chunks and writes an HDF5 score file with this layout:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+import scipy.linalg
+import torch
 
 from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
+from diffattr.progress import progress_bar
 from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5, require_same
 
 #: Feature provenance that train and test features must share before they can be combined.
@@ -54,11 +69,13 @@ DEFAULT_CHECK_KEYS: tuple[str, ...] = (
 )
 
 FORMS = ("auto", "primal", "dual")
+NORMALIZATIONS = ("none", "relative", "renormalized")
 
 # Keys that write_trak_scores sets itself; the caller's attrs may not set them.
 _RESERVED_ATTRS = (
     "score_kind",
     "form",
+    "normalize",
     "n_train",
     "n_test",
     "feature_dim",
@@ -135,10 +152,63 @@ def choose_form(n_train: int, dim: int, form: str = "auto") -> str:
     return form
 
 
+def _eigh(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of a symmetric float64 matrix, which is overwritten.
+
+    ``syevd`` (divide and conquer) is markedly faster than numpy's default driver for the
+    eigenvectors of a large kernel.
+    """
+    return scipy.linalg.eigh(kernel.T, driver="evd", overwrite_a=True, check_finite=False)
+
+
+def _float32(matrix: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+
+
+def _weighted_product(left: np.ndarray, weights: np.ndarray, right32: torch.Tensor) -> np.ndarray:
+    """(left · diag(weights)) rightᵀ as float32 [n, m]; ``right32`` = float32 right [m, r]."""
+    return (_float32(left * weights) @ right32.T).numpy()
+
+
 def _inverse_spectrum(eigenvalues: np.ndarray, lambdas: np.ndarray) -> np.ndarray:
     """[L, r] matrix of 1/(s + λ); round-off negatives of a PSD spectrum are clipped to 0."""
     spectrum = np.clip(eigenvalues, 0.0, None)
     return 1.0 / (spectrum[None, :] + lambdas[:, None])
+
+
+def _check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"normalize must be one of {list(NORMALIZATIONS)}, got {normalize!r}")
+    return normalize
+
+
+def _column_norms(
+    normalize: str,
+    form: str,
+    right: np.ndarray,
+    weights: np.ndarray,
+    eigenvalues: np.ndarray,
+    row_norms: np.ndarray,
+) -> np.ndarray | None:
+    """Per-column divisors of one block of τ_λ (None for ``none``); see the module docstring.
+
+    ``right`` is the block's ΦV (primal) or U rows (dual), ``weights`` 1/(s+λ) for this λ and
+    ``row_norms`` the block's ‖Φ_i‖₂.
+    """
+    if normalize == "none":
+        return None
+    if normalize == "renormalized":
+        return row_norms
+    if form == "primal":
+        return np.linalg.norm(right * weights, axis=1)
+    spectrum = np.clip(eigenvalues, 0.0, None)
+    return np.sqrt(np.clip((right**2) @ (spectrum * weights**2), 0.0, None))
+
+
+def _divide_columns(block: np.ndarray, norms: np.ndarray | None) -> np.ndarray:
+    if norms is None:
+        return block
+    return np.divide(block, norms[None, :], out=np.zeros_like(block), where=norms[None, :] > 0)
 
 
 # --------------------------------------------------------------------------- in memory
@@ -150,6 +220,7 @@ def trak_scores(
     lambdas: Sequence[float] | np.ndarray,
     *,
     form: str = "auto",
+    normalize: str = "none",
 ) -> np.ndarray:
     """τ_λ = Ψ(ΦᵀΦ+λI)⁻¹Φᵀ for every λ, from one eigendecomposition.
 
@@ -158,6 +229,8 @@ def trak_scores(
         test_features: Ψ [n, Z].
         lambdas: ridge values, all > 0.
         form: ``auto`` (primal when Z <= N, else dual), ``primal`` or ``dual``; all are exact.
+        normalize: ``none`` (TRAK), ``relative`` (Relative IF) or ``renormalized``
+            (Renormalized IF); see the module docstring.
 
     Returns:
         float32 [L, n, N] scores, in the order of ``lambdas``.
@@ -166,17 +239,22 @@ def trak_scores(
     phi = _check_matrix(train_features, "train_features").astype(np.float64, copy=False)
     psi = _check_matrix(test_features, "test_features").astype(np.float64, copy=False)
     _check_pair(phi.shape, psi.shape)
+    _check_normalize(normalize)
     n_train, dim = phi.shape
     out = np.empty((grid.size, psi.shape[0], n_train), dtype=np.float32)
-    if choose_form(n_train, dim, form) == "primal":
-        eigenvalues, basis = np.linalg.eigh(phi.T @ phi)
+    chosen = choose_form(n_train, dim, form)
+    if chosen == "primal":
+        eigenvalues, basis = _eigh(phi.T @ phi)
         left, right = psi @ basis, phi @ basis
     else:
-        eigenvalues, basis = np.linalg.eigh(phi @ phi.T)
+        eigenvalues, basis = _eigh(phi @ phi.T)
         left, right = (psi @ phi.T) @ basis, basis
     weights = _inverse_spectrum(eigenvalues, grid)
+    row_norms = np.linalg.norm(phi, axis=1)
+    right32 = _float32(right)
     for index in range(grid.size):
-        out[index] = (left * weights[index]) @ right.T
+        norms = _column_norms(normalize, chosen, right, weights[index], eigenvalues, row_norms)
+        out[index] = _divide_columns(_weighted_product(left, weights[index], right32), norms)
     return out
 
 
@@ -291,6 +369,8 @@ def write_trak_scores(
     check_keys: Sequence[str] | None = None,
     score_kind: str = "trak",
     form: str = "auto",
+    normalize: str = "none",
+    progress: Any = None,
 ) -> Path:
     """Stream TRAK scores for a λ grid from two feature files into one HDF5 score file.
 
@@ -310,11 +390,15 @@ def write_trak_scores(
             :data:`DEFAULT_CHECK_KEYS`).
         score_kind: stored as the ``score_kind`` attr (e.g. ``trak``, ``dtrak``).
         form: ``auto``, ``primal`` or ``dual``.
+        normalize: ``none``, ``relative`` or ``renormalized`` column normalisation.
+        progress: None, a callback ``progress(done, total)`` or a text stream for a tqdm bar,
+            advanced once per chunk of training rows in each pass (kernel, then scores).
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
     """
     grid = validate_lambdas(lambdas)
+    _check_normalize(normalize)
     if int(chunk_rows) < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     chunk_rows = int(chunk_rows)
@@ -351,6 +435,7 @@ def write_trak_scores(
             out_attrs.update(
                 score_kind=score_kind,
                 form=chosen,
+                normalize=normalize,
                 n_train=n_train,
                 n_test=n_test,
                 feature_dim=dim,
@@ -371,10 +456,16 @@ def write_trak_scores(
                     dtype=np.float32,
                     chunks=(1, block_rows, block_cols),
                 )
-                if chosen == "primal":
-                    _stream_primal(train, test, grid, scores, chunk_rows)
-                else:
-                    _stream_dual(train, test, grid, scores, chunk_rows)
+                total = 2 * len(list(train.chunks(chunk_rows)))
+                update, close = progress_bar(progress, total, "scores", unit="chunk")
+                done = iter(range(1, total + 1))
+
+                def tick() -> None:
+                    update(next(done))
+
+                stream = _stream_primal if chosen == "primal" else _stream_dual
+                stream(train, test, grid, scores, chunk_rows, normalize, tick)
+                close()
         finally:
             test.close()
     finally:
@@ -382,28 +473,50 @@ def write_trak_scores(
     return Path(out_path)
 
 
+def _no_progress() -> None:
+    """Default progress tick of the streaming passes: nothing."""
+
+
 def _stream_primal(
-    train: _FeatureFile, test: _FeatureFile, grid: np.ndarray, scores: h5py.Dataset, chunk_rows: int
+    train: _FeatureFile,
+    test: _FeatureFile,
+    grid: np.ndarray,
+    scores: h5py.Dataset,
+    chunk_rows: int,
+    normalize: str = "none",
+    tick: Callable[[], None] = _no_progress,
 ) -> None:
     dim = train.shape[1]
     kernel = np.zeros((dim, dim), dtype=np.float64)
     for start, stop in train.chunks(chunk_rows):
         block = train.rows(start, stop)
         kernel += block.T @ block
-    eigenvalues, basis = np.linalg.eigh(kernel)
+        tick()
+    eigenvalues, basis = _eigh(kernel)
     del kernel
     weights = _inverse_spectrum(eigenvalues, grid)
     left = np.empty((test.shape[0], dim), dtype=np.float64)
     for start, stop in test.chunks(chunk_rows):
         left[start:stop] = test.rows(start, stop) @ basis
     for start, stop in train.chunks(chunk_rows):
-        right = train.rows(start, stop) @ basis
+        block = train.rows(start, stop)
+        right, row_norms = block @ basis, np.linalg.norm(block, axis=1)
+        right32 = _float32(right)
         for index in range(grid.size):
-            scores[index, :, start:stop] = ((left * weights[index]) @ right.T).astype(np.float32)
+            norms = _column_norms(normalize, "primal", right, weights[index], eigenvalues, row_norms)
+            block_scores = _divide_columns(_weighted_product(left, weights[index], right32), norms)
+            scores[index, :, start:stop] = block_scores.astype(np.float32, copy=False)
+        tick()
 
 
 def _stream_dual(
-    train: _FeatureFile, test: _FeatureFile, grid: np.ndarray, scores: h5py.Dataset, chunk_rows: int
+    train: _FeatureFile,
+    test: _FeatureFile,
+    grid: np.ndarray,
+    scores: h5py.Dataset,
+    chunk_rows: int,
+    normalize: str = "none",
+    tick: Callable[[], None] = _no_progress,
 ) -> None:
     n_train, n_test = train.shape[0], test.shape[0]
     psi = np.empty(test.shape, dtype=np.float64)
@@ -420,16 +533,22 @@ def _stream_dual(
             product = block_a @ train.rows(b0, b1).T
             gram[a0:a1, b0:b1] = product
             gram[b0:b1, a0:a1] = product.T
+        tick()
     del psi
-    eigenvalues, basis = np.linalg.eigh(gram)
+    all_row_norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    eigenvalues, basis = _eigh(gram)
     del gram
     weights = _inverse_spectrum(eigenvalues, grid)
     left = cross @ basis
     del cross
     for start, stop in train.chunks(chunk_rows):
-        right = basis[start:stop]
+        right, row_norms = basis[start:stop], all_row_norms[start:stop]
+        right32 = _float32(right)
         for index in range(grid.size):
-            scores[index, :, start:stop] = ((left * weights[index]) @ right.T).astype(np.float32)
+            norms = _column_norms(normalize, "dual", right, weights[index], eigenvalues, row_norms)
+            block_scores = _divide_columns(_weighted_product(left, weights[index], right32), norms)
+            scores[index, :, start:stop] = block_scores.astype(np.float32, copy=False)
+        tick()
 
 
 # --------------------------------------------------------------------------- score files

@@ -122,11 +122,20 @@ def summary_job(
     md_path: str,
     experiment: str,
     extra_sections: Sequence[str] = (),
+    counterfactual_path: str | None = None,
+    counterfactual_csv_path: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Write summary.csv and summary.md; with ``counterfactual_path`` (the collected
+    counterfactual summary) also ``counterfactual_csv_path`` and a counterfactual section."""
     records = [store.read_json(path) for path in lds_paths]
     rows = summary_rows(records)
     ceiling = store.read_json(ceiling_path) if ceiling_path else None
     store.write_text(csv_path, to_csv(rows))
+    if counterfactual_path:
+        from diffattr.counterfactual import write_counterfactual_table
+
+        section = write_counterfactual_table(counterfactual_path, counterfactual_csv_path)
+        extra_sections = [*extra_sections, "", section]
     sections = [
         f"# diffattr results: {experiment}",
         "",

@@ -5,6 +5,13 @@ generators seeded by ``(seed, s)``, so the run is a pure function of (data, sett
 job killed at any point and resumed from its last checkpoint ends with the same weights as an
 uninterrupted run (bit-identical on CPU). Checkpoints live outside the declared outputs and are
 removed after success.
+
+The loop is the same for every model kind (:class:`diffattr.models.DiffusionModel`); only the
+batches differ. A pixel model trains on flipped images. A latent model (Stable Diffusion + LoRA)
+trains on a sample of the VAE posterior of the flipped image, with its caption, which is replaced
+by the empty caption with probability ``caption_dropout`` (for classifier-free guidance). Half
+precision (``mixed_precision``: fp16 or bf16) casts the frozen weights and autocasts the forward
+pass; it needs a CUDA device.
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm import tqdm
 
 from diffattr.errors import ConfigError, TrainingError
-from diffattr.models import build_scheduler, build_unet, resolve_device, save_model
+from diffattr.models import (
+    DiffusionModel,
+    build_scheduler,
+    build_unet,
+    precision_dtype,
+    resolve_device,
+)
 from diffattr.store import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -49,6 +62,8 @@ class TrainingSettings:
     seed: int = 42
     checkpoint_every: int = 0
     device: str = "auto"
+    caption_dropout: float = 0.1
+    mixed_precision: str = "no"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -59,6 +74,14 @@ class TrainingSettings:
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(
                 f"training.warmup_fraction = {self.warmup_fraction} must lie in [0, 1)"
+            )
+        if not 0 <= self.caption_dropout < 1:
+            raise ConfigError(
+                f"training.caption_dropout = {self.caption_dropout} must lie in [0, 1)"
+            )
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(
+                f"training.mixed_precision = {self.mixed_precision!r}; choose no, fp16 or bf16"
             )
 
     @classmethod
@@ -87,13 +110,9 @@ def batch_rows(n_rows: int, batch_size: int, seed: int, step: int) -> np.ndarray
     return order[position * batch_size : (position + 1) * batch_size]
 
 
-def _fingerprint(
-    settings: TrainingSettings, unet_config: dict, scheduler_config: dict, n: int
-) -> str:
+def _fingerprint(settings: TrainingSettings, model: DiffusionModel, n: int) -> str:
     blob = json.dumps(
-        [dataclasses.asdict(settings), unet_config, scheduler_config, n],
-        sort_keys=True,
-        default=str,
+        [dataclasses.asdict(settings), model.describe(), n], sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -118,35 +137,64 @@ def train_model(
     Returns a small dict of statistics (steps, final loss).
     """
     device = resolve_device(settings.device)
-    images_t = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    n_rows = images_t.shape[0]
+    torch.manual_seed(settings.seed)
+    model = DiffusionModel(
+        build_unet(unet_config, dropout).to(device), build_scheduler(scheduler_config)
+    )
+    return train_diffusion_model(
+        model, images, settings, out_dir, checkpoint_dir, None, snapshots, progress, stop_after
+    )
+
+
+def train_diffusion_model(
+    model: DiffusionModel,
+    images: np.ndarray,
+    settings: TrainingSettings,
+    out_dir: str | os.PathLike,
+    checkpoint_dir: str | os.PathLike,
+    captions: list[str] | None = None,
+    snapshots: dict[int, str | os.PathLike] | None = None,
+    progress: IO[str] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (freshly built, on its device) on ``images`` and save it to ``out_dir``.
+
+    ``captions`` (one per image) condition a conditional model. Other arguments as
+    :func:`train_model`.
+    """
+    device = model.device
+    dtype = precision_dtype(settings.mixed_precision, device)
+    n_rows = len(images)
     if n_rows == 0:
         raise ConfigError("cannot train on an empty set of training rows")
     per_epoch = steps_per_epoch(n_rows, settings.batch_size)
     total = settings.epochs * per_epoch
     warmup = math.ceil(settings.warmup_fraction * total)
 
-    torch.manual_seed(settings.seed)
-    model = build_unet(unet_config, dropout).to(device)
-    scheduler = build_scheduler(scheduler_config)
+    if dtype != torch.float32:
+        model.cast_frozen(dtype)
+    if model.uses_latents:
+        batches: Batches = LatentBatches(model, images, captions, settings)
+    else:
+        batches = PixelBatches(images, settings)
+    parameters = list(model.trainable_parameters().values())
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        parameters,
         lr=settings.lr,
         betas=(settings.adam_beta1, settings.adam_beta2),
         weight_decay=settings.weight_decay,
         eps=settings.adam_eps,
     )
     lr_schedule = get_cosine_schedule_with_warmup(optimizer, warmup, total)
-    alphas = scheduler.alphas_cumprod.to(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    alphas = model.scheduler.alphas_cumprod.to(device)
 
-    checkpoint = Checkpointer(
-        Path(checkpoint_dir), _fingerprint(settings, unet_config, scheduler_config, n_rows)
-    )
-    start = checkpoint.restore(model, optimizer, lr_schedule)
+    checkpoint = Checkpointer(Path(checkpoint_dir), _fingerprint(settings, model, n_rows))
+    start = checkpoint.restore(model, optimizer, lr_schedule, scaler)
     if start:
         logger.info("resuming from step %d of %d", start, total)
 
-    model.train()
+    model.denoiser.train()
     bar = tqdm(
         total=total,
         initial=start,
@@ -155,14 +203,13 @@ def train_model(
         mininterval=5,
         disable=progress is None,
     )
+    step_state = _StepState(model, optimizer, lr_schedule, scaler, alphas, dtype, parameters)
     last_loss = float("nan")
     for step in range(start, total):
         try:
-            loss = _train_step(
-                model, optimizer, lr_schedule, images_t, alphas, settings, step, n_rows, device
-            )
+            loss = _train_step(step_state, batches, settings, step, n_rows)
         except _NonFiniteLoss as bad:
-            checkpoint.save(model, optimizer, lr_schedule, step)
+            checkpoint.save(model, optimizer, lr_schedule, step, scaler)
             raise TrainingError(
                 f"training loss became {bad.value} at step {step} of {total}; stopped before "
                 f"applying it. The state before that step is kept in {checkpoint.directory}. "
@@ -174,53 +221,152 @@ def train_model(
         if done % 50 == 0 or done == total:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
         if snapshots and done in snapshots:
-            save_model(model, scheduler, snapshots[done])
+            model.save(snapshots[done])
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < total:
-            checkpoint.save(model, optimizer, lr_schedule, done)
+            checkpoint.save(model, optimizer, lr_schedule, done, scaler)
         if stop_after is not None and done >= stop_after:
             bar.close()
             return {"steps": done, "total_steps": total, "stopped_early": True}
     bar.close()
-    model.eval()
-    save_model(model, scheduler, out_dir)
+    model.denoiser.eval()
+    model.save(out_dir)
     checkpoint.clear()
     return {"steps": total, "total_steps": total, "final_loss": last_loss, "n_rows": n_rows}
 
 
+class Batches:
+    """The clean samples x0 (and conditions) of one step, drawn from the step's generator."""
+
+    def batch(
+        self, rows: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+class PixelBatches(Batches):
+    def __init__(self, images: np.ndarray, settings: TrainingSettings) -> None:
+        self.images = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        self.random_flip = settings.random_flip
+
+    def batch(self, rows, generator):
+        x0 = self.images[rows]
+        if self.random_flip:
+            flip = torch.rand(len(rows), generator=generator) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        return x0, None
+
+
+class LatentBatches(Batches):
+    """VAE posterior samples of (possibly flipped) images, and caption embeddings.
+
+    The posterior of every image and of its mirror image is computed once; a step then draws
+    ``mean + std * ε`` (what ``latent_dist.sample()`` computes) from the step's generator.
+    Embeddings of the distinct captions and of the empty caption are computed once as well.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        images: np.ndarray,
+        captions: list[str] | None,
+        settings: TrainingSettings,
+    ) -> None:
+        if model.conditional and (captions is None or len(captions) != len(images)):
+            raise ConfigError(
+                f"a {model.kind} model trains on captioned images, but "
+                f"{'no' if captions is None else len(captions)} captions came with "
+                f"{len(images)} images; set data.caption_template (or data.caption_column)"
+            )
+        self.random_flip = settings.random_flip
+        self.caption_dropout = settings.caption_dropout if model.conditional else 0.0
+        self.scale = model.latent_scale
+        images = np.asarray(images, dtype=np.float32)
+        self.mean, self.std = model.latent_distribution(images, settings.batch_size)
+        _check_latent_shape(model, tuple(self.mean.shape[1:]), images.shape[-1])
+        if self.random_flip:
+            flipped = model.latent_distribution(images[..., ::-1].copy(), settings.batch_size)
+            self.mean = torch.stack([self.mean, flipped[0]], dim=1)
+            self.std = torch.stack([self.std, flipped[1]], dim=1)
+        self.embeddings = None
+        if model.conditional:
+            texts = sorted(set(captions))
+            self.embeddings = model.condition(["", *texts])
+            lookup = {text: i + 1 for i, text in enumerate(texts)}
+            self.caption_index = torch.tensor([lookup[c] for c in captions])
+
+    def batch(self, rows, generator):
+        n = len(rows)
+        if self.random_flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).long()
+            mean, std = self.mean[rows, flip], self.std[rows, flip]
+        else:
+            mean, std = self.mean[rows], self.std[rows]
+        cond = None
+        if self.embeddings is not None:
+            index = self.caption_index[rows]
+            if self.caption_dropout > 0:
+                dropped = torch.rand(n, generator=generator) < self.caption_dropout
+                index = torch.where(dropped, torch.zeros_like(index), index)
+            cond = self.embeddings[index]
+        eps = torch.randn(mean.shape, generator=generator)
+        return (mean + std * eps) * self.scale, cond
+
+
+def _check_latent_shape(model: DiffusionModel, shape: tuple[int, ...], resolution: int) -> None:
+    if shape != tuple(model.sample_shape):
+        expected = model.sample_shape[-1] * getattr(model, "vae_scale_factor", 1)
+        raise ConfigError(
+            f"data.resolution = {resolution} gives latents of shape {list(shape)}, but the "
+            f"denoiser of this {model.kind} model expects {list(model.sample_shape)}; "
+            f"set data.resolution to {expected}"
+        )
+
+
+@dataclass
+class _StepState:
+    model: DiffusionModel
+    optimizer: torch.optim.Optimizer
+    lr_schedule: Any
+    scaler: Any
+    alphas_cumprod: torch.Tensor
+    dtype: torch.dtype
+    parameters: list[torch.nn.Parameter]
+
+
 def _train_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    lr_schedule: Any,
-    images: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    settings: TrainingSettings,
-    step: int,
-    n_rows: int,
-    device: torch.device,
+    state: _StepState, batches: Batches, settings: TrainingSettings, step: int, n_rows: int
 ) -> float:
+    model, device = state.model, state.model.device
     seed = step_seed(settings.seed, step)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout draws from the global generator
     rows = torch.as_tensor(batch_rows(n_rows, settings.batch_size, settings.seed, step))
-    x0 = images[rows]
-    if settings.random_flip:
-        flip = torch.rand(len(rows), generator=generator) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-    timesteps = torch.randint(0, len(alphas_cumprod), (len(rows),), generator=generator)
+    x0, cond = batches.batch(rows, generator)
+    timesteps = torch.randint(0, len(state.alphas_cumprod), (len(rows),), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
-    alpha_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    alpha_bar = state.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-    prediction = model(noisy, timesteps).sample
+    kwargs = {} if cond is None else {"encoder_hidden_states": cond.to(device)}
+    with torch.autocast(device.type, state.dtype, enabled=state.dtype != torch.float32):
+        prediction = model.denoiser(noisy, timesteps, **kwargs).sample
     loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
     if not torch.isfinite(loss):
         raise _NonFiniteLoss(float(loss.detach()))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+    else:
+        loss.backward()
     if settings.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-    optimizer.step()
-    lr_schedule.step()
+        torch.nn.utils.clip_grad_norm_(state.parameters, settings.max_grad_norm)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.lr_schedule.step()
     return float(loss.detach())
 
 
@@ -240,20 +386,30 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.saved_step = 0
 
-    def save(self, model: torch.nn.Module, optimizer: Any, lr_schedule: Any, step: int) -> None:
+    def save(
+        self,
+        model: DiffusionModel,
+        optimizer: Any,
+        lr_schedule: Any,
+        step: int,
+        scaler: Any = None,
+    ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = {
             "fingerprint": self.fingerprint,
             "step": step,
-            "model": model.state_dict(),
+            "model": model.training_state(),
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
+            "scaler": None if scaler is None else scaler.state_dict(),
         }
         with atomic_path(self.directory / self.FILE, suffix=".pt") as tmp:
             torch.save(state, tmp)
         self.saved_step = step
 
-    def restore(self, model: torch.nn.Module, optimizer: Any, lr_schedule: Any) -> int:
+    def restore(
+        self, model: DiffusionModel, optimizer: Any, lr_schedule: Any, scaler: Any = None
+    ) -> int:
         path = self.directory / self.FILE
         if not path.exists():
             return 0
@@ -265,9 +421,11 @@ class Checkpointer:
         if state.get("fingerprint") != self.fingerprint:
             logger.warning("ignoring checkpoint %s from different settings", path)
             return 0
-        model.load_state_dict(state["model"])
+        model.load_training_state(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
         self.saved_step = int(state["step"])
         return self.saved_step
 

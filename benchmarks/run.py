@@ -1,0 +1,764 @@
+"""Performance benchmarks: each comparison times the pipeline's own code ("ours") against a
+baseline written here the way the reference code does it, in the same process (or run) and on
+the same inputs, so the ratio holds on a noisy machine.
+
+Each comparison prints one line on stdout::
+
+    <name>: ours <value> <unit>, baseline <value> <unit>, ratio <baseline/ours>
+
+and the same, with targets and details, goes to ``benchmarks/latest.json``. Progress and
+details go to stderr. All values are costs (seconds, ms/image, GB), so a ratio above 1 means
+ours is better. See benchmarks/README.md for what each comparison measures.
+
+    python benchmarks/run.py                      # everything (about 10 minutes on 2 cores)
+    python benchmarks/run.py --only scores,lds    # some comparisons
+    python benchmarks/run.py --quick              # small sizes, a smoke test (< 1 minute)
+    python benchmarks/run.py --device cuda --only features,training
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "latest.json"
+PAPER_LAMBDAS = [m * 10.0**p for p in range(-2, 7) for m in (1, 2, 5)]
+
+
+@dataclass
+class Comparison:
+    """One line of the report: the cost of ours and of the baseline, in the same unit."""
+
+    name: str
+    ours: float
+    baseline: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.baseline / self.ours if self.ours > 0 else math.inf
+
+    def line(self) -> str:
+        return (
+            f"{self.name}: ours {self.ours:.4g} {self.unit}, "
+            f"baseline {self.baseline:.4g} {self.unit}, ratio {self.ratio:.2f}"
+        )
+
+
+@dataclass
+class Settings:
+    quick: bool
+    device: torch.device
+    threads: int
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def best_of(runs: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict:
+    """Minimum time of each named run over ``repeats`` interleaved rounds, and its last result."""
+    times = {name: math.inf for name in runs}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            seconds, results[name] = timed(fn, device)
+            times[name] = min(times[name], seconds)
+    return {name: (times[name], results[name]) for name in runs}
+
+
+def relative_error(ours: np.ndarray, baseline: np.ndarray) -> float:
+    """max |ours − baseline| / max |baseline|."""
+    ours, baseline = np.asarray(ours, np.float64), np.asarray(baseline, np.float64)
+    return float(np.abs(ours - baseline).max() / max(np.abs(baseline).max(), 1e-300))
+
+
+def demo_config() -> dict[str, Any]:
+    from diffattr.config import validate_config
+
+    return validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+
+
+# --------------------------------------------------------------------------- 1. features
+
+
+def baseline_features(
+    model: torch.nn.Module,
+    scheduler: Any,
+    images: torch.Tensor,
+    ids: np.ndarray,
+    output_fn: str,
+    timesteps: list[int],
+    noise_seed: int,
+    matrix: torch.Tensor,
+    batch_size: int,
+) -> np.ndarray:
+    """The reference's featurisation: per batch, K timesteps in sequence, each a per-sample
+    ``vmap(grad)`` giving full [B, P] gradient vectors, summed, divided by K, then one dense
+    Gaussian projection ``g @ matrix``. Noise keys are ours, so the output is comparable."""
+    from torch.func import functional_call, grad, vmap
+
+    from diffattr.features import NOISE_PURPOSE, vmap_safe_attention
+    from diffattr.noise import sample_noise
+    from diffattr.outputs import get_output_fn
+
+    fn = get_output_fn(output_fn)
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    device = matrix.device
+    rows = []
+    model.eval()
+    with vmap_safe_attention(model):
+        for start in range(0, len(ids), batch_size):
+            x0 = images[start : start + batch_size].to(device)
+            batch_ids = ids[start : start + batch_size]
+            total = None
+            for t in timesteps:
+                eps = sample_noise(NOISE_PURPOSE, noise_seed, t, batch_ids, tuple(x0.shape[1:]))
+                eps = eps.to(device)
+                x_t = scheduler.add_noise(x0, eps, torch.full((len(x0),), t, dtype=torch.long))
+                t_one = torch.tensor([t], device=device)
+
+                def f_single(p, x, e, t_one=t_one):
+                    pred = functional_call(model, p, (x[None], t_one)).sample
+                    return fn(pred, e[None], t_one, scheduler)[0]
+
+                grads = vmap(grad(f_single), in_dims=(None, 0, 0))(params, x_t, eps)
+                flat = torch.cat([grads[n].reshape(len(x0), -1) for n in params], dim=1)
+                total = flat if total is None else total + flat
+            rows.append(((total / len(timesteps)) @ matrix).cpu().numpy())
+    return np.concatenate(rows)
+
+
+def bench_features(settings: Settings) -> list[Comparison]:
+    from diffattr.features import extract_features, num_trainable_parameters, select_timesteps
+    from diffattr.models import build_scheduler, build_unet
+    from diffattr.projection import make_projector
+
+    config = demo_config()
+    quick = settings.quick
+    n = 8 if quick else 1000 if settings.device.type == "cuda" else 100
+    batch = 4 if quick else config["features"]["batch_size"]
+    K = 2 if quick else config["features"]["K"][0]
+    dim = config["features"]["proj_dim"]
+    output_fn = "square"
+    torch.manual_seed(0)
+    model = build_unet(config["model"]["unet"], config["model"]["dropout"]).to(settings.device)
+    scheduler = build_scheduler(config["scheduler"])
+    timesteps = select_timesteps(K, "uniform", scheduler.config.num_train_timesteps)
+    grad_dim = num_trainable_parameters(model)
+    images = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    ids = np.arange(n, dtype=np.int64)
+    log(f"features: demo UNet, P = {grad_dim}, Z = {dim}, K = {K}, n = {n}, batch {batch}")
+
+    projector = make_projector("normal", grad_dim, dim, config["features"]["proj_seed"])
+    generation, _ = timed(lambda: projector.project(torch.zeros(1, grad_dim)), settings.device)
+    warm = torch.zeros(1, grad_dim, device=settings.device)
+    generation_device, _ = timed(lambda: projector.project(warm), settings.device)
+    matrix = projector.matrix().to(settings.device)  # the same Gaussian matrix, dense
+
+    def ours() -> np.ndarray:
+        return extract_features(
+            model, scheduler, images, ids, output_fn, timesteps, 0, projector, batch
+        )
+
+    def baseline() -> np.ndarray:
+        return baseline_features(
+            model, scheduler, images, ids, output_fn, timesteps, 0, matrix, batch
+        )
+
+    runs = best_of({"baseline": baseline, "ours": ours}, 1 if quick else 2, settings.device)
+    (t_ours, f_ours), (t_base, f_base) = runs["ours"], runs["baseline"]
+    error = relative_error(f_ours, f_base)
+    log(
+        f"  projection matrix generated once in {generation + generation_device:.1f} s "
+        f"(not timed); max relative difference of features {error:.1e}"
+    )
+    return [
+        Comparison(
+            "features",
+            t_ours,
+            t_base,
+            "s",
+            target=">= 3x at equal output",
+            met=t_base / t_ours >= 3 and error <= 1e-4,
+            details={
+                "samples": n,
+                "batch_size": batch,
+                "K": K,
+                "proj_dim": dim,
+                "grad_dim": grad_dim,
+                "output_fn": output_fn,
+                "max_relative_difference": error,
+                "projection_generation_s": generation + generation_device,
+                "per_sample_ours_ms": 1e3 * t_ours / n,
+                "per_sample_baseline_ms": 1e3 * t_base / n,
+            },
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- 2. scores
+
+
+def decaying_features(rows: int, dim: int, seed: int) -> np.ndarray:
+    """Gaussian features whose kernel spectrum spans about 6 decades, like the demo's D-TRAK
+    features (their nonzero spectrum spans 6.6 decades)."""
+    rng = np.random.default_rng(seed)
+    scales = 10.0 ** (-3.0 * np.arange(dim) / dim)
+    return (rng.standard_normal((rows, dim)) * scales).astype(np.float32)
+
+
+def baseline_scores(
+    phi: torch.Tensor, psi: torch.Tensor, kernel: torch.Tensor, lam: float
+) -> np.ndarray:
+    """The reference: one ``torch.linalg.inv`` of the Z×Z kernel per λ, then τ = Ψ (Φ G⁻¹)ᵀ,
+    in the precision of the inputs."""
+    eye = torch.eye(kernel.shape[0], dtype=kernel.dtype)
+    return (psi @ (phi @ torch.linalg.inv(kernel + lam * eye)).T).numpy()
+
+
+def time_inverse_per_lambda(
+    phi: np.ndarray,
+    psi: np.ndarray,
+    lambdas: np.ndarray,
+    measured: list[int],
+    dtype: torch.dtype,
+    ours: np.ndarray,
+) -> dict[str, Any]:
+    """The baseline's time for the whole grid: the kernel once plus the mean per-λ time (an
+    inverse and two products, the same work for every λ) measured on ``measured`` λ values,
+    times the grid size; and the largest relative difference from ours on those λ."""
+    cpu = torch.device("cpu")
+    phi_t, psi_t = torch.from_numpy(phi).to(dtype), torch.from_numpy(psi).to(dtype)
+    t_kernel, kernel = timed(lambda: phi_t.T @ phi_t, cpu)
+    per_lambda, errors = [], []
+    for index in measured:
+        seconds, scores = timed(
+            lambda index=index: baseline_scores(phi_t, psi_t, kernel, lambdas[index]), cpu
+        )
+        per_lambda.append(seconds)
+        errors.append(relative_error(ours[index], scores))
+        log(
+            f"  {dtype} inverse, λ = {lambdas[index]:g}: {seconds:.1f} s, "
+            f"relative difference from ours {errors[-1]:.1e}"
+        )
+    return {
+        "seconds": t_kernel + float(np.mean(per_lambda)) * len(lambdas),
+        "kernel_s": t_kernel,
+        "per_lambda_s": per_lambda,
+        "measured_lambdas": [float(lambdas[i]) for i in measured],
+        "max_relative_difference": max(errors),
+    }
+
+
+def bench_scores(settings: Settings) -> list[Comparison]:
+    from diffattr.scoring import trak_scores
+
+    n_train, dim, n_test = (400, 256, 100) if settings.quick else (5000, 4096, 1000)
+    lambdas = np.array(PAPER_LAMBDAS)
+    phi = decaying_features(n_train, dim, 0)
+    psi = decaying_features(n_test, dim, 1)
+    log(f"scores: Z = {dim}, N = {n_train}, n = {n_test}, {len(lambdas)} λ values")
+
+    t_ours, ours = timed(lambda: trak_scores(phi, psi, lambdas), torch.device("cpu"))
+    log(f"  ours (one eigendecomposition, whole grid): {t_ours:.1f} s")
+    # λ = 0.01 (the worst conditioned) and 100.
+    fp32 = time_inverse_per_lambda(phi, psi, lambdas, [0, 12], torch.float32, ours)
+    fp64 = time_inverse_per_lambda(phi, psi, lambdas, [0], torch.float64, ours)
+    common = {"n_train": n_train, "proj_dim": dim, "n_test": n_test, "lambdas": len(lambdas)}
+    return [
+        Comparison(
+            "scores",
+            t_ours,
+            fp32["seconds"],
+            "s",
+            target=">= 10x, scores equal to 1e-4 relative",
+            met=fp32["seconds"] / t_ours >= 10 and fp32["max_relative_difference"] <= 1e-4,
+            details={**common, "baseline": "float32 inverse per λ (the reference)", **fp32},
+        ),
+        Comparison(
+            "scores_float64",
+            t_ours,
+            fp64["seconds"],
+            "s",
+            details={
+                **common,
+                "baseline": "float64 inverse per λ (the precision of our eigendecomposition)",
+                **fp64,
+            },
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- 3. LDS
+
+
+def baseline_spearman(predictions: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """The reference: one ``scipy.stats.spearmanr`` call per query."""
+    from scipy.stats import spearmanr
+
+    return np.array(
+        [spearmanr(predictions[:, j], measured[:, j]).statistic for j in range(measured.shape[1])]
+    )
+
+
+def bench_lds(settings: Settings) -> list[Comparison]:
+    from diffattr import lds
+
+    subsets, n_train, n_test = (16, 500, 100) if settings.quick else (64, 5000, 1000)
+    rng = np.random.default_rng(0)
+    masks = rng.random((subsets, n_train)) < 0.5
+    scores = rng.standard_normal((n_test, n_train)).astype(np.float32)
+    measured = rng.standard_normal((subsets, n_test))
+    predictions = -(masks.astype(np.float64) @ scores.astype(np.float64).T)
+    log(f"lds: {subsets} subsets, N = {n_train}, n = {n_test}")
+    cpu = torch.device("cpu")
+    runs = best_of(
+        {
+            "baseline": lambda: baseline_spearman(predictions, measured),
+            "ours": lambda: lds.spearman_columns(predictions, measured),
+            "baseline_total": lambda: baseline_spearman(
+                -(masks.astype(np.float64) @ scores.astype(np.float64).T), measured
+            ),
+            "ours_total": lambda: lds.lds_per_sample(scores, masks, measured),
+        },
+        3,
+        cpu,
+    )
+    error = float(np.abs(runs["ours"][1] - runs["baseline"][1]).max())
+    error_total = float(np.abs(runs["ours_total"][1] - runs["baseline_total"][1]).max())
+    log(
+        f"  max |difference| of per-query correlations {error:.1e} (with product {error_total:.1e})"
+    )
+    details = {"subsets": subsets, "n_train": n_train, "n_test": n_test}
+    return [
+        Comparison(
+            "lds",
+            runs["ours"][0],
+            runs["baseline"][0],
+            "s",
+            target=">= 20x, identical values",
+            met=runs["baseline"][0] / runs["ours"][0] >= 20 and error <= 1e-12,
+            details={**details, "max_abs_difference": error, "stage": "Spearman per query"},
+        ),
+        Comparison(
+            "lds_with_product",
+            runs["ours_total"][0],
+            runs["baseline_total"][0],
+            "s",
+            details={
+                **details,
+                "max_abs_difference": error_total,
+                "stage": "predictions M·(−τ)ᵀ (the same float64 product in both) + Spearman",
+            },
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- 4. memory
+
+MEMORY_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from diffattr.scoring import write_trak_scores
+    train, test, out, lambdas = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    write_trak_scores(train, test, out, lambdas, {"method": "benchmark"})
+    # VmHWM, the peak RSS of this process image (ru_maxrss would carry the parent's peak over
+    # fork + exec on Linux).
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:"))
+    print(json.dumps({"peak_kb": int(peak.split()[1])}))
+    """
+)
+
+
+def write_random_features(path: Path, rows: int, dim: int, seed: int) -> None:
+    from diffattr.features import write_features
+
+    attrs = {
+        "proj_kind": "normal",
+        "proj_seed": 42,
+        "proj_dim": dim,
+        "output_fn": "square",
+        "timesteps": list(range(0, 1000, 100)),
+        "noise_seed": 0,
+        "model_digest": "benchmark",
+        "split": "benchmark",
+    }
+    features = np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32)
+    write_features(path, features, np.arange(rows), attrs)
+
+
+def bench_memory(settings: Settings) -> list[Comparison]:
+    limit_gb = 2.0
+    n_train, dim, n_test = (4000, 512, 200) if settings.quick else (50_000, 4096, 1000)
+    lambdas = [1.0, 1000.0]
+    log(
+        f"memory: write_trak_scores in a subprocess, N = {n_train}, Z = {dim}, n = {n_test}, "
+        f"{len(lambdas)} λ values (memory holds one λ block at a time)"
+    )
+    with tempfile.TemporaryDirectory(prefix="diffattr-bench-") as tmp:
+        tmp_path = Path(tmp)
+        write_random_features(tmp_path / "train.h5", n_train, dim, 0)
+        write_random_features(tmp_path / "test.h5", n_test, dim, 1)
+        command = [
+            sys.executable,
+            "-c",
+            MEMORY_CHILD,
+            str(tmp_path / "train.h5"),
+            str(tmp_path / "test.h5"),
+            str(tmp_path / "scores.h5"),
+            json.dumps(lambdas),
+        ]
+        seconds, done = timed(
+            lambda: subprocess.run(
+                command, capture_output=True, text=True, env=thread_env(settings.threads)
+            ),
+            torch.device("cpu"),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the scoring subprocess failed:\n{done.stderr}")
+        peak_gb = json.loads(done.stdout.strip().splitlines()[-1])["peak_kb"] / 2**20
+        input_gb = (n_train + n_test) * dim * 4 / 2**30
+        output_gb = (tmp_path / "scores.h5").stat().st_size / 2**30
+    log(
+        f"  peak RSS {peak_gb:.2f} GB in {seconds:.0f} s; feature files {input_gb:.2f} GB, "
+        f"score file {output_gb:.2f} GB"
+    )
+    return [
+        Comparison(
+            "memory",
+            peak_gb,
+            limit_gb,
+            "GB",
+            target="peak RSS below 2 GB (the baseline column is that limit)",
+            met=peak_gb < limit_gb,
+            details={
+                "baseline_kind": "limit",
+                "n_train": n_train,
+                "proj_dim": dim,
+                "n_test": n_test,
+                "lambdas": lambdas,
+                "seconds": seconds,
+                "feature_files_gb": input_gb,
+                "score_file_gb": output_gb,
+            },
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- 5. training
+
+
+def baseline_training(
+    images: torch.Tensor, config: dict[str, Any], steps: int, device: torch.device
+) -> None:
+    """A plain diffusers loop (as in diffusers' train_unconditional.py): the same UNet,
+    AdamW, cosine schedule with warm-up, gradient clipping, batch size and flips."""
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    from diffattr.models import build_unet
+
+    training = config["training"]
+    torch.manual_seed(0)
+    model = build_unet(config["model"]["unet"], config["model"]["dropout"]).to(device).train()
+    scheduler = DDPMScheduler(**config["scheduler"])
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=training["lr"],
+        betas=(training["adam_beta1"], training["adam_beta2"]),
+        weight_decay=training["weight_decay"],
+        eps=training["adam_eps"],
+    )
+    lr_schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    batch = training["batch_size"]
+    for _ in range(steps):
+        x0 = images[torch.randint(0, len(images), (batch,))]
+        x0 = torch.where(torch.rand(batch, 1, 1, 1) < 0.5, x0.flip(-1), x0).to(device)
+        noise = torch.randn_like(x0)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
+        noisy = scheduler.add_noise(x0, noise, timesteps)
+        loss = torch.nn.functional.mse_loss(model(noisy, timesteps).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), training["max_grad_norm"])
+        optimizer.step()
+        lr_schedule.step()
+
+
+def stacked_training(
+    images: torch.Tensor, config: dict[str, Any], steps: int, models: int, device: torch.device
+) -> None:
+    """Exploratory: ``models`` UNets trained at once, parameters stacked with ``torch.func``
+    (``vmap(grad)`` over the model axis, each model its own batch), one AdamW over the stacks,
+    per-model gradient clipping. Not a pipeline path; measured to see whether one would pay."""
+    import copy
+
+    from diffusers import DDPMScheduler
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    from diffattr.features import vmap_safe_attention
+    from diffattr.models import build_unet
+
+    training = config["training"]
+    torch.manual_seed(0)
+    unets = [
+        build_unet(config["model"]["unet"], config["model"]["dropout"]).to(device).train()
+        for _ in range(models)
+    ]
+    params, buffers = stack_module_state(unets)
+    skeleton = copy.deepcopy(unets[0]).to("meta")
+    scheduler = DDPMScheduler(**config["scheduler"])
+    optimizer = torch.optim.AdamW(
+        list(params.values()),
+        lr=training["lr"],
+        betas=(training["adam_beta1"], training["adam_beta2"]),
+        weight_decay=training["weight_decay"],
+        eps=training["adam_eps"],
+    )
+
+    def loss_fn(p, b, noisy, noise, timesteps):
+        prediction = functional_call(skeleton, (p, b), (noisy, timesteps)).sample
+        return torch.nn.functional.mse_loss(prediction, noise)
+
+    per_model_grad = vmap(grad(loss_fn), randomness="different")
+    batch = training["batch_size"]
+
+    def stacked_step() -> None:
+        x0 = images[torch.randint(0, len(images), (models, batch))].to(device)
+        noise = torch.randn_like(x0)
+        timesteps = torch.randint(0, 1000, (models, batch), device=device)
+        noisy = scheduler.add_noise(x0.flatten(0, 1), noise.flatten(0, 1), timesteps.flatten())
+        grads = per_model_grad(params, buffers, noisy.view_as(x0), noise, timesteps)
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
+        scale = (training["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0)
+        for name, value in params.items():
+            value.grad = grads[name] * scale.view(-1, *[1] * (value.ndim - 1))
+        optimizer.step()
+
+    with vmap_safe_attention(skeleton):
+        for _ in range(steps):
+            stacked_step()
+
+
+def bench_training(settings: Settings) -> list[Comparison]:
+    from diffattr.training import TrainingSettings, train_model
+
+    config = demo_config()
+    steps = 3 if settings.quick else 200 if settings.device.type == "cuda" else 20
+    batch = config["training"]["batch_size"]
+    images = torch.rand(600, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    keys = ("lr", "adam_beta1", "adam_beta2", "weight_decay", "adam_eps", "max_grad_norm")
+    training = TrainingSettings(
+        epochs=math.ceil(steps * batch / len(images)) + 1,
+        batch_size=batch,
+        **{key: config["training"][key] for key in keys},
+        device=str(settings.device),
+    )
+    log(f"training: demo UNet, batch {batch}, {steps} steps")
+
+    def ours() -> None:
+        with tempfile.TemporaryDirectory(prefix="diffattr-bench-") as tmp:
+            train_model(
+                images.numpy(),
+                training,
+                config["model"]["unet"],
+                config["scheduler"],
+                Path(tmp) / "model",
+                Path(tmp) / "checkpoints",
+                config["model"]["dropout"],
+                stop_after=steps,
+            )
+
+    stack = 4
+    runs = best_of(
+        {
+            "baseline": lambda: baseline_training(images, config, steps, settings.device),
+            "ours": ours,
+            "stacked": lambda: stacked_training(images, config, steps, stack, settings.device),
+        },
+        1 if settings.quick else 2,
+        settings.device,
+    )
+    images_per_run = {
+        "baseline": steps * batch,
+        "ours": steps * batch,
+        "stacked": stack * steps * batch,
+    }
+    per_image = {name: 1e3 * runs[name][0] / images_per_run[name] for name in runs}
+    log(
+        "  "
+        + ", ".join(f"{name} {1e3 / per_image[name]:.0f} images/s" for name in per_image)
+        + f" (stacked: {stack} models at once)"
+    )
+    return [
+        Comparison(
+            "training",
+            per_image["ours"],
+            per_image["baseline"],
+            "ms/image",
+            details={
+                "steps": steps,
+                "batch_size": batch,
+                "ours_images_per_s": 1e3 / per_image["ours"],
+                "baseline_images_per_s": 1e3 / per_image["baseline"],
+            },
+        ),
+        Comparison(
+            f"training_stacked{stack}",
+            per_image["stacked"],
+            per_image["baseline"],
+            "ms/image",
+            details={
+                "models_at_once": stack,
+                "steps": steps,
+                "batch_size_per_model": batch,
+                "stacked_images_per_s": 1e3 / per_image["stacked"],
+                "baseline_images_per_s": 1e3 / per_image["baseline"],
+                "note": "exploratory torch.func stacking (benchmark code, not a pipeline path); "
+                "the baseline is the plain loop, one model after another",
+            },
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- driver
+
+BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
+    "features": bench_features,
+    "scores": bench_scores,
+    "lds": bench_lds,
+    "memory": bench_memory,
+    "training": bench_training,
+}
+
+
+THREADS_ENV = "DIFFATTR_BENCH_THREADS"
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)
+    return {**os.environ, **dict.fromkeys(names, str(threads))}
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def machine(settings: Settings) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": settings.threads,
+        "device": str(settings.device),
+    }
+    with contextlib.suppress(OSError):
+        info["load_average"] = os.getloadavg()
+    if settings.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(settings.device)
+    return info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and BLAS, the same for ours and the baseline (default 1: "
+        "on a shared machine more threads make timings erratic)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (features, training)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.environ.get(THREADS_ENV) != str(args.threads):
+        # BLAS and OpenMP read their thread counts at start-up; limiting them afterwards leaves
+        # some pools at full width, so restart with the environment set.
+        arguments = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, __file__, *arguments], thread_env(args.threads))
+    names = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but torch sees no CUDA device")
+    settings = Settings(quick=args.quick, device=device, threads=args.threads)
+    results: list[Comparison] = []
+    started = time.perf_counter()
+    with thread_limits(args.threads):
+        for name in names:
+            begin = time.perf_counter()
+            for comparison in BENCHMARKS[name](settings):
+                print(comparison.line(), flush=True)
+                results.append(comparison)
+            log(f"  ({name} took {time.perf_counter() - begin:.0f} s)")
+    report = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "quick": args.quick,
+        "machine": machine(settings),
+        "total_seconds": time.perf_counter() - started,
+        "results": [{**asdict(c), "ratio": c.ratio, "line": c.line()} for c in results],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    missed = [c.name for c in results if c.met is False]
+    log(f"wrote {args.out}; targets missed: {', '.join(missed) if missed else 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

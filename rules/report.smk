@@ -1,0 +1,175 @@
+"""Figures and tables for `snakemake --report` under results/<experiment>/report/.
+
+They are cheap (a few PNGs and HTML pages), so `make run` builds them with everything else and
+`snakemake --report report.html` only collects them. report/workflow.rst puts overview.html on
+the report's front page.
+"""
+
+REPORT = f"{RESULTS}/report"
+
+
+def overview_example():
+    """The grid on the front page: gen queries, D-TRAK (output_fn square) if scored, largest K."""
+    split = "gen" if "gen" in QUERY_SPLITS else QUERY_SPLITS[0]
+    targets = [t for t in lds_targets() if t[2] == split]
+    squares = [t for t in targets if METHODS[t[0]].get("output_fn") == "square"]
+    candidates = squares or targets
+    largest = max(K for _, K, _ in candidates)
+    method = next(m for m, K, _ in candidates if K == largest)
+    return f"{REPORT}/proponents/{method}/K{largest}/{split}.png"
+
+
+def counterfactual_figure():
+    """The counterfactual before/after grid (rules/counterfactual.smk), flagged for the report."""
+    if not COUNTERFACTUAL["enabled"]:
+        return []
+    figure = report(
+        f"{CF}/figure.png",
+        caption="../report/counterfactual.rst",
+        category="3. Counterfactual",
+    )
+    return [figure]
+
+
+def grid_label(wildcards):
+    """Heading of a proponent grid, e.g. "dtrak, K = 10, val queries"."""
+    K = f", K = {wildcards.K}" if int(wildcards.K) else ""
+    return f"{wildcards.method}{K}, {wildcards.query} queries"
+
+
+def report_outputs():
+    """Every report file; part of the default target (see final_outputs)."""
+    grids = [f"{REPORT}/proponents/{m}/K{K}/{q}.png" for m, K, q in lds_targets()]
+    pages = [
+        "overview.html",
+        "lds.png",
+        "lambda_curves.png",
+        "runtimes.html",
+        "config.html",
+    ]
+    return [f"{REPORT}/{name}" for name in pages] + grids
+
+
+rule plot_lds:
+    input:
+        lds=[f"{RESULTS}/lds/{m}/K{K}/{q}.json" for m, K, q in lds_targets()],
+    output:
+        bars=report(
+            f"{REPORT}/lds.png",
+            caption="../report/lds.rst",
+            category="1. LDS",
+        ),
+        curves=report(
+            f"{REPORT}/lambda_curves.png",
+            caption="../report/lambda_curves.rst",
+            category="1. LDS",
+        ),
+    log:
+        f"{LOGS}/plot_lds.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        labels=[{"method": m, "K": K, "split": q} for m, K, q in lds_targets()],
+    script:
+        "../scripts/plot_lds.py"
+
+
+rule plot_attribution_grid:
+    input:
+        scores=f"{RESULTS}/scores/{{method}}/K{{K}}/{{query}}.h5",
+        lds=f"{RESULTS}/lds/{{method}}/K{{K}}/{{query}}.json",
+        dataset=rules.prepare_data.output.dataset,
+        samples=rules.generate_samples.output.samples,
+    output:
+        grid=report(
+            f"{REPORT}/proponents/{{method}}/K{{K}}/{{query}}.png",
+            caption="../report/proponents.rst",
+            category="2. Proponents and opponents",
+            subcategory="{query} queries",
+            labels={"method": "{method}", "K": "{K}", "split": "{query}"},
+        ),
+    log:
+        f"{LOGS}/plot_attribution_grid/{{method}}/K{{K}}/{{query}}.log",
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(4000),
+        runtime=10,
+    params:
+        split=wildcard_text("query"),
+        queries=config["report"]["queries"],
+        proponents=config["report"]["proponents"],
+        opponents=config["report"]["opponents"],
+        label=grid_label,
+    script:
+        "../scripts/plot_attribution_grid.py"
+
+
+rule tabulate_runtimes:
+    input:
+        summary=rules.summarize.output.csv,
+    output:
+        table=report(
+            f"{REPORT}/runtimes.html",
+            caption="../report/runtimes.rst",
+            category="4. Runtimes",
+        ),
+    log:
+        f"{LOGS}/tabulate_runtimes.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        benchmarks=BENCHMARKS,
+    script:
+        "../scripts/tabulate_runtimes.py"
+
+
+rule dump_config:
+    output:
+        page=report(
+            f"{REPORT}/config.html",
+            caption="../report/config.rst",
+            category="5. Configuration",
+        ),
+    log:
+        f"{LOGS}/dump_config.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        config=config,
+    script:
+        "../scripts/dump_config.py"
+
+
+rule write_overview:
+    input:
+        summary=rules.summarize.output.csv,
+        bars=rules.plot_lds.output.bars,
+        curves=rules.plot_lds.output.curves,
+        grid=overview_example(),
+        counterfactual=counterfactual_figure(),
+    output:
+        page=report(
+            f"{REPORT}/overview.html",
+            caption="../report/overview.rst",
+            category="0. Overview",
+        ),
+    log:
+        f"{LOGS}/write_overview.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        experiment=EXPERIMENT,
+    script:
+        "../scripts/write_overview.py"

@@ -1,0 +1,17 @@
+"""Snakemake adapter: l2 / SSIM / CLIP between a target and its regeneration."""
+
+from diffattr.counterfactual import compare_job
+from diffattr.jobs import job_logging
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    compare_job(
+        snakemake.input.samples,
+        snakemake.input.regenerated,
+        snakemake.output.metrics,
+        p.metrics,
+        p.clip_weights,
+        p.clip_model,
+        p.device,
+        latent_model_dir=snakemake.input.get("latent_model"),
+    )

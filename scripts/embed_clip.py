@@ -1,0 +1,18 @@
+"""Snakemake adapter: CLIP image embeddings of one split (local open_clip weights)."""
+
+from diffattr.jobs import job_logging
+from diffattr.methods.similarity import clip_embedding_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    clip_embedding_job(
+        snakemake.input.dataset,
+        snakemake.input.samples,
+        snakemake.output.features,
+        p.split,
+        p.model,
+        p.weights,
+        p.batch_size,
+        p.device,
+        progress=log,
+    )

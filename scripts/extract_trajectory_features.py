@@ -1,0 +1,21 @@
+"""Snakemake adapter: Journey-TRAK gen features averaged along the sampling trajectory."""
+
+from diffattr.jobs import job_logging
+from diffattr.methods.journey import trajectory_features_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    trajectory_features_job(
+        snakemake.input.model,
+        snakemake.input.samples,
+        snakemake.input.trajectory,
+        snakemake.output.features,
+        p.output_fn,
+        p.proj_kind,
+        p.proj_dim,
+        p.proj_seed,
+        p.noise_seed,
+        p.batch_size,
+        p.device,
+        progress=log,
+    )

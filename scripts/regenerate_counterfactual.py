@@ -1,0 +1,16 @@
+"""Snakemake adapter: regenerate one target with its retrained model from the same noise."""
+
+from diffattr.counterfactual import regenerate_job
+from diffattr.jobs import job_logging
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    regenerate_job(
+        snakemake.input.model,
+        snakemake.input.samples,
+        snakemake.output.regenerated,
+        p.method,
+        p.target,
+        p.batch_size,
+        p.device,
+    )

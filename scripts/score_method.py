@@ -1,0 +1,18 @@
+"""Snakemake adapter: the scores of one (method, K, query split), by the method's kind."""
+
+from diffattr.jobs import job_logging
+from diffattr.methods import score_method_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    score_method_job(
+        p.kind,
+        p.params,
+        dict(snakemake.input.items()),
+        snakemake.output.scores,
+        p.method,
+        p.K,
+        p.split,
+        p.lambdas,
+        p.chunk_rows,
+    )

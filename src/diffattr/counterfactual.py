@@ -1,0 +1,844 @@
+"""Counterfactual evaluation (protocol §6): does removing a method's top examples change the image?
+
+For a few generated images ("targets") and each attribution method, the training examples with
+the highest scores for the target are removed, a model is retrained on the rest with the main
+model's hyperparameters and seed, and the target is regenerated from exactly the same initial
+noise. The more the regenerated image differs from the original, the more influential the
+removed examples were. ``random`` (a built-in method) removes a seeded random k-subset.
+
+Kernels (pure functions, arrays in and out):
+
+* :func:`select_targets`, :func:`resolve_top_k`, :func:`top_k_removal`, :func:`random_scores`;
+* :func:`regenerate_sample`: one sample of a generated set, recomputed in its original batch;
+* metrics :func:`l2_distance` (pixels, or :func:`latent_modes` of a latent model as in the
+  paper's ArtBench), :func:`ssim` (Gaussian-window SSIM of Wang et al. 2004) and
+  :func:`clip_cosine` (open_clip image embeddings, only from a local weights file);
+* :func:`metric_statistics`, :func:`paired_fractions`, :func:`removal_overlap`.
+
+Jobs (files in, files out; one per rule in ``rules/counterfactual.smk``) follow the kernels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffattr import store
+from diffattr.data import subset_size
+from diffattr.errors import ConfigError, DataError, FeatureMismatchError
+
+logger = logging.getLogger(__name__)
+
+RANDOM = "random"
+METRICS = ("l2", "ssim", "clip")
+# +1: a larger value means the regeneration changed more; -1: a smaller value does.
+CHANGE_DIRECTION = {"l2": 1, "ssim": -1, "clip": -1}
+TABLE_COLUMNS = ["method", "metric", "median", "mean", "n_targets"]
+PAIRED_COLUMNS = ["metric", "method", "other", "fraction_more_change", "n_targets"]
+
+ImageEncoder = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def resolve_counterfactual(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated ``counterfactual`` block with ``score_methods``, ``method_K`` (the K of each
+    scored method's score file: ``K``, by default its largest, or 0 for K-free methods) and
+    ``targets`` filled. Cross-key checks the schema cannot express run only when enabled."""
+    from diffattr.methods import method_Ks, method_splits, runnable_methods
+
+    block = dict(config["counterfactual"])
+    block["score_methods"] = [m for m in block["methods"] if m != RANDOM]
+    block["method_K"] = {}
+    block["targets"] = []
+    if not block["enabled"]:
+        return block
+    unknown = [m for m in block["score_methods"] if m not in config["methods"]]
+    if unknown:
+        raise ConfigError(
+            f"config: counterfactual.methods names unknown method(s) {unknown}; valid: "
+            f"{sorted(config['methods']) + [RANDOM]} (the keys of `methods`, plus the built-in "
+            f"{RANDOM!r})"
+        )
+    if RANDOM in config["methods"]:
+        raise ConfigError(
+            f"config: methods.{RANDOM} clashes with the built-in counterfactual baseline "
+            f"{RANDOM!r}; rename that method"
+        )
+    _, skipped = runnable_methods(config)
+    for name in block["score_methods"]:
+        if name in skipped:
+            raise ConfigError(
+                f"config: counterfactual.methods lists {name!r}, which cannot run here: "
+                f"{skipped[name]}"
+            )
+        if "gen" not in method_splits(config, name):
+            raise ConfigError(
+                f"config: counterfactual ranks training rows by gen-split scores at the held-out "
+                f"λ, but method {name!r} has no gen scores (lds.splits = "
+                f"{config['lds']['splits']}); add 'gen' to lds.splits"
+            )
+        Ks = method_Ks(config, name)
+        if block["K"] is not None and Ks != [0] and block["K"] not in Ks:
+            raise ConfigError(
+                f"config: counterfactual.K = {block['K']} is not a K of method {name!r} "
+                f"({Ks}); its scores would not exist"
+            )
+        block["method_K"][name] = Ks[0] if Ks == [0] else block["K"] or max(Ks)
+    num_samples = config["generation"]["num_samples"]
+    if block["num_targets"] > num_samples:
+        raise ConfigError(
+            f"config: counterfactual.num_targets = {block['num_targets']} exceeds "
+            f"generation.num_samples = {num_samples}"
+        )
+    if config["generation"]["eta"] != 0:
+        raise ConfigError(
+            f"config: generation.eta = {config['generation']['eta']}; counterfactual "
+            "regeneration needs the deterministic DDIM sampler (eta = 0) to reuse the noise"
+        )
+    block["targets"] = select_targets(num_samples, block["num_targets"], block["target_seed"])
+    return block
+
+
+# --------------------------------------------------------------------------- targets and removals
+
+
+def select_targets(num_samples: int, num_targets: int, seed: int) -> list[int]:
+    """Generated-sample ids to explain: the first ``num_targets`` of a seeded permutation.
+
+    This is the test split of the reference's ``train_test_split(range(num_samples),
+    test_size=num_targets, random_state=seed)``, in its order, so the paper's targets are
+    reproduced. Raising ``num_targets`` keeps the earlier targets (and their retrained models).
+    """
+    if not 1 <= num_targets <= num_samples:
+        raise ConfigError(
+            f"counterfactual.num_targets = {num_targets}; expected 1..{num_samples} "
+            "(the number of generated samples)"
+        )
+    order = np.random.RandomState(seed).permutation(num_samples)
+    return [int(i) for i in order[:num_targets]]
+
+
+def resolve_top_k(n_train: int, top_k: int | None, top_fraction: float) -> int:
+    """Rows to remove: ``top_k`` if set, else round(top_fraction × N); must leave rows to train on."""
+    k = int(top_k) if top_k is not None else subset_size(n_train, top_fraction)
+    if not 1 <= k < n_train:
+        source = f"top_k = {top_k}" if top_k is not None else f"top_fraction = {top_fraction}"
+        raise DataError(
+            f"counterfactual.{source} removes {k} of {n_train} training rows; expected "
+            f"1..{n_train - 1}"
+        )
+    return k
+
+
+def top_k_removal(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the ``k`` highest scores (ranked, ties to the lower position) and the rest.
+
+    Returns ``(removed, kept)``: ``removed`` in descending score order, ``kept`` sorted.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or not np.isfinite(scores).all():
+        raise DataError(f"scores of shape {scores.shape} must be a finite 1-D vector")
+    if not 1 <= k < scores.size:
+        raise DataError(f"cannot remove {k} of {scores.size} rows; expected 1..{scores.size - 1}")
+    removed = np.argsort(-scores, kind="stable")[:k].astype(np.int64)
+    kept = np.setdiff1d(np.arange(scores.size, dtype=np.int64), removed)
+    return removed, kept
+
+
+def random_scores(n_train: int, seed: int, target: int) -> np.ndarray:
+    """Uniform scores of the ``random`` baseline for one target: row ``target`` of the
+    reference's ``np.random.seed(seed); np.random.rand(num_samples, N)``, drawn row by row."""
+    stream = np.random.RandomState(seed)
+    for _ in range(target):
+        stream.random_sample(n_train)
+    return stream.random_sample(n_train)
+
+
+# --------------------------------------------------------------------------- regeneration
+
+
+def regenerate_sample(
+    model: Any,
+    seeds: np.ndarray,
+    index: int,
+    steps: int,
+    eta: float,
+    batch_size: int,
+    prompts: Sequence[str] | None = None,
+    guidance_scale: float = 7.5,
+) -> np.ndarray:
+    """Sample ``index`` of a generated set [C, H, W], recomputed inside its original batch.
+
+    Batched CPU convolutions round differently from single-sample ones (the last bits of a
+    sample depend on the batch it was in), so the batch of ``batch_size`` seeds (and prompts)
+    that held the sample in the original generation is recomputed: with the original model this
+    reproduces the stored sample bit for bit; its cost is one generation batch.
+    """
+    from diffattr.sampling import generate
+
+    start = (index // batch_size) * batch_size
+    chunk = np.asarray(seeds)[start : start + batch_size]
+    chunk_prompts = None if prompts is None else list(prompts[start : start + batch_size])
+    result = generate(model, chunk, steps, eta, batch_size, chunk_prompts, guidance_scale)
+    return result["images"][index - start]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _pair(original: np.ndarray, regenerated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(regenerated, dtype=np.float64)
+    if a.shape != b.shape:
+        raise FeatureMismatchError(
+            f"original {a.shape} and regenerated {b.shape} images differ in shape"
+        )
+    return a, b
+
+
+def l2_distance(original: np.ndarray, regenerated: np.ndarray) -> float:
+    """ℓ2 norm of the difference of two flattened images (pixels in [-1, 1], or latents)."""
+    a, b = _pair(original, regenerated)
+    return float(np.sqrt(np.sum((a - b) ** 2)))
+
+
+def gaussian_window(size: int, sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian weights of odd length ``size``."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    weights = np.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def _filter_valid(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Separable 'valid' correlation of a 2-D image with ``outer(weights, weights)``."""
+    view = np.lib.stride_tricks.sliding_window_view
+    rows = view(image, weights.size, axis=1) @ weights
+    return view(rows, weights.size, axis=0) @ weights
+
+
+def ssim(
+    original: np.ndarray,
+    regenerated: np.ndarray,
+    data_range: float = 2.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> float:
+    """Mean structural similarity (Wang et al. 2004) of two images [C, H, W] or [H, W].
+
+    Gaussian window (σ = 1.5, 11×11 or the largest odd size that fits the image), local
+    statistics weighted by the window over 'valid' positions only, constants (k·L)² with
+    L = ``data_range`` (2 for images in [-1, 1]); the map is averaged over positions and channels.
+    """
+    a, b = _pair(original, regenerated)
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    if a.ndim != 3:
+        raise DataError(f"SSIM needs images [C, H, W] or [H, W]; got shape {a.shape}")
+    size = min(window_size, a.shape[1], a.shape[2])
+    size -= 1 - size % 2
+    if size < 1:
+        raise DataError(f"images of shape {a.shape} are too small for SSIM")
+    weights = gaussian_window(size, sigma)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    maps = []
+    for x, y in zip(a, b, strict=True):
+        mu_x, mu_y = _filter_valid(x, weights), _filter_valid(y, weights)
+        var_x = _filter_valid(x * x, weights) - mu_x**2
+        var_y = _filter_valid(y * y, weights) - mu_y**2
+        cov = _filter_valid(x * y, weights) - mu_x * mu_y
+        maps.append(
+            ((2 * mu_x * mu_y + c1) * (2 * cov + c2))
+            / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        )
+    return float(np.mean(maps))
+
+
+def clip_cosine(original: np.ndarray, regenerated: np.ndarray, encode: ImageEncoder) -> float:
+    """Cosine similarity of the two images' embeddings under ``encode`` ([n,C,H,W] -> [n, D])."""
+    a, b = _pair(original, regenerated)
+    embeddings = np.asarray(encode(np.stack([a, b]).astype(np.float32)), dtype=np.float64)
+    first, second = embeddings
+    return float(first @ second / (np.linalg.norm(first) * np.linalg.norm(second)))
+
+
+def load_clip_encoder(weights_path: str, model_name: str = "ViT-B-32", device: str = "cpu"):
+    """An image encoder from a local open_clip checkpoint; nothing is ever downloaded."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"counterfactual.clip_weights = {weights_path!r} is not a file; give the path of a "
+            f"local open_clip {model_name} checkpoint (it is never downloaded), or null to "
+            "turn the CLIP metric off"
+        )
+    try:
+        import open_clip
+    except ImportError as error:
+        raise ConfigError(
+            "the clip metric needs open_clip: pip install 'diffattr[clip]' (open_clip_torch), "
+            "or set counterfactual.clip_weights to null"
+        ) from error
+    import torch
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, pretrained=str(path), device=device
+    )
+    model.eval()
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        pixels = ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+        pixels = np.repeat(pixels, 3 // pixels.shape[1], axis=1).transpose(0, 2, 3, 1)
+        batch = torch.stack([preprocess(Image.fromarray(p)) for p in pixels]).to(device)
+        with torch.no_grad():
+            return model.encode_image(batch).float().cpu().numpy()
+
+    return encode
+
+
+def compare_images(
+    original: np.ndarray,
+    regenerated: np.ndarray,
+    metrics: Sequence[str],
+    encode: ImageEncoder | None = None,
+) -> dict[str, float]:
+    """Every requested metric of one (original, regenerated) pair; ``clip`` needs ``encode``."""
+    values = {}
+    for metric in metrics:
+        if metric == "l2":
+            values[metric] = l2_distance(original, regenerated)
+        elif metric == "ssim":
+            values[metric] = ssim(original, regenerated)
+        elif metric == "clip":
+            if encode is None:
+                raise ConfigError("the clip metric needs an image encoder (clip_weights)")
+            values[metric] = clip_cosine(original, regenerated, encode)
+        else:
+            raise ConfigError(f"unknown counterfactual metric {metric!r}; valid: {list(METRICS)}")
+    return values
+
+
+# --------------------------------------------------------------------------- aggregates
+
+
+def metric_statistics(values: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
+    """Rows (method, metric, median, mean, n_targets) from values[method][metric] per target."""
+    rows = []
+    for method, by_metric in values.items():
+        for metric, series in by_metric.items():
+            array = np.asarray(series, dtype=np.float64)
+            rows.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "median": float(np.median(array)),
+                    "mean": float(np.mean(array)),
+                    "n_targets": int(array.size),
+                }
+            )
+    return rows
+
+
+def paired_fractions(
+    values: Mapping[str, Mapping[str, Sequence[float]]], methods: Sequence[str]
+) -> list[dict[str, Any]]:
+    """For each metric and each pair (A, B) of methods in order, the fraction of targets where
+    removing A's top examples changed the image strictly more than removing B's."""
+    rows = []
+    metrics = list(next(iter(values.values()))) if values else []
+    for metric in metrics:
+        direction = CHANGE_DIRECTION[metric]
+        for i, method in enumerate(methods):
+            for other in methods[i + 1 :]:
+                a = direction * np.asarray(values[method][metric], dtype=np.float64)
+                b = direction * np.asarray(values[other][metric], dtype=np.float64)
+                rows.append(
+                    {
+                        "metric": metric,
+                        "method": method,
+                        "other": other,
+                        "fraction_more_change": float(np.mean(a > b)),
+                        "n_targets": int(a.size),
+                    }
+                )
+    return rows
+
+
+def jaccard(first: np.ndarray, second: np.ndarray) -> float:
+    a, b = set(np.asarray(first).tolist()), set(np.asarray(second).tolist())
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def removal_overlap(
+    removed: Mapping[str, Mapping[int, np.ndarray]], methods: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Mean Jaccard overlap of two methods' removal sets over the targets, for every pair."""
+    rows = []
+    for i, method in enumerate(methods):
+        for other in methods[i + 1 :]:
+            targets = sorted(removed[method])
+            overlaps = [jaccard(removed[method][t], removed[other][t]) for t in targets]
+            rows.append(
+                {"method": method, "other": other, "mean_jaccard": float(np.mean(overlaps))}
+            )
+    return rows
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def select_targets_job(
+    samples_path: str,
+    out_path: str,
+    num_targets: int,
+    target_seed: int,
+    planned: Sequence[int] | None = None,
+) -> list[int]:
+    """``targets.h5``: the gen ids to explain (ids equal positions in ``samples/gen.h5``).
+
+    ``planned`` are the targets the workflow derived from the config when it built its jobs;
+    they must be the ones drawn here.
+    """
+    with store.open_h5(samples_path) as handle:
+        ids = handle["ids"][()]
+        digest = store.decode_attr(handle.attrs.get("model_digest"))
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise FeatureMismatchError(f"{samples_path}: gen ids are not 0..n-1 in order")
+    targets = select_targets(len(ids), num_targets, target_seed)
+    if planned is not None and list(planned) != targets:
+        raise FeatureMismatchError(
+            f"{samples_path}: targets drawn from {len(ids)} samples {targets} differ from the "
+            f"planned {list(planned)}; generation.num_samples and the samples file disagree"
+        )
+    store.write_h5(
+        out_path,
+        {"ids": np.asarray(targets, dtype=np.int64)},
+        {
+            "kind": "counterfactual_targets",
+            "target_seed": target_seed,
+            "num_targets": num_targets,
+            "num_samples": len(ids),
+            "gen_model_digest": digest,
+        },
+    )
+    return targets
+
+
+def _heldout_gen_truth(path: str) -> dict[str, np.ndarray]:
+    with store.open_h5(path) as handle:
+        if "gen/measured" not in handle:
+            raise FeatureMismatchError(f"{path}: has no measured outputs for the gen split")
+        return {
+            "masks": handle["masks"][()],
+            "measured": handle["gen/measured"][()],
+            "ids": handle["gen/ids"][()],
+            "train_ids": handle["train_ids"][()],
+        }
+
+
+def choose_lambda_job(
+    scores_path: str, heldout_path: str, out_path: str, method: str, K: int
+) -> dict[str, Any]:
+    """The λ with the best held-out LDS on the gen split: the same choice as ``lds_job``.
+
+    It is recomputed here from the held-out pool alone (rather than read from the LDS record),
+    so adding benchmark subsets does not retrain the counterfactual models. Score matrices are
+    read one λ at a time.
+    """
+    from diffattr import lds
+    from diffattr.scoring import read_scores
+
+    truth = _heldout_gen_truth(heldout_path)
+    lambdas = store.read_h5(scores_path, "lambdas")
+    curve = np.empty(len(lambdas))
+    for i in range(len(lambdas)):
+        score = read_scores(scores_path, i)
+        if not (
+            np.array_equal(score.train_ids, truth["train_ids"])
+            and np.array_equal(score.test_ids, truth["ids"])
+        ):
+            raise FeatureMismatchError(
+                f"{scores_path}: score rows/columns do not match the held-out ground truth "
+                f"in {heldout_path}"
+            )
+        sign = int(score.attrs.get("lds_sign", -1))
+        curve[i] = lds.lds_for_grid(score.scores[None], truth["masks"], truth["measured"], sign)[0]
+    index, value = lds.choose_lambda(curve, lambdas)
+    record = {
+        "method": method,
+        "K": K,
+        "split": "gen",
+        "lambda": value,
+        "lambda_index": index,
+        "lds_sign": sign,
+        "lambdas": np.asarray(lambdas, dtype=np.float64).tolist(),
+        "heldout_curve": curve.tolist(),
+    }
+    store.write_json(out_path, record)
+    return record
+
+
+def removal_job(
+    dataset_path: str,
+    out_path: str,
+    method: str,
+    target: int,
+    top_k: int | None,
+    top_fraction: float,
+    random_seed: int,
+    scores_path: str | None = None,
+    lambda_path: str | None = None,
+) -> np.ndarray:
+    """Remove the target's top-k training rows; the file's ``positions`` are the kept rows.
+
+    ``positions`` (sorted kept rows) makes the file a training subset for ``train_job``;
+    ``removed`` holds the removed rows in rank order and ``scores`` the ranking scores (oriented
+    so that larger means more support for the target).
+    """
+    train_ids = store.read_h5(dataset_path, "train/ids")
+    attrs: dict[str, Any] = {"kind": "counterfactual_removal", "method": method, "target": target}
+    if method == RANDOM:
+        scores = random_scores(len(train_ids), random_seed, target)
+        attrs["random_seed"] = random_seed
+    else:
+        if scores_path is None or lambda_path is None:
+            raise ConfigError(f"method {method!r} needs its score file and its λ choice")
+        from diffattr.scoring import read_scores
+
+        choice = store.read_json(lambda_path)
+        score = read_scores(scores_path, choice["lambda_index"])
+        if not np.array_equal(score.train_ids, train_ids):
+            raise FeatureMismatchError(
+                f"{scores_path}: score columns do not follow the train split's row order"
+            )
+        rows = np.flatnonzero(score.test_ids == target)
+        if rows.size != 1:
+            raise FeatureMismatchError(f"{scores_path}: gen sample {target} is not a score row")
+        # lds_sign −1: a positive score supports the query; +1 (scores in loss units): negative
+        sign = int(score.attrs.get("lds_sign", -1))
+        scores = -sign * score.scores[rows[0]].astype(np.float64)
+        attrs.update(
+            {
+                "lambda": choice["lambda"],
+                "lambda_index": choice["lambda_index"],
+                "K": choice["K"],
+                "lds_sign": sign,
+            }
+        )
+    k = resolve_top_k(len(train_ids), top_k, top_fraction)
+    removed, kept = top_k_removal(scores, k)
+    attrs.update(top_k=k, n_train=len(train_ids), size=int(kept.size))
+    store.write_h5(
+        out_path,
+        {"positions": kept, "removed": removed, "scores": np.asarray(scores, np.float32)},
+        attrs,
+    )
+    logger.info("%s, target %d: removed %d of %d rows", method, target, k, len(train_ids))
+    return removed
+
+
+def regenerate_job(
+    model_dir: str,
+    samples_path: str,
+    out_path: str,
+    method: str,
+    target: int,
+    batch_size: int,
+    device: str,
+) -> np.ndarray:
+    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt."""
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    with store.open_h5(samples_path) as handle:
+        seeds, ids = handle["seeds"][()], handle["ids"][()]
+        prompts = None
+        if "prompts" in handle:
+            prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in handle["prompts"]]
+        gen = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
+    if "batch_size" in gen:
+        store.require_attrs(gen, {"batch_size": batch_size}, samples_path)
+    if gen["eta"] != 0:
+        raise ConfigError(f"{samples_path}: eta = {gen['eta']}; regeneration needs eta = 0")
+    index = int(np.flatnonzero(ids == target)[0])
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    image = regenerate_sample(
+        model,
+        seeds,
+        index,
+        int(gen["steps"]),
+        float(gen["eta"]),
+        batch_size,
+        prompts,
+        float(gen.get("guidance_scale", 7.5)),
+    )
+    store.write_h5(
+        out_path,
+        {"image": image},
+        {
+            "kind": "counterfactual_regeneration",
+            "method": method,
+            "target": target,
+            "seed": int(seeds[index]),
+            "prompt": None if prompts is None else prompts[index],
+            "steps": gen["steps"],
+            "eta": gen["eta"],
+            "batch_size": batch_size,
+            "model_digest": store.digest_directory(model_dir),
+            "gen_model_digest": gen.get("model_digest"),
+        },
+    )
+    return image
+
+
+def compare_job(
+    samples_path: str,
+    regenerated_path: str,
+    out_path: str,
+    metrics: Sequence[str],
+    clip_weights: str | None,
+    clip_model: str,
+    device: str,
+    latent_model_dir: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of one (target, method): the original generated image vs its regeneration.
+
+    With ``latent_model_dir`` (a latent model such as SD + LoRA) ℓ2 compares the two images'
+    raw VAE latent modes, as the paper does for ArtBench; SSIM and CLIP always use pixels.
+    """
+    attrs = store.read_attrs(regenerated_path)
+    regenerated = store.read_h5(regenerated_path, "image")
+    with store.open_h5(samples_path) as handle:
+        index = int(np.flatnonzero(handle["ids"][()] == attrs["target"])[0])
+        original = handle["images"][index]
+    wanted = list(metrics)
+    encode, clip_note = None, None
+    if "clip" in wanted and clip_weights is None:
+        wanted.remove("clip")
+        clip_note = "off (counterfactual.clip_weights is null)"
+        logger.info("CLIP similarity %s (set it to a local open_clip checkpoint)", clip_note)
+    elif "clip" in wanted:
+        encode = load_clip_encoder(clip_weights, clip_model, device)
+        clip_note = f"{clip_model} from {clip_weights}"
+    values = compare_images(original, regenerated, wanted, encode)
+    space = "pixel"
+    if latent_model_dir is not None and "l2" in wanted:
+        latents = latent_modes(latent_model_dir, np.stack([original, regenerated]), device)
+        values["l2"] = l2_distance(latents[0], latents[1])
+        space = "latent"
+    record = {
+        "method": attrs["method"],
+        "target": attrs["target"],
+        "space": space,
+        "metrics": values,
+        "clip": clip_note,
+    }
+    store.write_json(out_path, record)
+    return record
+
+
+def latent_modes(model_dir: str, images: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Raw (unscaled) VAE latent modes of images [n, C, H, W] under a latent model's VAE."""
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    return model.encode(images, scaled=False).numpy()
+
+
+def collect_job(
+    targets_path: str,
+    metric_paths: Sequence[str],
+    removal_paths: Sequence[str],
+    lambda_paths: Sequence[str],
+    lds_paths: Sequence[str],
+    methods: Sequence[str],
+    table_path: str,
+    paired_path: str,
+    summary_path: str,
+) -> dict[str, Any]:
+    """Aggregate per-target metrics: a long table, per-method statistics, paired fractions,
+    removal-set overlaps; checks that each λ used is the one the LDS table reports."""
+    targets = [int(t) for t in store.read_h5(targets_path, "ids")]
+    records = [store.read_json(path) for path in metric_paths]
+    found = sorted((r["method"], int(r["target"])) for r in records)
+    expected = sorted((m, t) for m in methods for t in targets)
+    if found != expected:
+        raise FeatureMismatchError(
+            f"metric files cover {found}, expected every (method, target) of {expected}"
+        )
+    by_key = {(r["method"], int(r["target"])): r for r in records}
+    metric_names = list(records[0]["metrics"])
+    values = {
+        m: {name: [by_key[m, t]["metrics"][name] for t in targets] for name in metric_names}
+        for m in methods
+    }
+    long_rows = [
+        {"target": t, "method": m, "metric": name, "value": by_key[m, t]["metrics"][name]}
+        for t in targets
+        for m in methods
+        for name in metric_names
+    ]
+    removed: dict[str, dict[int, np.ndarray]] = {m: {} for m in methods}
+    top_k = n_train = None
+    for path in removal_paths:
+        attrs = store.read_attrs(path)
+        removed[attrs["method"]][int(attrs["target"])] = store.read_h5(path, "removed")
+        top_k, n_train = attrs["top_k"], attrs["n_train"]
+    lambdas, method_K = {}, {}
+    for choice_path, lds_path in zip(lambda_paths, lds_paths, strict=True):
+        choice, reported = store.read_json(choice_path), store.read_json(lds_path)
+        if choice["lambda_index"] != reported["choices"]["heldout"]["lambda_index"]:
+            raise FeatureMismatchError(
+                f"{choice_path}: λ index {choice['lambda_index']} differs from the held-out "
+                f"choice {reported['choices']['heldout']['lambda_index']} in {lds_path}"
+            )
+        lambdas[choice["method"]] = choice["lambda"]
+        method_K[choice["method"]] = choice["K"]
+    summary = {
+        "methods": list(methods),
+        "targets": targets,
+        "top_k": top_k,
+        "n_train": n_train,
+        "method_K": method_K,
+        "lambdas": lambdas,
+        "space": records[0]["space"],
+        "clip": records[0].get("clip"),
+        "statistics": metric_statistics(values),
+        "paired": paired_fractions(values, methods),
+        "overlap": removal_overlap(removed, methods),
+    }
+    store.write_text(table_path, _csv_text(long_rows, ["target", "method", "metric", "value"]))
+    store.write_text(paired_path, _csv_text(summary["paired"], PAIRED_COLUMNS))
+    store.write_json(summary_path, summary)
+    return summary
+
+
+def plot_job(
+    samples_path: str,
+    dataset_path: str,
+    regenerated_paths: Sequence[str],
+    removal_paths: Sequence[str],
+    metric_paths: Sequence[str],
+    out_path: str,
+    methods: Sequence[str],
+    figure_removed: int,
+) -> None:
+    """One row per (target, method): original, regeneration (with its ℓ2), top removed rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_images = store.read_h5(dataset_path, "train/images")
+    gen_images = store.read_h5(samples_path, "images")
+    regenerated, removed, l2 = {}, {}, {}
+    for path in regenerated_paths:
+        attrs = store.read_attrs(path)
+        regenerated[attrs["method"], int(attrs["target"])] = store.read_h5(path, "image")
+    for path in removal_paths:
+        attrs = store.read_attrs(path)
+        removed[attrs["method"], int(attrs["target"])] = store.read_h5(path, "removed")
+    for path in metric_paths:
+        record = store.read_json(path)
+        l2[record["method"], int(record["target"])] = record["metrics"].get("l2")
+    targets = list(dict.fromkeys(t for _, t in regenerated))
+    rows = [(t, m) for t in targets for m in methods]
+    columns = 2 + figure_removed
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.1 * columns, 1.2 * len(rows)), squeeze=False
+    )
+    for row, (target, method) in enumerate(rows):
+        panels = [gen_images[target], regenerated[method, target]]
+        panels += [train_images[p] for p in removed[method, target][:figure_removed]]
+        distance = l2[method, target]
+        titles = [f"gen {target}", method + ("" if distance is None else f"\nℓ2 {distance:.2f}")]
+        titles += [f"removed #{i + 1}" for i in range(figure_removed)]
+        for column, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if column < len(panels):
+                axis.imshow(_display(panels[column]), cmap="gray", vmin=0, vmax=1)
+                axis.set_title(titles[column], fontsize=6)
+    figure.tight_layout()
+    with store.atomic_path(out_path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    """[C, H, W] in [-1, 1] to [H, W] or [H, W, 3] in [0, 1] for imshow."""
+    pixels = (np.clip(image, -1, 1) + 1) / 2
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def counterfactual_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of ``counterfactual.csv``: method, metric, median, mean, n_targets."""
+    return [
+        {
+            **row,
+            "median": round(row["median"], 4),
+            "mean": round(row["mean"], 4),
+        }
+        for row in summary["statistics"]
+    ]
+
+
+def counterfactual_markdown(summary: Mapping[str, Any]) -> str:
+    """The counterfactual section of ``summary.md``."""
+    from diffattr.summary import markdown_table
+
+    removed = f"top {summary['top_k']} of {summary['n_train']} training rows"
+    ranking = "; ".join(
+        f"{m} K = {summary['method_K'][m]}, λ = {v:g}" for m, v in summary["lambdas"].items()
+    )
+    lines = [
+        "## Counterfactual evaluation (protocol §6)",
+        "",
+        f"For {len(summary['targets'])} generated images, each method's {removed} were removed, "
+        "a model was retrained with the main model's settings and seed, and the image was "
+        "regenerated from the same noise. A larger ℓ2 distance or a lower SSIM / CLIP "
+        f"similarity means the removed examples mattered more. Gen scores at the held-out λ "
+        f"({ranking or 'no scored methods'}); ℓ2 in {summary['space']} space.",
+        "",
+        markdown_table(counterfactual_table(summary), TABLE_COLUMNS),
+        "",
+        "Paired comparison: fraction of targets where the first method's removal changed the "
+        "image more than the second's.",
+        "",
+        markdown_table(summary["paired"], PAIRED_COLUMNS),
+        "",
+        "Mean Jaccard overlap of the removal sets: "
+        + ", ".join(
+            f"{r['method']}/{r['other']} {r['mean_jaccard']:.2f}" for r in summary["overlap"]
+        ),
+    ]
+    if summary.get("clip"):
+        lines += ["", f"CLIP similarity: {summary['clip']}."]
+    lines += ["", "Figure: `counterfactual/figure.png`."]
+    return "\n".join(lines)
+
+
+def write_counterfactual_table(summary_path: str | os.PathLike, csv_path: str) -> str:
+    """Write ``counterfactual.csv`` from the collected summary; return the markdown section."""
+    summary = store.read_json(summary_path)
+    store.write_text(csv_path, _csv_text(counterfactual_table(summary), TABLE_COLUMNS))
+    return counterfactual_markdown(summary)

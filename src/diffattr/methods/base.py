@@ -1,0 +1,295 @@
+"""What every attribution method shares: its declaration, its inputs, and the score file it writes.
+
+A method *kind* (``trak``, ``tracin``, ``datamodels``, ...) is a :class:`Method` subclass
+registered with :func:`register`. It declares
+
+* ``params``: its config keys, each a :class:`Param` with a default (or required) and a check;
+* ``uses_K`` / ``uses_lambdas`` / ``lds_sign`` / ``query_splits`` / ``needs_retrain_pool``;
+* :meth:`Method.needs`: the files it reads, as :class:`Need` records that ``rules/common.smk``
+  turns into paths (the library never spells the results layout);
+* :meth:`Method.score`: reads those files and writes one score file.
+
+Every score file has the layout of :func:`diffattr.scoring.write_trak_scores`: ``scores``
+[L, n, N], ``lambdas`` [L], ``train_ids`` [N], ``test_ids`` [n]. Methods without a ridge λ
+store L = 1 with λ = 0 ("no λ"). The attrs ``method``, ``kind``, ``K`` (0 for methods that use
+no timesteps), ``split``, ``params`` and ``lds_sign`` (+1 for scores in loss units, −1 for
+"τ > 0 supports the query") travel to ``lds_job``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5, require_same
+
+#: λ recorded for methods without a ridge λ.
+NO_LAMBDA = 0.0
+
+#: Files a method may need; ``rules/common.smk`` maps each (with its fields) to a path.
+NEED_FILES: dict[str, tuple[str, ...]] = {
+    "features": ("ckpt", "fn", "K", "split"),  # projected gradient features
+    "trajectory_features": ("fn",),  # Journey-TRAK gen features of the main model
+    "clip_embeddings": ("split",),
+    "dataset": (),
+    "samples": (),
+    "main_model": (),
+    "groundtruth": ("pool",),
+}
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One config key of a method kind."""
+
+    description: str
+    default: Any = _REQUIRED
+    check: Callable[[Any], str | None] | None = None  # error text, or None when valid
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+@dataclass(frozen=True)
+class Need:
+    """One input file of a scorer: a kind of file (:data:`NEED_FILES`) and its fields."""
+
+    file: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.file not in NEED_FILES:
+            raise ConfigError(f"unknown input file kind {self.file!r}; valid: {sorted(NEED_FILES)}")
+        if set(self.fields) != set(NEED_FILES[self.file]):
+            raise ConfigError(
+                f"input {self.file!r} needs fields {list(NEED_FILES[self.file])}, "
+                f"got {sorted(self.fields)}"
+            )
+
+
+def features_need(ckpt: str, fn: str, K: int, split: str) -> Need:
+    return Need("features", {"ckpt": ckpt, "fn": fn, "K": K, "split": split})
+
+
+@dataclass
+class ScoreJob:
+    """Everything one scoring job knows: the method's config, its wildcards and its inputs."""
+
+    method: str
+    kind: str
+    params: dict[str, Any]
+    K: int
+    split: str
+    inputs: dict[str, list[str]]
+    out_path: str
+    lambdas: list[float] = field(default_factory=list)
+    chunk_rows: int = 4096
+
+    def input(self, name: str) -> list[str]:
+        if name not in self.inputs:
+            raise ConfigError(
+                f"method {self.method!r} (kind {self.kind!r}) got no input {name!r}; "
+                f"it has {sorted(self.inputs)}"
+            )
+        return self.inputs[name]
+
+    def one_input(self, name: str) -> str:
+        paths = self.input(name)
+        if len(paths) != 1:
+            raise ConfigError(
+                f"method {self.method!r}: input {name!r} must be one file, got {paths}"
+            )
+        return paths[0]
+
+
+class Method:
+    """Base class of a method kind; subclasses set the class attributes and implement ``score``."""
+
+    kind: ClassVar[str]
+    summary: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    uses_K: ClassVar[bool] = True
+    uses_lambdas: ClassVar[bool] = False
+    lds_sign: ClassVar[int] = -1
+    query_splits: ClassVar[tuple[str, ...]] = ("val", "gen")
+    needs_retrain_pool: ClassVar[bool] = False
+
+    def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
+        """Named lists of input files for one (K, query split)."""
+        raise NotImplementedError
+
+    def score(self, job: ScoreJob) -> None:
+        """Compute the scores of ``job`` and write them to ``job.out_path``."""
+        raise NotImplementedError
+
+    def retrain_models(self, params: Mapping[str, Any]) -> int:
+        """How many retrain-pool models the method uses (0 if none)."""
+        return 0
+
+    def unavailable_reason(self, config: Mapping[str, Any]) -> str | None:
+        """Why the method cannot run on this machine (then it is skipped), or None."""
+        return None
+
+    def score_attrs(self, job: ScoreJob) -> dict[str, Any]:
+        """Provenance stamped on every score file of this method."""
+        return {
+            "method": job.method,
+            "kind": self.kind,
+            "K": int(job.K),
+            "split": job.split,
+            "params": dict(job.params),
+            "lds_sign": int(self.lds_sign),
+        }
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method kind selectable in the config by its ``kind``."""
+    if cls.kind in _REGISTRY:
+        raise ConfigError(f"method kind {cls.kind!r} is registered twice")
+    _REGISTRY[cls.kind] = cls()
+    return cls
+
+
+def get_method(kind: str) -> Method:
+    """The registered method of ``kind``; ConfigError naming the valid kinds otherwise."""
+    if kind not in _REGISTRY:
+        raise ConfigError(
+            f"unknown method kind {kind!r}; valid kinds are: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[kind]
+
+
+def method_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- reading inputs
+
+
+@dataclass
+class FeatureMatrix:
+    """A finished feature (or embedding) file read into memory."""
+
+    path: Path
+    features: np.ndarray
+    ids: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_feature_matrix(path: str | os.PathLike) -> FeatureMatrix:
+    """``features`` [n, Z] (float64) and ``ids`` [n] of a finished file, checked for shape and NaN."""
+    path = Path(path)
+    with open_h5(path) as handle:
+        missing = [name for name in ("features", "ids") if name not in handle]
+        if missing:
+            raise CorruptFileError(
+                f"{path}: lacks dataset(s) {missing}; it has {sorted(handle)}. Expected "
+                "`features` [n, Z] and `ids` [n]."
+            )
+        features = handle["features"][()].astype(np.float64)
+        ids = handle["ids"][()].astype(np.int64)
+        attrs = {k: decode_attr(v) for k, v in handle.attrs.items() if k != COMPLETE_ATTR}
+    if features.ndim != 2 or features.shape[0] != ids.shape[0] or 0 in features.shape:
+        raise CorruptFileError(
+            f"{path}: `features` {features.shape} and `ids` {ids.shape} do not form a non-empty "
+            "[n, Z] matrix with one id per row"
+        )
+    if not np.isfinite(features).all():
+        raise CorruptFileError(
+            f"{path}: features hold {int((~np.isfinite(features)).sum())} NaN/inf"
+        )
+    return FeatureMatrix(path, features, ids, attrs)
+
+
+def read_feature_pair(
+    train_path: str, test_path: str, check_keys: Sequence[str]
+) -> tuple[FeatureMatrix, FeatureMatrix]:
+    """Train and query features that agree on ``check_keys`` and on the feature dimension."""
+    train, test = read_feature_matrix(train_path), read_feature_matrix(test_path)
+    require_same(train.attrs, test.attrs, check_keys, f"features {train.path} and {test.path}")
+    if train.features.shape[1] != test.features.shape[1]:
+        raise FeatureMismatchError(
+            f"features {train.path} {train.features.shape} and {test.path} "
+            f"{test.features.shape} have different dimensions"
+        )
+    return train, test
+
+
+# --------------------------------------------------------------------------- writing scores
+
+
+def write_score_grid(
+    job: ScoreJob,
+    method: Method,
+    scores: np.ndarray,
+    lambdas: Sequence[float],
+    train_ids: np.ndarray,
+    test_ids: np.ndarray,
+    extra_attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write [L, n, N] (or one [n, N] matrix, stored as L = 1) with the method's provenance."""
+    grid = np.asarray(scores, dtype=np.float32)
+    if grid.ndim == 2:
+        grid = grid[None]
+    lambdas = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+    expected = (lambdas.size, len(test_ids), len(train_ids))
+    if grid.shape != expected:
+        raise FeatureMismatchError(
+            f"{job.method}: scores {grid.shape} do not match [L, n, N] = {expected}"
+        )
+    if not np.isfinite(grid).all():
+        raise FeatureMismatchError(
+            f"{job.method}: {int((~np.isfinite(grid)).sum())} scores are NaN/inf ({job.out_path})"
+        )
+    attrs = {
+        **method.score_attrs(job),
+        "score_kind": method.kind,
+        "n_train": int(grid.shape[2]),
+        "n_test": int(grid.shape[1]),
+        **(extra_attrs or {}),
+    }
+    with h5_writer(job.out_path, attrs) as handle:
+        handle.create_dataset("lambdas", data=lambdas)
+        handle.create_dataset("train_ids", data=np.asarray(train_ids, dtype=np.int64))
+        handle.create_dataset("test_ids", data=np.asarray(test_ids, dtype=np.int64))
+        handle.create_dataset("scores", data=grid, chunks=(1, *grid.shape[1:]))
+
+
+# --------------------------------------------------------------------------- param checks
+
+
+def positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be a positive integer, got {value!r}"
+    return None
+
+
+def positive_numbers(value: Any) -> str | None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return f"must be a non-empty list of positive numbers, got {value!r}"
+    return None
+
+
+def one_of(*valid: Any) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in valid:
+            return f"must be one of {list(valid)}, got {value!r}"
+        return None
+
+    return check

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# SLURM integration test: run the workflow through the cluster profile on a throw-away
+# single-node SLURM cluster, run the same config locally, and compare the results.
+#
+#   tests/slurm/run_slurm_test.sh [options] [CONFIGFILE...]     (as root; `make test-slurm`)
+#
+#   CONFIGFILE...       config file(s) relative to the source tree
+#                       (default: tests/config-tiny.yaml; with --toy: config.yaml)
+#   --toy               test the harness itself with tests/slurm/toy/ (no real workflow needed)
+#   --source DIR        tree to copy and run (default: the repository root)
+#   --profile DIR       profile to use (default: <repo>/slurm); copied to <copy>/slurm
+#   --target RULE       target rule (default: all)
+#   --limit SECONDS     timeout for each snakemake run (default: 3600)
+#   --workdir DIR       scratch dir for the two copies (default: /tmp/diffattr-slurm-test)
+#   --gpu-rules "R ..." rules whose `gpu` resource is zeroed (default: all rules)
+#   --no-local          skip the local reference run and the comparison
+#   --keep-cluster      leave the SLURM daemons running at the end
+#   -- ARGS...          extra arguments for both snakemake runs
+#
+# Steps: start SLURM (tests/slurm/start_slurm.sh) -> copy the working tree (tracked and
+# untracked-but-not-ignored files) to <workdir>/slurm and <workdir>/local -> run
+# `snakemake --profile slurm` in the first copy, check that a dry run afterwards has
+# nothing to do -> run `snakemake --cores 2` in the second -> compare results/ with
+# tests/slurm/compare_results.py -> stop the daemons this script started (trap).
+# Exits non-zero on any failure. Every wait is bounded.
+#
+# Environment: SNAKEMAKE (default <repo>/.venv/bin/snakemake), PYTHON (<repo>/.venv/bin/python),
+# SLURM_TEST_DIR (daemon scratch dir, see start_slurm.sh), SLURM_TEST_MEM_MB (1000),
+# SLURM_TEST_RUNTIME (30; minutes): per-rule caps so that jobs fit the test node.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$REPO/tests/slurm
+SNAKEMAKE=${SNAKEMAKE:-$REPO/.venv/bin/snakemake}
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+SOURCE=$REPO
+PROFILE=$REPO/slurm
+TARGET=all
+LIMIT=3600
+WORK=/tmp/diffattr-slurm-test
+GPU_RULES=all
+MEM_MB=${SLURM_TEST_MEM_MB:-1000}
+RUNTIME=${SLURM_TEST_RUNTIME:-30}
+RUN_LOCAL=1
+KEEP_CLUSTER=0
+TOY=0
+CONFIGS=()
+EXTRA=()
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
+
+while (($#)); do
+    case $1 in
+        --toy) TOY=1; SOURCE=$HERE/toy ;;
+        --source) SOURCE=$(cd "$2" && pwd); shift ;;
+        --profile) PROFILE=$(cd "$2" && pwd); shift ;;
+        --target) TARGET=$2; shift ;;
+        --limit) LIMIT=$2; shift ;;
+        --workdir) WORK=$2; shift ;;
+        --gpu-rules) GPU_RULES=$2; shift ;;
+        --no-local) RUN_LOCAL=0 ;;
+        --keep-cluster) KEEP_CLUSTER=1 ;;
+        -h | --help) usage 0 ;;
+        --) shift; EXTRA=("$@"); break ;;
+        -*) echo "unknown option $1" >&2; usage ;;
+        *) CONFIGS+=("$1") ;;
+    esac
+    shift
+done
+if ((${#CONFIGS[@]} == 0)); then
+    if ((TOY)); then CONFIGS=(config.yaml); else CONFIGS=(tests/config-tiny.yaml); fi
+fi
+
+log() { echo "[run_slurm_test] $*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (starts slurmctld/slurmd/munged)"
+[[ -x $SNAKEMAKE ]] || die "snakemake not found at $SNAKEMAKE (pip install -e '.[workflow]' into .venv)"
+[[ -f $PROFILE/profile.yaml || -f $PROFILE/config.yaml ]] || die "no profile.yaml in $PROFILE"
+for c in "${CONFIGS[@]}"; do [[ -f $SOURCE/$c ]] || die "config file $SOURCE/$c not found"; done
+export PATH="$(dirname "$SNAKEMAKE"):$PATH"
+
+t_start=$SECONDS
+
+# ---------------------------------------------------------------- cluster
+SLURM_DIR=${SLURM_TEST_DIR:-/tmp/diffattr-slurm}
+started_cluster=0
+sm_pid=""
+stop_snakemake() {  # stop a running snakemake (its `timeout` wrapper has its own process group)
+    [[ -n $sm_pid ]] && kill -0 "$sm_pid" 2>/dev/null || return 0
+    log "stopping snakemake (pid $sm_pid)"
+    # SIGINT (= Ctrl-C; `timeout` forwards it): snakemake scancels its SLURM jobs and exits.
+    # (SIGTERM would make it wait for the running jobs.) Then SIGTERM, then SIGKILL.
+    local sig deadline
+    for sig in INT TERM; do
+        kill -"$sig" "$sm_pid" 2>/dev/null || true
+        deadline=$((SECONDS + 30))
+        while kill -0 "$sm_pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+        kill -0 "$sm_pid" 2>/dev/null || break
+    done
+    kill -0 "$sm_pid" 2>/dev/null && { pkill -KILL -P "$sm_pid" 2>/dev/null; kill -KILL "$sm_pid" 2>/dev/null; }
+    wait "$sm_pid" 2>/dev/null || true
+    sm_pid=""
+}
+cleanup() {
+    local rc=$?
+    stop_snakemake
+    if ((started_cluster)) && ! ((KEEP_CLUSTER)); then
+        "$HERE/stop_slurm.sh" || { log "stop_slurm.sh failed"; rc=1; }
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM HUP
+
+# run_snakemake LOGFILE DIR ARGS...: snakemake in the background under `timeout`, so that
+# signals to this script are handled at once; while it runs, fail fast if SLURM holds a
+# job that can never start on the test node (e.g. more CPUs than the node has).
+STUCK_REASONS='PartitionConfig|BadConstraints|PartitionNodeLimit|PartitionTimeLimit|ReqNodeNotAvail|NodeDown|InvalidAccount|InvalidQOS|PartitionDown'
+run_snakemake() {
+    local logfile=$1 dir=$2 rc=0 stuck_since=0 reasons
+    shift 2
+    # The copy's own src/ must win over the venv's editable install of the live checkout
+    # (which may be mid-edit); sbatch --export=ALL hands PYTHONPATH on to the jobs.
+    (
+        cd "$dir"
+        [[ -d src ]] && export PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}"
+        exec timeout -k 30 "$LIMIT" "$SNAKEMAKE" "$@"
+    ) >"$logfile" 2>&1 &
+    sm_pid=$!
+    while kill -0 "$sm_pid" 2>/dev/null; do
+        reasons=$(timeout 10 squeue -h -t PD -o '%i:%r' 2>/dev/null | grep -E ":($STUCK_REASONS)" || true)
+        if [[ -n $reasons ]]; then
+            ((stuck_since)) || stuck_since=$SECONDS
+            if ((SECONDS - stuck_since > 20)); then
+                log "SLURM job(s) pending for a reason that cannot resolve: $(echo $reasons)"
+                squeue -o '%i %j %C %m %l %b %r' >&2 || true
+                stop_snakemake
+                return 3
+            fi
+        else
+            stuck_since=0
+        fi
+        sleep 2
+    done
+    wait "$sm_pid" || rc=$?
+    sm_pid=""
+    return $rc
+}
+
+if [[ -s $SLURM_DIR/pids ]]; then
+    log "SLURM test cluster already running; it will be left running"
+else
+    started_cluster=1
+fi
+timeout -k 10 900 "$HERE/start_slurm.sh" >/dev/null || die "could not start SLURM"
+
+# ---------------------------------------------------------------- scratch copies
+copy_tree() {  # copy_tree DEST: working tree of $SOURCE without ignored files
+    local dest=$1
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    if git -C "$SOURCE" rev-parse --show-toplevel >/dev/null 2>&1 && [[ $(git -C "$SOURCE" rev-parse --show-toplevel) == "$SOURCE" ]]; then
+        (cd "$SOURCE" && git ls-files -z -co --exclude-standard |
+            tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$dest"
+    else
+        tar -C "$SOURCE" --exclude=.snakemake --exclude=results --exclude=logs -cf - . | tar -xf - -C "$dest"
+    fi
+    rm -rf "$dest/slurm"
+    cp -r "$PROFILE" "$dest/slurm"
+}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+SLURM_RUN=$WORK/slurm
+LOCAL_RUN=$WORK/local
+copy_tree "$SLURM_RUN"
+((RUN_LOCAL)) && copy_tree "$LOCAL_RUN"
+
+# ---------------------------------------------------------------- arguments
+nproc=$(nproc)
+config_args=(--configfile "${CONFIGS[@]}")
+# The test node has no GPUs: zero the `gpu` resource per rule. The plugin adds --gpus
+# to sbatch (and the jobstep to srun, inside the job) only when gpu > 0. It has to be
+# --set-resources: a global `--resources gpu=0` caps gpu in the submitting process, but
+# is not passed on to the Snakemake inside the job, whose `srun --gpus=1` then fails
+# (verified). Setting gpu=0 on a CPU rule, or naming a rule that does not exist, is
+# harmless, so by default every rule gets it.
+# Every rule is also capped to the test node (mem/runtime; threads via --max-threads);
+# the node does not enforce memory, so this only affects scheduling.
+rules=$(cd "$SLURM_RUN" && "$SNAKEMAKE" --list-rules "${config_args[@]}" 2>/dev/null) ||
+    die "snakemake --list-rules failed in $SLURM_RUN"
+rules=$(awk '/^[A-Za-z_][A-Za-z0-9_]*$/' <<<"$rules")
+[[ -n $rules ]] || die "snakemake --list-rules listed no rules"
+[[ $GPU_RULES == all ]] && GPU_RULES=$rules
+set_res=()
+for r in $rules; do set_res+=("$r:mem_mb=$MEM_MB" "$r:runtime=$RUNTIME"); done
+for r in $GPU_RULES; do set_res+=("$r:gpu=0"); done
+common_args=("${config_args[@]}" --set-resources "${set_res[@]}" --max-threads "$nproc" "${EXTRA[@]}")
+
+# ---------------------------------------------------------------- SLURM run
+log "SLURM run in $SLURM_RUN (limit ${LIMIT}s, log $WORK/slurm.log)"
+t0=$SECONDS
+rc=0
+run_snakemake "$WORK/slurm.log" "$SLURM_RUN" --profile slurm \
+    --default-resources slurm_partition=debug slurm_account= runtime="$RUNTIME" mem_mb="$MEM_MB" \
+    --slurm-init-seconds-before-status-checks 5 --cores "$nproc" \
+    "${common_args[@]}" --directory "$SLURM_RUN" "$TARGET" || rc=$?
+slurm_wall=$((SECONDS - t0))
+if ((rc != 0)); then
+    tail -n 60 "$WORK/slurm.log" >&2
+    ((rc == 3)) && die "SLURM run aborted: a job can never start on the test node (too many CPUs/too much memory for one job?)"
+    ((rc == 124 || rc == 137)) && die "SLURM run timed out after ${LIMIT}s"
+    die "SLURM run failed (rc=$rc); full log: $WORK/slurm.log"
+fi
+grep -qE "has been submitted with SLURM jobid|Submitted array job" "$WORK/slurm.log" ||
+    die "no job was submitted to SLURM (see $WORK/slurm.log)"
+log "SLURM run OK in ${slurm_wall}s"
+
+# nothing may be left to do (catches outputs SLURM jobs failed to register)
+(cd "$SLURM_RUN" && timeout -k 10 300 "$SNAKEMAKE" --profile slurm -n "${common_args[@]}" \
+    --directory "$SLURM_RUN" "$TARGET") >"$WORK/slurm-dryrun.log" 2>&1 ||
+    die "dry run after the SLURM run failed (see $WORK/slurm-dryrun.log)"
+grep -q "Nothing to be done" "$WORK/slurm-dryrun.log" ||
+    { cat "$WORK/slurm-dryrun.log" >&2; die "workflow not complete after the SLURM run"; }
+
+# ---------------------------------------------------------------- local run + compare
+if ((RUN_LOCAL)); then
+    log "local run in $LOCAL_RUN (log $WORK/local.log)"
+    t0=$SECONDS
+    rc=0
+    run_snakemake "$WORK/local.log" "$LOCAL_RUN" --cores "$nproc" \
+        "${common_args[@]}" --directory "$LOCAL_RUN" "$TARGET" || rc=$?
+    local_wall=$((SECONDS - t0))
+    if ((rc != 0)); then
+        tail -n 60 "$WORK/local.log" >&2
+        die "local run failed (rc=$rc); full log: $WORK/local.log"
+    fi
+    log "local run OK in ${local_wall}s"
+    timeout -k 10 600 "$PYTHON" "$HERE/compare_results.py" "$SLURM_RUN" "$LOCAL_RUN" ||
+        die "results of the SLURM and the local run differ"
+fi
+
+log "PASS: SLURM run ${slurm_wall}s${local_wall:+, local run ${local_wall}s}, total wall time $((SECONDS - t_start))s"
