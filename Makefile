@@ -57,4 +57,4 @@ format: setup
 	$(BIN)/snakefmt Snakefile rules
 
 clean:
-	rm -rf results logs benchmarks/digits-demo .checkpoints .snakemake
+	rm -rf results logs .checkpoints .snakemake

@@ -14,7 +14,7 @@ check_base_model(config)  # an sd_lora base model must be on disk before any job
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
-BENCHMARKS = f"benchmarks/{EXPERIMENT}"
+BENCHMARKS = f"logs/{EXPERIMENT}/benchmarks"
 CHECKPOINTS = f".checkpoints/{EXPERIMENT}"
 
 POOLS = ["lds", "heldout", *(["retrain"] if config["subsets"].get("retrain") else [])]

@@ -1,6 +1,6 @@
 """Snakemake adapter: the held-out λ of one scored method on the gen split."""
 
-from diffattr.counterfactual import choose_lambda_job
+from diffattr.counterfactual_jobs import choose_lambda_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

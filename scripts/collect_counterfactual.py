@@ -1,6 +1,6 @@
 """Snakemake adapter: per-method statistics and paired comparisons of the counterfactuals."""
 
-from diffattr.counterfactual import collect_job
+from diffattr.counterfactual_jobs import collect_job
 from diffattr.jobs import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):

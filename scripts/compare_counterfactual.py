@@ -1,6 +1,6 @@
 """Snakemake adapter: l2 / SSIM / CLIP between a target and its regeneration."""
 
-from diffattr.counterfactual import compare_job
+from diffattr.counterfactual_jobs import compare_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

@@ -1,6 +1,6 @@
 """Snakemake adapter: originals beside each method's regeneration and removed examples."""
 
-from diffattr.counterfactual import plot_job
+from diffattr.counterfactual_jobs import plot_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

@@ -1,6 +1,6 @@
 """Snakemake adapter: regenerate one target with its retrained model from the same noise."""
 
-from diffattr.counterfactual import regenerate_job
+from diffattr.counterfactual_jobs import regenerate_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

@@ -1,6 +1,6 @@
 """Snakemake adapter: one target's removal set (top-k training rows) for one method."""
 
-from diffattr.counterfactual import removal_job
+from diffattr.counterfactual_jobs import removal_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

@@ -1,6 +1,6 @@
 """Snakemake adapter: record the generated images the counterfactual evaluation explains."""
 
-from diffattr.counterfactual import select_targets_job
+from diffattr.counterfactual_jobs import select_targets_job
 from diffattr.jobs import job_logging
 
 p = snakemake.params

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffattr import counterfactual as cf
+from diffattr import counterfactual_jobs as cfjobs
 from diffattr import data, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, DataError
@@ -90,7 +91,7 @@ def test_removal_file_keeps_everything_but_the_top_k_at_the_chosen_lambda(tmp_pa
         tmp_path / "gen.h5", scores, np.arange(100, 100 + n_train), np.arange(n_gen), [1, 10, 100]
     )
     store.write_json(tmp_path / "choice.json", {"lambda": 10.0, "lambda_index": 1, "K": 4})
-    cf.removal_job(
+    cfjobs.removal_job(
         str(tmp_path / "dataset.h5"),
         str(tmp_path / "removal.h5"),
         "trak",
@@ -120,7 +121,7 @@ def test_scores_in_loss_units_remove_the_most_negative(tmp_path):
         {"lds_sign": 1},
     )
     store.write_json(tmp_path / "choice.json", {"lambda": 0.0, "lambda_index": 0, "K": 0})
-    removed = cf.removal_job(
+    removed = cfjobs.removal_job(
         str(tmp_path / "dataset.h5"), str(tmp_path / "removal.h5"), "datamodels", 4, 3, 0.2, 0,
         scores_path=str(tmp_path / "gen.h5"), lambda_path=str(tmp_path / "choice.json"),
     )  # fmt: skip
@@ -163,7 +164,7 @@ def test_lambda_choice_is_the_one_the_lds_record_reports(tmp_path, sign):
         {"lds_sign": sign},
     )  # fmt: skip
     paths = [str(tmp_path / name) for name in ("gen.h5", "heldout.h5")]
-    choice = cf.choose_lambda_job(*paths, str(tmp_path / "choice.json"), "m", 3)
+    choice = cfjobs.choose_lambda_job(*paths, str(tmp_path / "choice.json"), "m", 3)
     record = lds_job(paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), "gen", 4, 0)
     assert choice["lambda_index"] == record["choices"]["heldout"]["lambda_index"] == 2
     np.testing.assert_allclose(choice["heldout_curve"], record["heldout_curve"])
@@ -174,7 +175,7 @@ def test_random_removal_is_seeded_per_target(tmp_path):
 
     def removed(target, seed, name):
         path = str(tmp_path / name)
-        cf.removal_job(str(tmp_path / "dataset.h5"), path, cf.RANDOM, target, None, 0.2, seed)
+        cfjobs.removal_job(str(tmp_path / "dataset.h5"), path, cf.RANDOM, target, None, 0.2, seed)
         return store.read_h5(path, "removed")
 
     first = removed(7, 42, "a.h5")
@@ -213,7 +214,7 @@ def generated(tmp_path, tiny_unet_config):
 def test_regeneration_with_the_main_model_is_bit_identical(generated, tmp_path, batch_size, target):
     model_dir, paths = generated
     out = tmp_path / "regen.h5"
-    image = cf.regenerate_job(
+    image = cfjobs.regenerate_job(
         str(model_dir), str(paths[batch_size]), str(out), "main", target, batch_size, "cpu"
     )
     original = store.read_h5(paths[batch_size], "images")[target]
@@ -227,7 +228,9 @@ def test_regeneration_refuses_a_different_batch_layout(generated, tmp_path):
 
     model_dir, paths = generated
     with pytest.raises(FeatureMismatchError, match="batch_size"):
-        cf.regenerate_job(str(model_dir), str(paths[4]), str(tmp_path / "r.h5"), "m", 1, 2, "cpu")
+        cfjobs.regenerate_job(
+            str(model_dir), str(paths[4]), str(tmp_path / "r.h5"), "m", 1, 2, "cpu"
+        )
 
 
 # --------------------------------------------------------------------------- metrics
@@ -380,7 +383,7 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
         "cpu", guidance_scale=7.5, prompts=prompts,
     )  # fmt: skip
     regenerated = tmp_path / "regen.h5"
-    image = cf.regenerate_job(
+    image = cfjobs.regenerate_job(
         str(tmp_path / "main"), str(samples), str(regenerated), "m", 3, 2, "cpu"
     )
     assert np.array_equal(image, store.read_h5(samples, "images")[3])
@@ -389,7 +392,7 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     shifted = tmp_path / "shifted.h5"
     store.write_h5(shifted, {"image": np.clip(image + 0.3, -1, 1)}, {"method": "m", "target": 3})
     out = tmp_path / "metrics.json"
-    record = cf.compare_job(
+    record = cfjobs.compare_job(
         str(samples), str(shifted), str(out), ["l2", "ssim"], None, "ViT-B-32", "cpu",
         latent_model_dir=str(tmp_path / "main"),
     )  # fmt: skip

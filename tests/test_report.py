@@ -224,9 +224,7 @@ def built_report(tmp_path_factory):
         workdir = Path(existing).resolve()
         config = Path(os.environ.get("DIFFATTR_REPORT_CONFIG", ROOT / "config.yaml")).resolve()
     else:
-        # the counterfactual stage adds retraining and is tested in test_workflow.py
-        workdir = out
-        config = write_config(out, tiny_config(**{"counterfactual.enabled": False}))
+        workdir, config = out, write_config(out, tiny_config())
         snakemake(workdir, config, "--cores", "2", timeout=3600)
     experiment = yaml.safe_load(config.read_text())["experiment"]
     page = out / "report.html"

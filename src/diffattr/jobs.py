@@ -456,23 +456,7 @@ def merge_features_job(shard_paths: Sequence[str], out_path: str) -> None:
     features.merge_feature_shards(list(shard_paths), out_path)
 
 
-# --------------------------------------------------------------------------- scores
-
-
-def score_job(
-    train_path: str,
-    test_path: str,
-    out_path: str,
-    lambdas: Sequence[float],
-    chunk_rows: int,
-    method: str,
-    split: str,
-) -> None:
-    from diffattr import scoring
-
-    scoring.write_trak_scores(
-        train_path, test_path, out_path, lambdas, {"method": method, "split": split}, chunk_rows
-    )
+# scores: diffattr.methods.score_method_job (one rule, every method kind)
 
 
 # --------------------------------------------------------------------------- ground truth and LDS

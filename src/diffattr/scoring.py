@@ -503,7 +503,9 @@ def _stream_primal(
         right, row_norms = block @ basis, np.linalg.norm(block, axis=1)
         right32 = _float32(right)
         for index in range(grid.size):
-            norms = _column_norms(normalize, "primal", right, weights[index], eigenvalues, row_norms)
+            norms = _column_norms(
+                normalize, "primal", right, weights[index], eigenvalues, row_norms
+            )
             block_scores = _divide_columns(_weighted_product(left, weights[index], right32), norms)
             scores[index, :, start:stop] = block_scores.astype(np.float32, copy=False)
         tick()

@@ -1,0 +1,425 @@
+"""File-level jobs of the counterfactual evaluation (protocol §6): one per rule in
+``rules/counterfactual.smk``. Each reads its input files, calls the kernels of
+:mod:`diffattr.counterfactual` and writes its outputs through :mod:`diffattr.store`.
+
+* :func:`select_targets_job`   ``counterfactual/targets.h5``
+* :func:`choose_lambda_job`    ``counterfactual/lambda/{method}.json`` (held-out λ, gen split)
+* :func:`removal_job`          ``counterfactual/removals/{method}/{target}.h5``
+* :func:`regenerate_job`       ``counterfactual/regenerated/{method}/{target}.h5``
+* :func:`compare_job`          ``counterfactual/metrics/{method}/{target}.json``
+* :func:`collect_job`          ``counterfactual/{metrics,paired}.csv``, ``summary.json``
+* :func:`plot_job`             ``counterfactual/figure.png``
+
+Retraining uses :func:`diffattr.jobs.train_job` with the removal file as the training subset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from diffattr import store
+from diffattr.counterfactual import (
+    PAIRED_COLUMNS,
+    RANDOM,
+    compare_images,
+    csv_text,
+    l2_distance,
+    load_clip_encoder,
+    metric_statistics,
+    paired_fractions,
+    random_scores,
+    regenerate_sample,
+    removal_overlap,
+    resolve_top_k,
+    select_targets,
+    top_k_removal,
+)
+from diffattr.errors import ConfigError, FeatureMismatchError
+
+logger = logging.getLogger(__name__)
+
+
+def select_targets_job(
+    samples_path: str,
+    out_path: str,
+    num_targets: int,
+    target_seed: int,
+    planned: Sequence[int] | None = None,
+) -> list[int]:
+    """``targets.h5``: the gen ids to explain (ids equal positions in ``samples/gen.h5``).
+
+    ``planned`` are the targets the workflow derived from the config when it built its jobs;
+    they must be the ones drawn here.
+    """
+    with store.open_h5(samples_path) as handle:
+        ids = handle["ids"][()]
+        digest = store.decode_attr(handle.attrs.get("model_digest"))
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise FeatureMismatchError(f"{samples_path}: gen ids are not 0..n-1 in order")
+    targets = select_targets(len(ids), num_targets, target_seed)
+    if planned is not None and list(planned) != targets:
+        raise FeatureMismatchError(
+            f"{samples_path}: targets drawn from {len(ids)} samples {targets} differ from the "
+            f"planned {list(planned)}; generation.num_samples and the samples file disagree"
+        )
+    store.write_h5(
+        out_path,
+        {"ids": np.asarray(targets, dtype=np.int64)},
+        {
+            "kind": "counterfactual_targets",
+            "target_seed": target_seed,
+            "num_targets": num_targets,
+            "num_samples": len(ids),
+            "gen_model_digest": digest,
+        },
+    )
+    return targets
+
+
+def _heldout_gen_truth(path: str) -> dict[str, np.ndarray]:
+    with store.open_h5(path) as handle:
+        if "gen/measured" not in handle:
+            raise FeatureMismatchError(f"{path}: has no measured outputs for the gen split")
+        return {
+            "masks": handle["masks"][()],
+            "measured": handle["gen/measured"][()],
+            "ids": handle["gen/ids"][()],
+            "train_ids": handle["train_ids"][()],
+        }
+
+
+def choose_lambda_job(
+    scores_path: str, heldout_path: str, out_path: str, method: str, K: int
+) -> dict[str, Any]:
+    """The λ with the best held-out LDS on the gen split: the same choice as ``lds_job``.
+
+    It is recomputed here from the held-out pool alone (rather than read from the LDS record),
+    so adding benchmark subsets does not retrain the counterfactual models. Score matrices are
+    read one λ at a time.
+    """
+    from diffattr import lds
+    from diffattr.scoring import read_scores
+
+    truth = _heldout_gen_truth(heldout_path)
+    lambdas = store.read_h5(scores_path, "lambdas")
+    curve = np.empty(len(lambdas))
+    for i in range(len(lambdas)):
+        score = read_scores(scores_path, i)
+        if not (
+            np.array_equal(score.train_ids, truth["train_ids"])
+            and np.array_equal(score.test_ids, truth["ids"])
+        ):
+            raise FeatureMismatchError(
+                f"{scores_path}: score rows/columns do not match the held-out ground truth "
+                f"in {heldout_path}"
+            )
+        sign = int(score.attrs.get("lds_sign", -1))
+        curve[i] = lds.lds_for_grid(score.scores[None], truth["masks"], truth["measured"], sign)[0]
+    index, value = lds.choose_lambda(curve, lambdas)
+    record = {
+        "method": method,
+        "K": K,
+        "split": "gen",
+        "lambda": value,
+        "lambda_index": index,
+        "lds_sign": sign,
+        "lambdas": np.asarray(lambdas, dtype=np.float64).tolist(),
+        "heldout_curve": curve.tolist(),
+    }
+    store.write_json(out_path, record)
+    return record
+
+
+def removal_job(
+    dataset_path: str,
+    out_path: str,
+    method: str,
+    target: int,
+    top_k: int | None,
+    top_fraction: float,
+    random_seed: int,
+    scores_path: str | None = None,
+    lambda_path: str | None = None,
+) -> np.ndarray:
+    """Remove the target's top-k training rows; the file's ``positions`` are the kept rows.
+
+    ``positions`` (sorted kept rows) makes the file a training subset for ``train_job``;
+    ``removed`` holds the removed rows in rank order and ``scores`` the ranking scores (oriented
+    so that larger means more support for the target).
+    """
+    train_ids = store.read_h5(dataset_path, "train/ids")
+    attrs: dict[str, Any] = {"kind": "counterfactual_removal", "method": method, "target": target}
+    if method == RANDOM:
+        scores = random_scores(len(train_ids), random_seed, target)
+        attrs["random_seed"] = random_seed
+    else:
+        if scores_path is None or lambda_path is None:
+            raise ConfigError(f"method {method!r} needs its score file and its λ choice")
+        from diffattr.scoring import read_scores
+
+        choice = store.read_json(lambda_path)
+        score = read_scores(scores_path, choice["lambda_index"])
+        if not np.array_equal(score.train_ids, train_ids):
+            raise FeatureMismatchError(
+                f"{scores_path}: score columns do not follow the train split's row order"
+            )
+        rows = np.flatnonzero(score.test_ids == target)
+        if rows.size != 1:
+            raise FeatureMismatchError(f"{scores_path}: gen sample {target} is not a score row")
+        # lds_sign −1: a positive score supports the query; +1 (scores in loss units): negative
+        sign = int(score.attrs.get("lds_sign", -1))
+        scores = -sign * score.scores[rows[0]].astype(np.float64)
+        attrs.update(
+            {
+                "lambda": choice["lambda"],
+                "lambda_index": choice["lambda_index"],
+                "K": choice["K"],
+                "lds_sign": sign,
+            }
+        )
+    k = resolve_top_k(len(train_ids), top_k, top_fraction)
+    removed, kept = top_k_removal(scores, k)
+    attrs.update(top_k=k, n_train=len(train_ids), size=int(kept.size))
+    store.write_h5(
+        out_path,
+        {"positions": kept, "removed": removed, "scores": np.asarray(scores, np.float32)},
+        attrs,
+    )
+    logger.info("%s, target %d: removed %d of %d rows", method, target, k, len(train_ids))
+    return removed
+
+
+def regenerate_job(
+    model_dir: str,
+    samples_path: str,
+    out_path: str,
+    method: str,
+    target: int,
+    batch_size: int,
+    device: str,
+) -> np.ndarray:
+    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt."""
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    with store.open_h5(samples_path) as handle:
+        seeds, ids = handle["seeds"][()], handle["ids"][()]
+        prompts = None
+        if "prompts" in handle:
+            prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in handle["prompts"]]
+        gen = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
+    if "batch_size" in gen:
+        store.require_attrs(gen, {"batch_size": batch_size}, samples_path)
+    if gen["eta"] != 0:
+        raise ConfigError(f"{samples_path}: eta = {gen['eta']}; regeneration needs eta = 0")
+    index = int(np.flatnonzero(ids == target)[0])
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    image = regenerate_sample(
+        model,
+        seeds,
+        index,
+        int(gen["steps"]),
+        float(gen["eta"]),
+        batch_size,
+        prompts,
+        float(gen.get("guidance_scale", 7.5)),
+    )
+    store.write_h5(
+        out_path,
+        {"image": image},
+        {
+            "kind": "counterfactual_regeneration",
+            "method": method,
+            "target": target,
+            "seed": int(seeds[index]),
+            "prompt": None if prompts is None else prompts[index],
+            "steps": gen["steps"],
+            "eta": gen["eta"],
+            "batch_size": batch_size,
+            "model_digest": store.digest_directory(model_dir),
+            "gen_model_digest": gen.get("model_digest"),
+        },
+    )
+    return image
+
+
+def compare_job(
+    samples_path: str,
+    regenerated_path: str,
+    out_path: str,
+    metrics: Sequence[str],
+    clip_weights: str | None,
+    clip_model: str,
+    device: str,
+    latent_model_dir: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of one (target, method): the original generated image vs its regeneration.
+
+    With ``latent_model_dir`` (a latent model such as SD + LoRA) ℓ2 compares the two images'
+    raw VAE latent modes, as the paper does for ArtBench; SSIM and CLIP always use pixels.
+    """
+    attrs = store.read_attrs(regenerated_path)
+    regenerated = store.read_h5(regenerated_path, "image")
+    with store.open_h5(samples_path) as handle:
+        index = int(np.flatnonzero(handle["ids"][()] == attrs["target"])[0])
+        original = handle["images"][index]
+    wanted = list(metrics)
+    encode, clip_note = None, None
+    if "clip" in wanted and clip_weights is None:
+        wanted.remove("clip")
+        clip_note = "off (counterfactual.clip_weights is null)"
+        logger.info("CLIP similarity %s (set it to a local open_clip checkpoint)", clip_note)
+    elif "clip" in wanted:
+        encode = load_clip_encoder(clip_weights, clip_model, device)
+        clip_note = f"{clip_model} from {clip_weights}"
+    values = compare_images(original, regenerated, wanted, encode)
+    space = "pixel"
+    if latent_model_dir is not None and "l2" in wanted:
+        latents = latent_modes(latent_model_dir, np.stack([original, regenerated]), device)
+        values["l2"] = l2_distance(latents[0], latents[1])
+        space = "latent"
+    record = {
+        "method": attrs["method"],
+        "target": attrs["target"],
+        "space": space,
+        "metrics": values,
+        "clip": clip_note,
+    }
+    store.write_json(out_path, record)
+    return record
+
+
+def latent_modes(model_dir: str, images: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Raw (unscaled) VAE latent modes of images [n, C, H, W] under a latent model's VAE."""
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    return model.encode(images, scaled=False).numpy()
+
+
+def collect_job(
+    targets_path: str,
+    metric_paths: Sequence[str],
+    removal_paths: Sequence[str],
+    lambda_paths: Sequence[str],
+    lds_paths: Sequence[str],
+    methods: Sequence[str],
+    table_path: str,
+    paired_path: str,
+    summary_path: str,
+) -> dict[str, Any]:
+    """Aggregate per-target metrics: a long table, per-method statistics, paired fractions,
+    removal-set overlaps; checks that each λ used is the one the LDS table reports."""
+    targets = [int(t) for t in store.read_h5(targets_path, "ids")]
+    records = [store.read_json(path) for path in metric_paths]
+    found = sorted((r["method"], int(r["target"])) for r in records)
+    expected = sorted((m, t) for m in methods for t in targets)
+    if found != expected:
+        raise FeatureMismatchError(
+            f"metric files cover {found}, expected every (method, target) of {expected}"
+        )
+    by_key = {(r["method"], int(r["target"])): r for r in records}
+    metric_names = list(records[0]["metrics"])
+    values = {
+        m: {name: [by_key[m, t]["metrics"][name] for t in targets] for name in metric_names}
+        for m in methods
+    }
+    long_rows = [
+        {"target": t, "method": m, "metric": name, "value": by_key[m, t]["metrics"][name]}
+        for t in targets
+        for m in methods
+        for name in metric_names
+    ]
+    removed: dict[str, dict[int, np.ndarray]] = {m: {} for m in methods}
+    top_k = n_train = None
+    for path in removal_paths:
+        attrs = store.read_attrs(path)
+        removed[attrs["method"]][int(attrs["target"])] = store.read_h5(path, "removed")
+        top_k, n_train = attrs["top_k"], attrs["n_train"]
+    lambdas, method_K = {}, {}
+    for choice_path, lds_path in zip(lambda_paths, lds_paths, strict=True):
+        choice, reported = store.read_json(choice_path), store.read_json(lds_path)
+        if choice["lambda_index"] != reported["choices"]["heldout"]["lambda_index"]:
+            raise FeatureMismatchError(
+                f"{choice_path}: λ index {choice['lambda_index']} differs from the held-out "
+                f"choice {reported['choices']['heldout']['lambda_index']} in {lds_path}"
+            )
+        lambdas[choice["method"]] = choice["lambda"]
+        method_K[choice["method"]] = choice["K"]
+    summary = {
+        "methods": list(methods),
+        "targets": targets,
+        "top_k": top_k,
+        "n_train": n_train,
+        "method_K": method_K,
+        "lambdas": lambdas,
+        "space": records[0]["space"],
+        "clip": records[0].get("clip"),
+        "statistics": metric_statistics(values),
+        "paired": paired_fractions(values, methods),
+        "overlap": removal_overlap(removed, methods),
+    }
+    store.write_text(table_path, csv_text(long_rows, ["target", "method", "metric", "value"]))
+    store.write_text(paired_path, csv_text(summary["paired"], PAIRED_COLUMNS))
+    store.write_json(summary_path, summary)
+    return summary
+
+
+def plot_job(
+    samples_path: str,
+    dataset_path: str,
+    regenerated_paths: Sequence[str],
+    removal_paths: Sequence[str],
+    metric_paths: Sequence[str],
+    out_path: str,
+    methods: Sequence[str],
+    figure_removed: int,
+) -> None:
+    """One row per (target, method): original, regeneration (with its ℓ2), top removed rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_images = store.read_h5(dataset_path, "train/images")
+    gen_images = store.read_h5(samples_path, "images")
+    regenerated, removed, l2 = {}, {}, {}
+    for path in regenerated_paths:
+        attrs = store.read_attrs(path)
+        regenerated[attrs["method"], int(attrs["target"])] = store.read_h5(path, "image")
+    for path in removal_paths:
+        attrs = store.read_attrs(path)
+        removed[attrs["method"], int(attrs["target"])] = store.read_h5(path, "removed")
+    for path in metric_paths:
+        record = store.read_json(path)
+        l2[record["method"], int(record["target"])] = record["metrics"].get("l2")
+    targets = list(dict.fromkeys(t for _, t in regenerated))
+    rows = [(t, m) for t in targets for m in methods]
+    columns = 2 + figure_removed
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.1 * columns, 1.2 * len(rows)), squeeze=False
+    )
+    for row, (target, method) in enumerate(rows):
+        panels = [gen_images[target], regenerated[method, target]]
+        panels += [train_images[p] for p in removed[method, target][:figure_removed]]
+        distance = l2[method, target]
+        titles = [f"gen {target}", method + ("" if distance is None else f"\nℓ2 {distance:.2f}")]
+        titles += [f"removed #{i + 1}" for i in range(figure_removed)]
+        for column, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if column < len(panels):
+                axis.imshow(_display(panels[column]), cmap="gray", vmin=0, vmax=1)
+                axis.set_title(titles[column], fontsize=6)
+    figure.tight_layout()
+    with store.atomic_path(out_path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    """[C, H, W] in [-1, 1] to [H, W] or [H, W, 3] in [0, 1] for imshow."""
+    pixels = (np.clip(image, -1, 1) + 1) / 2
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
