@@ -61,6 +61,7 @@ def cf_lds_records():
     return [
         f"{RESULTS}/lds/{method}/K{COUNTERFACTUAL['method_K'][method]}/gen.json"
         for method in CF_SCORED
+        if method in COUNTERFACTUAL["method_K"]
     ]
 
 
