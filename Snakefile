@@ -15,9 +15,18 @@ Without --configfile the embedded default (config.yaml, a CPU demo) runs. A --co
 (e.g. experiments/cifar2.yaml) is a complete configuration and replaces the default.
 """
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.19")
+
+# Jobs import diffattr from this checkout's src/ (also inside conda envs and SLURM jobs).
+_src = os.path.join(workflow.basedir, "src")
+_pythonpath = [
+    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _src
+]
+os.environ["PYTHONPATH"] = os.pathsep.join([_src, *_pythonpath])
 
 
 report: "report/workflow.rst"
