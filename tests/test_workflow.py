@@ -109,7 +109,10 @@ def test_end_to_end_counterfactual(finished_run):
     assert {(r["method"], r["metric"]) for r in rows} == {
         (method, metric) for method in ("dtrak", "trak", "random") for metric in ("l2", "ssim")
     }
-    assert all(int(r["n_targets"]) == 2 and float(r["median"]) >= 0 for r in rows)
+    assert all(int(r["n_targets"]) == 2 for r in rows)
+    # ℓ2 is a distance; SSIM lies in [-1, 1] (tiny untrained-looking samples can anti-correlate).
+    assert all(float(r["median"]) >= 0 for r in rows if r["metric"] == "l2")
+    assert all(-1 <= float(r["median"]) <= 1 for r in rows if r["metric"] == "ssim")
     with open(results / "counterfactual" / "metrics.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2 * 3 * 2  # targets x methods x metrics
     assert "Counterfactual evaluation" in (results / "summary.md").read_text()
