@@ -38,6 +38,9 @@ if not config.get("experiment"):
 
 
 include: "rules/common.smk"
+include: "rules/functions/counterfactual.smk"
+include: "rules/functions/lds.smk"
+include: "rules/functions/report.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"

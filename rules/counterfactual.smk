@@ -15,93 +15,6 @@ on targets.h5, and raising num_targets adds jobs without rerunning the earlier o
 chosen from the held-out pool alone: adding benchmark subsets retrains nothing here.
 """
 
-from diffattr.counterfactual import RANDOM, resolve_counterfactual
-
-COUNTERFACTUAL = resolve_counterfactual(config)
-CF = f"{RESULTS}/counterfactual"
-CF_METHODS = COUNTERFACTUAL["methods"]
-CF_SCORED = COUNTERFACTUAL["score_methods"]
-CF_TARGETS = COUNTERFACTUAL["targets"]
-
-
-wildcard_constraints:
-    cf_method="|".join(re.escape(name) for name in CF_METHODS),
-    cf_target=r"\d+",
-
-
-def cf_files(pattern, targets=None):
-    """A per-(method, target) file for every method and (by default) every target."""
-    targets = CF_TARGETS if targets is None else targets
-    return [
-        pattern.format(cf_method=method, cf_target=target)
-        for target in targets
-        for method in CF_METHODS
-    ]
-
-
-def cf_figure_targets():
-    return CF_TARGETS[: COUNTERFACTUAL["figure_targets"]]
-
-
-def cf_scores(method):
-    """A scored method's gen score file at its counterfactual K."""
-    return f"{RESULTS}/scores/{method}/K{COUNTERFACTUAL['method_K'][method]}/gen.h5"
-
-
-def cf_method_scores(wildcards):
-    return cf_scores(wildcards.cf_method)
-
-
-def cf_method_K(wildcards):
-    return COUNTERFACTUAL["method_K"][wildcards.cf_method]
-
-
-def cf_lds_records():
-    """The LDS records whose held-out λ the counterfactual must have used."""
-    return [
-        f"{RESULTS}/lds/{method}/K{COUNTERFACTUAL['method_K'][method]}/gen.json"
-        for method in CF_SCORED
-        if method in COUNTERFACTUAL["method_K"]
-    ]
-
-
-def counterfactual_ranking(wildcards):
-    """Inputs that rank a method's rows: scores and λ choice, or nothing for `random`."""
-    if wildcards.cf_method == RANDOM:
-        return {}
-    return {
-        "scores": cf_scores(wildcards.cf_method),
-        "choice": f"{CF}/lambda/{wildcards.cf_method}.json",
-    }
-
-
-def cf_latent_model(wildcards):
-    """A latent model's VAE measures ℓ2 between latent modes (the main model's base VAE)."""
-    if config["model"]["kind"] == "sd_lora":
-        return {"latent_model": rules.train_main.output.model}
-    return {}
-
-
-def counterfactual_outputs():
-    """Targets of `rule all` when the counterfactual evaluation is enabled."""
-    if not COUNTERFACTUAL["enabled"]:
-        return []
-    return [f"{RESULTS}/counterfactual.csv", f"{CF}/metrics.csv", f"{CF}/figure.png"]
-
-
-def counterfactual_summary_record():
-    """Input of `summarize`: the collected counterfactual summary, if enabled."""
-    return f"{CF}/summary.json" if COUNTERFACTUAL["enabled"] else []
-
-
-def counterfactual_summary_table():
-    """Extra output of `summarize`: counterfactual.csv next to summary.csv, if enabled."""
-    return (
-        {"counterfactual": f"{RESULTS}/counterfactual.csv"}
-        if COUNTERFACTUAL["enabled"]
-        else {}
-    )
-
 
 rule select_counterfactual_targets:
     input:
@@ -119,6 +32,8 @@ rule select_counterfactual_targets:
         num_targets=COUNTERFACTUAL["num_targets"],
         target_seed=COUNTERFACTUAL["target_seed"],
         planned=CF_TARGETS,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/select_counterfactual_targets.py"
 
@@ -140,6 +55,8 @@ rule choose_counterfactual_lambda:
     params:
         method=wildcard_text("cf_method"),
         K=cf_method_K,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/choose_counterfactual_lambda.py"
 
@@ -162,6 +79,8 @@ rule remove_top_examples:
         top_k=COUNTERFACTUAL["top_k"],
         top_fraction=COUNTERFACTUAL["top_fraction"],
         random_seed=COUNTERFACTUAL["random_seed"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/remove_top_examples.py"
 
@@ -188,7 +107,9 @@ rule train_counterfactual:
         training=training_params,
         seed=config["training"]["main_seed"],
         device=config["device"],
-        impl_version=config["model"]["impl_version"],
+        impl_version=IMPL_VERSION["training"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/train_model.py"
 
@@ -209,10 +130,12 @@ rule regenerate_counterfactual:
         runtime=attempt_scaled(30),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["generation"],
         method=wildcard_text("cf_method"),
         target=wildcard_int("cf_target"),
-        batch_size=config["generation"]["batch_size"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/regenerate_counterfactual.py"
 
@@ -235,6 +158,8 @@ rule compare_counterfactual:
         clip_weights=COUNTERFACTUAL["clip_weights"],
         clip_model=COUNTERFACTUAL["clip_model"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/compare_counterfactual.py"
 
@@ -259,6 +184,8 @@ rule collect_counterfactual:
         runtime=10,
     params:
         methods=CF_METHODS,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/collect_counterfactual.py"
 
@@ -288,5 +215,7 @@ rule plot_counterfactual:
     params:
         methods=CF_METHODS,
         figure_removed=COUNTERFACTUAL["figure_removed"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_counterfactual.py"

@@ -14,6 +14,8 @@ rule prepare_data:
         runtime=30,
     params:
         data=config["data"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/prepare_data.py"
 
@@ -35,5 +37,7 @@ rule draw_subset:
         alpha=config["subsets"]["alpha"],
         pool_seed=subset_pool_seed,
         stratify=config["data"]["stratify"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/draw_subset.py"

@@ -28,6 +28,7 @@ rule extract_query_features:
         runtime=attempt_scaled(120),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["features"],
         split=wildcard_text("query"),
         output_fn=wildcard_text("fn"),
         K=wildcard_int("K"),
@@ -36,10 +37,11 @@ rule extract_query_features:
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
-        batch_size=config["features"]["batch_size"],
         device=config["device"],
         shard=0,
         num_shards=1,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/extract_features.py"
 
@@ -55,6 +57,7 @@ use rule extract_query_features as extract_train_features with:
     benchmark:
         f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.tsv"
     params:
+        impl_version=IMPL_VERSION["features"],
         split="train",
         output_fn=wildcard_text("fn"),
         K=wildcard_int("K"),
@@ -63,7 +66,6 @@ use rule extract_query_features as extract_train_features with:
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
-        batch_size=config["features"]["batch_size"],
         device=config["device"],
         shard=wildcard_int("shard"),
         num_shards=config["features"]["train_shards"],
@@ -83,6 +85,8 @@ rule merge_train_features:
     resources:
         mem_mb=attempt_scaled(4000),
         runtime=30,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/merge_features.py"
 
@@ -103,8 +107,10 @@ rule record_trajectory:
         runtime=attempt_scaled(60),
         gpu=GPU,
     params:
-        batch_size=config["generation"]["batch_size"],
+        impl_version=IMPL_VERSION["generation"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/record_trajectory.py"
 
@@ -126,13 +132,15 @@ rule extract_trajectory_features:
         runtime=attempt_scaled(120),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["features"],
         output_fn=wildcard_text("fn"),
         proj_kind=config["features"]["proj_kind"],
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
-        batch_size=config["features"]["batch_size"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/extract_trajectory_features.py"
 
@@ -153,10 +161,12 @@ rule embed_clip:
         runtime=attempt_scaled(60),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["features"],
         split=wildcard_text("split"),
         model=config["clip"]["model"],
         weights=config["clip"]["weights"],
-        batch_size=config["clip"]["batch_size"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/embed_clip.py"

@@ -18,14 +18,16 @@ rule generate_samples:
         runtime=attempt_scaled(60),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["generation"],
         num_samples=config["generation"]["num_samples"],
         steps=config["generation"]["steps"],
         eta=config["generation"]["eta"],
         seed=config["generation"]["seed"],
-        batch_size=config["generation"]["batch_size"],
         grid_columns=config["generation"]["grid_columns"],
         guidance_scale=config["generation"]["guidance_scale"],
         prompts=config["generation"]["prompts"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/generate_samples.py"

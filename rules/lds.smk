@@ -5,26 +5,6 @@ subsets' jobs, and nothing else.
 """
 
 
-def pool_subset_files(wildcards):
-    return [subset_path(wildcards.pool, k) for k in pool_subsets(wildcards.pool)]
-
-
-def pool_measured_files(wildcards):
-    return [
-        measured_path(wildcards.pool, k, seed)
-        for seed in pool_seeds(wildcards.pool)
-        for k in pool_subsets(wildcards.pool)
-    ]
-
-
-def pool_measured_by_seed(wildcards):
-    """Measured files as [seed][subset], the layout collect_groundtruth expects."""
-    return [
-        [measured_path(wildcards.pool, k, seed) for k in pool_subsets(wildcards.pool)]
-        for seed in pool_seeds(wildcards.pool)
-    ]
-
-
 rule collect_groundtruth:
     input:
         dataset=rules.prepare_data.output.dataset,
@@ -42,6 +22,8 @@ rule collect_groundtruth:
         pool=wildcard_text("pool"),
         splits=MEASURED_SPLITS,
         measured_by_seed=pool_measured_by_seed,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/collect_groundtruth.py"
 
@@ -63,6 +45,8 @@ rule evaluate_lds:
         split=wildcard_text("query"),
         bootstrap_resamples=config["lds"]["bootstrap_resamples"],
         bootstrap_seed=config["lds"]["bootstrap_seed"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/evaluate_lds.py"
 
@@ -80,5 +64,7 @@ rule noise_ceiling:
         runtime=10,
     params:
         splits=QUERY_SPLITS,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/noise_ceiling.py"

@@ -18,10 +18,12 @@ rule measure_outputs:
         runtime=attempt_scaled(120),
         gpu=GPU,
     params:
+        impl_version=IMPL_VERSION["measurement"],
         splits=MEASURED_SPLITS,
         timesteps=config["measure"]["timesteps"],
         noise_seeds=config["measure"]["noise_seeds"],
-        batch_size=config["measure"]["batch_size"],
         device=config["device"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/measure_outputs.py"

@@ -5,50 +5,6 @@ They are cheap (a few PNGs and HTML pages), so `make run` builds them with every
 the report's front page.
 """
 
-REPORT = f"{RESULTS}/report"
-
-
-def overview_example():
-    """The grid on the front page: gen queries, D-TRAK (output_fn square) if scored, largest K."""
-    split = "gen" if "gen" in QUERY_SPLITS else QUERY_SPLITS[0]
-    targets = [t for t in lds_targets() if t[2] == split]
-    squares = [t for t in targets if METHODS[t[0]].get("output_fn") == "square"]
-    candidates = squares or targets
-    largest = max(K for _, K, _ in candidates)
-    method = next(m for m, K, _ in candidates if K == largest)
-    return f"{REPORT}/proponents/{method}/K{largest}/{split}.png"
-
-
-def counterfactual_figure():
-    """The counterfactual before/after grid (rules/counterfactual.smk), flagged for the report."""
-    if not COUNTERFACTUAL["enabled"]:
-        return []
-    figure = report(
-        f"{CF}/figure.png",
-        caption="../report/counterfactual.rst",
-        category="3. Counterfactual",
-    )
-    return [figure]
-
-
-def grid_label(wildcards):
-    """Heading of a proponent grid, e.g. "dtrak, K = 10, val queries"."""
-    K = f", K = {wildcards.K}" if int(wildcards.K) else ""
-    return f"{wildcards.method}{K}, {wildcards.query} queries"
-
-
-def report_outputs():
-    """Every report file; part of the default target (see final_outputs)."""
-    grids = [f"{REPORT}/proponents/{m}/K{K}/{q}.png" for m, K, q in lds_targets()]
-    pages = [
-        "overview.html",
-        "lds.png",
-        "lambda_curves.png",
-        "runtimes.html",
-        "config.html",
-    ]
-    return [f"{REPORT}/{name}" for name in pages] + grids
-
 
 rule plot_lds:
     input:
@@ -73,6 +29,8 @@ rule plot_lds:
         runtime=10,
     params:
         labels=[{"method": m, "K": K, "split": q} for m, K, q in lds_targets()],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_lds.py"
 
@@ -103,6 +61,8 @@ rule plot_attribution_grid:
         proponents=config["report"]["proponents"],
         opponents=config["report"]["opponents"],
         label=grid_label,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/plot_attribution_grid.py"
 
@@ -125,6 +85,8 @@ rule tabulate_runtimes:
         runtime=10,
     params:
         benchmarks=BENCHMARKS,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/tabulate_runtimes.py"
 
@@ -145,6 +107,8 @@ rule dump_config:
         runtime=10,
     params:
         config=config,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/dump_config.py"
 
@@ -171,5 +135,7 @@ rule write_overview:
         runtime=10,
     params:
         experiment=EXPERIMENT,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/write_overview.py"

@@ -28,5 +28,7 @@ rule score_method:
         method=wildcard_text("method"),
         K=wildcard_int("K"),
         split=wildcard_text("query"),
+    conda:
+        CONDA_ENV
     script:
         "../scripts/score_method.py"

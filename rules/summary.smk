@@ -1,11 +1,6 @@
 """The results table of the experiment: summary.csv and summary.md."""
 
 
-def lds_records():
-    """One LDS record per (method, K, split) the method is scored at (K0: no timesteps)."""
-    return [f"{RESULTS}/lds/{m}/K{K}/{q}.json" for m, K, q in lds_targets()]
-
-
 rule summarize:
     input:
         lds=lds_records(),
@@ -24,5 +19,7 @@ rule summarize:
         runtime=10,
     params:
         experiment=EXPERIMENT,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/summarize.py"

@@ -4,8 +4,9 @@ The main run also saves its weights at 25/50/75% of its steps (models/main-check
 checkpoints TracIn and GAS average over (diffattr.snapshots).
 
 Checkpoints for resuming live under .checkpoints/, outside the declared outputs, and are removed
-after success. `impl_version` is an explicit param: bump model.impl_version to force retraining
-after a change of the training algorithm (the slurm profile does not rerun on script mtime).
+after success. `impl_version` is an explicit param: bump IMPL_VERSION["training"] (rules/common.smk)
+to force retraining after a change of the training algorithm (the slurm profile does not rerun on
+script mtime).
 """
 
 
@@ -33,7 +34,9 @@ rule train_main:
         training=training_params,
         seed=config["training"]["main_seed"],
         device=config["device"],
-        impl_version=config["model"]["impl_version"],
+        impl_version=IMPL_VERSION["training"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/train_main.py"
 
@@ -60,6 +63,8 @@ rule train_subset:
         training=training_params,
         seed=subset_model_seed,
         device=config["device"],
-        impl_version=config["model"]["impl_version"],
+        impl_version=IMPL_VERSION["training"],
+    conda:
+        CONDA_ENV
     script:
         "../scripts/train_model.py"

@@ -12,7 +12,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.split,
         p.model,
         p.weights,
-        p.batch_size,
+        snakemake.config["clip"]["batch_size"],  # performance only: not a param
         p.device,
         progress=log,
     )

@@ -15,7 +15,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.proj_dim,
         p.proj_seed,
         p.noise_seed,
-        p.batch_size,
+        snakemake.config["features"]["batch_size"],  # performance only: not a param
         p.device,
         progress=log,
     )

@@ -12,7 +12,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.steps,
         p.eta,
         p.seed,
-        p.batch_size,
+        snakemake.config["generation"]["batch_size"],  # performance only: not a param
         p.grid_columns,
         p.device,
         progress=log,

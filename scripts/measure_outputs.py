@@ -12,7 +12,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.splits,
         p.timesteps,
         p.noise_seeds,
-        p.batch_size,
+        snakemake.config["measure"]["batch_size"],  # performance only: not a param
         p.device,
         progress=log,
     )

@@ -9,7 +9,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         snakemake.input.model,
         snakemake.input.samples,
         snakemake.output.trajectory,
-        p.batch_size,
+        snakemake.config["generation"]["batch_size"],  # performance only: not a param
         p.device,
         progress=log,
     )

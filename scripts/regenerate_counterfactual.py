@@ -11,6 +11,6 @@ with job_logging(snakemake.log[0], snakemake.threads):
         snakemake.output.regenerated,
         p.method,
         p.target,
-        p.batch_size,
+        snakemake.config["generation"]["batch_size"],  # performance only: not a param
         p.device,
     )

@@ -64,7 +64,11 @@ def test_identity_returns_input():
 def test_describe_and_block_seed():
     proj = make_projector("rademacher", 300, 16, seed=42, block_size=64)
     assert proj.describe() == {
-        "kind": "rademacher", "seed": 42, "proj_dim": 16, "grad_dim": 300, "block_size": 64,
+        "kind": "rademacher",
+        "seed": 42,
+        "proj_dim": 16,
+        "grad_dim": 300,
+        "block_size": 64,
     }
     assert block_seed(42, 0) == block_seed(42, 0)
     assert len({block_seed(42, 0), block_seed(42, 1), block_seed(43, 0)}) == 3

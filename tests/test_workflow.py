@@ -213,6 +213,31 @@ def test_touched_code_plans_no_training_under_slurm_triggers(finished_run, tmp_p
 
 
 @pytest.mark.slow
+def test_impl_version_bump_reruns_only_that_step(finished_run, tmp_path):
+    """Bumping IMPL_VERSION["measurement"] (as a commit changing the measurement would)
+    reruns every measurement and what depends on it, and no training or features."""
+    from diffattr.config import validate_config
+
+    workdir, config, _ = finished_run
+    workflow = tmp_path / "workflow"
+    for name in ("rules", "schemas", "report", "envs"):
+        shutil.copytree(ROOT / name, workflow / name)
+    shutil.copy(ROOT / "Snakefile", workflow / "Snakefile")
+    for name in ("scripts", "src"):
+        (workflow / name).symlink_to(ROOT / name)
+    common = workflow / "rules" / "common.smk"
+    text = common.read_text()
+    assert '"measurement": 1' in text
+    common.write_text(text.replace('"measurement": 1', '"measurement": 2'))
+    jobs = planned_jobs(workdir, config, *SLURM_TRIGGERS, snakefile=workflow / "Snakefile")
+    pools = validate_config(tiny_config())["subsets"]
+    models = sum(len(pools[p]["train_seeds"]) * pools[p]["num_subsets"] for p in ("lds", "heldout"))
+    assert jobs["measure_outputs"] == models
+    expensive = {"train_main", "train_subset", "train_counterfactual", "generate_samples"}
+    assert not (expensive | {"extract_query_features", "extract_train_features"}) & set(jobs)
+
+
+@pytest.mark.slow
 def test_killed_output_is_not_accepted(finished_run, tmp_path):
     """A score file cut short (as by a kill) is refused by its reader, naming the file."""
     from diffattr.errors import CorruptFileError

@@ -34,12 +34,16 @@ def tiny_config(**changes) -> dict:
 
 
 def snakemake(
-    workdir: Path, configfile: Path, *args: str, timeout: int = 900
+    workdir: Path,
+    configfile: Path,
+    *args: str,
+    timeout: int = 900,
+    snakefile: Path = ROOT / "Snakefile",
 ) -> subprocess.CompletedProcess:
     command = [
         *SNAKEMAKE,
         "--snakefile",
-        str(ROOT / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         "--configfile",
@@ -54,9 +58,11 @@ def snakemake(
     return result
 
 
-def planned_jobs(workdir: Path, configfile: Path, *args: str) -> dict[str, int]:
+def planned_jobs(
+    workdir: Path, configfile: Path, *args: str, snakefile: Path = ROOT / "Snakefile"
+) -> dict[str, int]:
     """Rule name -> number of jobs a dry run plans ({} when nothing is to be done)."""
-    result = snakemake(workdir, configfile, "-n", "--quiet", "rules", *args)
+    result = snakemake(workdir, configfile, "-n", "--quiet", "rules", *args, snakefile=snakefile)
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
         return {}

@@ -1,0 +1,55 @@
+"""The conda env files used with `--sdm conda` stay consistent with the package.
+
+Creating the envs needs conda and the conda-forge channel, which CI cannot reach; these tests
+check what can be checked offline: syntax, the Python version and that every runtime
+dependency of diffattr (and of its hub/clip extras) is listed in both files.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_FILES = [ROOT / "envs" / "cpu.yaml", ROOT / "envs" / "cuda.yaml"]
+
+
+def requirement_name(spec):
+    return re.split(r"[<>=!~ \[]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def pip_requirements(env):
+    for dependency in env["dependencies"]:
+        if isinstance(dependency, dict):
+            return [line for line in dependency["pip"] if not line.startswith("--")]
+    raise AssertionError("no pip section")
+
+
+def package_requirements():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return {requirement_name(s) for s in project["dependencies"] + extras["hub"] + extras["clip"]}
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_env_lists_every_runtime_dependency(path):
+    env = yaml.safe_load(path.read_text())
+    listed = {requirement_name(spec) for spec in pip_requirements(env)}
+    assert package_requirements() <= listed, package_requirements() - listed
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_env_python_matches_the_snakemake_driver(path):
+    """script: rules unpickle the snakemake object, so the minor version must match the driver's."""
+    env = yaml.safe_load(path.read_text())
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_cpu_env_uses_the_cpu_wheel_index():
+    env = yaml.safe_load(ENV_FILES[0].read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip
