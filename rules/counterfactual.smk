@@ -24,6 +24,8 @@ rule select_counterfactual_targets:
     log:
         f"{LOGS}/counterfactual/select_targets.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
@@ -32,8 +34,6 @@ rule select_counterfactual_targets:
         num_targets=COUNTERFACTUAL["num_targets"],
         target_seed=COUNTERFACTUAL["target_seed"],
         planned=CF_TARGETS,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/select_counterfactual_targets.py"
 
@@ -48,6 +48,8 @@ rule choose_counterfactual_lambda:
         f"{LOGS}/counterfactual/lambda/{{cf_method}}.log",
     wildcard_constraints:
         cf_method="|".join(re.escape(name) for name in CF_SCORED) or "^$",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -55,8 +57,6 @@ rule choose_counterfactual_lambda:
     params:
         method=wildcard_text("cf_method"),
         K=cf_method_K,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/choose_counterfactual_lambda.py"
 
@@ -69,6 +69,8 @@ rule remove_top_examples:
         removal=f"{CF}/removals/{{cf_method}}/{{cf_target}}.h5",
     log:
         f"{LOGS}/counterfactual/removals/{{cf_method}}/{{cf_target}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -79,8 +81,6 @@ rule remove_top_examples:
         top_k=COUNTERFACTUAL["top_k"],
         top_fraction=COUNTERFACTUAL["top_fraction"],
         random_seed=COUNTERFACTUAL["random_seed"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/remove_top_examples.py"
 
@@ -95,6 +95,8 @@ rule train_counterfactual:
         f"{LOGS}/counterfactual/train/{{cf_method}}/{{cf_target}}.log",
     benchmark:
         f"{BENCHMARKS}/counterfactual/train/{{cf_method}}/{{cf_target}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -108,8 +110,6 @@ rule train_counterfactual:
         seed=config["training"]["main_seed"],
         device=config["device"],
         impl_version=IMPL_VERSION["training"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/train_model.py"
 
@@ -124,6 +124,8 @@ rule regenerate_counterfactual:
         f"{LOGS}/counterfactual/regenerate/{{cf_method}}/{{cf_target}}.log",
     benchmark:
         f"{BENCHMARKS}/counterfactual/regenerate/{{cf_method}}/{{cf_target}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1  # as generate_samples: the same thread count keeps CPU results bit-identical
     resources:
         mem_mb=attempt_scaled(8000),
@@ -134,8 +136,6 @@ rule regenerate_counterfactual:
         method=wildcard_text("cf_method"),
         target=wildcard_int("cf_target"),
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/regenerate_counterfactual.py"
 
@@ -149,6 +149,8 @@ rule compare_counterfactual:
         metrics=f"{CF}/metrics/{{cf_method}}/{{cf_target}}.json",
     log:
         f"{LOGS}/counterfactual/metrics/{{cf_method}}/{{cf_target}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -158,8 +160,6 @@ rule compare_counterfactual:
         clip_weights=COUNTERFACTUAL["clip_weights"],
         clip_model=COUNTERFACTUAL["clip_model"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/compare_counterfactual.py"
 
@@ -178,14 +178,14 @@ rule collect_counterfactual:
     log:
         f"{LOGS}/counterfactual/collect.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     params:
         methods=CF_METHODS,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/collect_counterfactual.py"
 
@@ -208,6 +208,8 @@ rule plot_counterfactual:
     log:
         f"{LOGS}/counterfactual/plot.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
@@ -215,7 +217,5 @@ rule plot_counterfactual:
     params:
         methods=CF_METHODS,
         figure_removed=COUNTERFACTUAL["figure_removed"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/plot_counterfactual.py"

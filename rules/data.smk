@@ -8,14 +8,14 @@ rule prepare_data:
         f"{LOGS}/prepare_data.log",
     benchmark:
         f"{BENCHMARKS}/prepare_data.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
     params:
         data=config["data"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/prepare_data.py"
 
@@ -27,6 +27,8 @@ rule draw_subset:
         subset=f"{RESULTS}/subsets/{{pool}}/{{k}}.h5",
     log:
         f"{LOGS}/draw_subset/{{pool}}/{{k}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
@@ -37,7 +39,5 @@ rule draw_subset:
         alpha=config["subsets"]["alpha"],
         pool_seed=subset_pool_seed,
         stratify=config["data"]["stratify"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/draw_subset.py"

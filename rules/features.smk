@@ -22,6 +22,8 @@ rule extract_query_features:
         f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.log",
     benchmark:
         f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -40,8 +42,6 @@ rule extract_query_features:
         device=config["device"],
         shard=0,
         num_shards=1,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/extract_features.py"
 
@@ -81,12 +81,12 @@ rule merge_train_features:
         features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/train.h5",
     log:
         f"{LOGS}/merge_train_features/{{ckpt}}/{{fn}}/K{{K}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
         runtime=30,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/merge_features.py"
 
@@ -101,6 +101,8 @@ rule record_trajectory:
         f"{LOGS}/record_trajectory.log",
     benchmark:
         f"{BENCHMARKS}/record_trajectory.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -109,8 +111,6 @@ rule record_trajectory:
     params:
         impl_version=IMPL_VERSION["generation"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/record_trajectory.py"
 
@@ -126,6 +126,8 @@ rule extract_trajectory_features:
         f"{LOGS}/extract_trajectory_features/{{fn}}.log",
     benchmark:
         f"{BENCHMARKS}/extract_trajectory_features/{{fn}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -139,8 +141,6 @@ rule extract_trajectory_features:
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/extract_trajectory_features.py"
 
@@ -155,6 +155,8 @@ rule embed_clip:
         f"{LOGS}/embed_clip/{{split}}.log",
     benchmark:
         f"{BENCHMARKS}/embed_clip/{{split}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -166,7 +168,5 @@ rule embed_clip:
         model=config["clip"]["model"],
         weights=config["clip"]["weights"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/embed_clip.py"

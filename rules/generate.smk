@@ -12,6 +12,8 @@ rule generate_samples:
         f"{LOGS}/generate_samples.log",
     benchmark:
         f"{BENCHMARKS}/generate_samples.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -27,7 +29,5 @@ rule generate_samples:
         guidance_scale=config["generation"]["guidance_scale"],
         prompts=config["generation"]["prompts"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/generate_samples.py"

@@ -14,6 +14,8 @@ rule collect_groundtruth:
         groundtruth=f"{RESULTS}/groundtruth/{{pool}}.h5",
     log:
         f"{LOGS}/collect_groundtruth/{{pool}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -22,8 +24,6 @@ rule collect_groundtruth:
         pool=wildcard_text("pool"),
         splits=MEASURED_SPLITS,
         measured_by_seed=pool_measured_by_seed,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/collect_groundtruth.py"
 
@@ -37,6 +37,8 @@ rule evaluate_lds:
         lds=f"{RESULTS}/lds/{{method}}/K{{K}}/{{query}}.json",
     log:
         f"{LOGS}/evaluate_lds/{{method}}/K{{K}}/{{query}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -45,8 +47,6 @@ rule evaluate_lds:
         split=wildcard_text("query"),
         bootstrap_resamples=config["lds"]["bootstrap_resamples"],
         bootstrap_seed=config["lds"]["bootstrap_seed"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/evaluate_lds.py"
 
@@ -58,13 +58,13 @@ rule noise_ceiling:
         ceiling=f"{RESULTS}/lds/noise_ceiling.json",
     log:
         f"{LOGS}/noise_ceiling.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     params:
         splits=QUERY_SPLITS,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/noise_ceiling.py"

@@ -12,6 +12,8 @@ rule measure_outputs:
         f"{LOGS}/measure_outputs/{{pool}}/{{k}}/seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/measure_outputs/{{pool}}/{{k}}/seed{{seed}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -23,7 +25,5 @@ rule measure_outputs:
         timesteps=config["measure"]["timesteps"],
         noise_seeds=config["measure"]["noise_seeds"],
         device=config["device"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/measure_outputs.py"

@@ -23,14 +23,14 @@ rule plot_lds:
     log:
         f"{LOGS}/plot_lds.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     params:
         labels=[{"method": m, "K": K, "split": q} for m, K, q in lds_targets()],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/plot_lds.py"
 
@@ -51,6 +51,8 @@ rule plot_attribution_grid:
         ),
     log:
         f"{LOGS}/plot_attribution_grid/{{method}}/K{{K}}/{{query}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(4000),
@@ -61,8 +63,6 @@ rule plot_attribution_grid:
         proponents=config["report"]["proponents"],
         opponents=config["report"]["opponents"],
         label=grid_label,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/plot_attribution_grid.py"
 
@@ -79,14 +79,14 @@ rule tabulate_runtimes:
     log:
         f"{LOGS}/tabulate_runtimes.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     params:
         benchmarks=BENCHMARKS,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/tabulate_runtimes.py"
 
@@ -101,14 +101,14 @@ rule dump_config:
     log:
         f"{LOGS}/dump_config.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     params:
         config=config,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/dump_config.py"
 
@@ -129,13 +129,13 @@ rule write_overview:
     log:
         f"{LOGS}/write_overview.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     params:
         experiment=EXPERIMENT,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/write_overview.py"

@@ -16,6 +16,8 @@ rule score_method:
         f"{LOGS}/score_method/{{method}}/K{{K}}/{{query}}.log",
     benchmark:
         f"{BENCHMARKS}/score_method/{{method}}/K{{K}}/{{query}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=attempt_scaled(8000),
@@ -28,7 +30,5 @@ rule score_method:
         method=wildcard_text("method"),
         K=wildcard_int("K"),
         split=wildcard_text("query"),
-    conda:
-        CONDA_ENV
     script:
         "../scripts/score_method.py"

@@ -13,13 +13,13 @@ rule summarize:
     log:
         f"{LOGS}/summarize.log",
     localrule: True
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     params:
         experiment=EXPERIMENT,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/summarize.py"

@@ -20,6 +20,8 @@ rule train_main:
         f"{LOGS}/train_main.log",
     benchmark:
         f"{BENCHMARKS}/train_main.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -35,8 +37,6 @@ rule train_main:
         seed=config["training"]["main_seed"],
         device=config["device"],
         impl_version=IMPL_VERSION["training"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/train_main.py"
 
@@ -51,6 +51,8 @@ rule train_subset:
         f"{LOGS}/train_subset/{{pool}}/{{k}}/seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_subset/{{pool}}/{{k}}/seed{{seed}}.tsv"
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
@@ -64,7 +66,5 @@ rule train_subset:
         seed=subset_model_seed,
         device=config["device"],
         impl_version=IMPL_VERSION["training"],
-    conda:
-        CONDA_ENV
     script:
         "../scripts/train_model.py"
