@@ -223,14 +223,13 @@ def test_regeneration_with_the_main_model_is_bit_identical(generated, tmp_path, 
     assert attrs["seed"] == target and attrs["batch_size"] == batch_size
 
 
-def test_regeneration_refuses_a_different_batch_layout(generated, tmp_path):
-    from diffattr.errors import FeatureMismatchError
-
+def test_regeneration_uses_the_stored_batch_layout(generated, tmp_path):
+    """generation.batch_size is not a param: a changed value must not change the regeneration."""
     model_dir, paths = generated
-    with pytest.raises(FeatureMismatchError, match="batch_size"):
-        cfjobs.regenerate_job(
-            str(model_dir), str(paths[4]), str(tmp_path / "r.h5"), "m", 1, 2, "cpu"
-        )
+    out = tmp_path / "r.h5"
+    image = cfjobs.regenerate_job(str(model_dir), str(paths[4]), str(out), "m", 1, 2, "cpu")
+    assert np.array_equal(image, store.read_h5(paths[4], "images")[1])
+    assert store.read_attrs(out)["batch_size"] == 4
 
 
 # --------------------------------------------------------------------------- metrics

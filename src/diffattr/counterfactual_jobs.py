@@ -211,8 +211,9 @@ def regenerate_job(
         if "prompts" in handle:
             prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in handle["prompts"]]
         gen = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
-    if "batch_size" in gen:
-        store.require_attrs(gen, {"batch_size": batch_size}, samples_path)
+    # On CPU the batch layout fixes the last bits, so regenerate in the original generation's
+    # batches (batch_size is only a fallback for sample files that do not record theirs).
+    batch_size = int(gen.get("batch_size", batch_size))
     if gen["eta"] != 0:
         raise ConfigError(f"{samples_path}: eta = {gen['eta']}; regeneration needs eta = 0")
     index = int(np.flatnonzero(ids == target)[0])
