@@ -4,7 +4,7 @@ from diffattr.jobs import job_logging
 from diffattr.methods import score_method_job
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads):
+with job_logging(snakemake.log[0], snakemake.threads) as log:
     score_method_job(
         p.kind,
         p.params,
@@ -15,4 +15,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.split,
         p.lambdas,
         p.chunk_rows,
+        progress=log,
     )

@@ -181,13 +181,24 @@ def score_method_job(
     split: str,
     lambdas: list[float],
     chunk_rows: int,
+    progress: Any = None,
 ) -> None:
-    """Score one (method, K, split): ``inputs`` maps each input name to a path or paths."""
+    """Score one (method, K, split): ``inputs`` maps each input name to a path or paths;
+    ``progress`` (the job's log stream) receives the TRAK family's progress bar."""
     files = {
         name: [paths] if isinstance(paths, str) else list(paths) for name, paths in inputs.items()
     }
     job = ScoreJob(
-        method, kind, dict(params), int(K), split, files, out_path, list(lambdas), chunk_rows
+        method,
+        kind,
+        dict(params),
+        int(K),
+        split,
+        files,
+        out_path,
+        list(lambdas),
+        chunk_rows,
+        progress,
     )
     get_method(kind).score(job)
 

@@ -93,6 +93,7 @@ class ScoreJob:
     out_path: str
     lambdas: list[float] = field(default_factory=list)
     chunk_rows: int = 4096
+    progress: Any = None  # a text stream (the job's log) for progress bars, or None
 
     def input(self, name: str) -> list[str]:
         if name not in self.inputs:

@@ -58,6 +58,7 @@ class JourneyTrak(Method):
             job.chunk_rows,
             check_keys=CHECK_KEYS,
             score_kind=self.kind,
+            progress=job.progress,
         )
 
 

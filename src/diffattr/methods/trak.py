@@ -58,6 +58,7 @@ class TrakKernel(Method):
             self.score_attrs(job),
             job.chunk_rows,
             score_kind=self.kind,
+            progress=job.progress,
             normalize=self.normalize,
         )
 
