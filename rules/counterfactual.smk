@@ -157,8 +157,8 @@ rule compare_counterfactual:
         runtime=10,
     params:
         metrics=COUNTERFACTUAL["metrics"],
-        clip_weights=COUNTERFACTUAL["clip_weights"],
-        clip_model=COUNTERFACTUAL["clip_model"],
+        clip_weights=config["clip"]["weights"],
+        clip_model=config["clip"]["model"],
         device=config["device"],
     script:
         "../scripts/compare_counterfactual.py"

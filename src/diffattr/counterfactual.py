@@ -278,7 +278,7 @@ def load_clip_encoder(weights_path: str, model_name: str = "ViT-B-32", device: s
     path = Path(weights_path)
     if not path.is_file():
         raise ConfigError(
-            f"counterfactual.clip_weights = {weights_path!r} is not a file; give the path of a "
+            f"clip.weights = {weights_path!r} is not a file; give the path of a "
             f"local open_clip {model_name} checkpoint (it is never downloaded), or null to "
             "turn the CLIP metric off"
         )
@@ -287,7 +287,7 @@ def load_clip_encoder(weights_path: str, model_name: str = "ViT-B-32", device: s
     except ImportError as error:
         raise ConfigError(
             "the clip metric needs open_clip: pip install 'diffattr[clip]' (open_clip_torch), "
-            "or set counterfactual.clip_weights to null"
+            "or set clip.weights to null"
         ) from error
     import torch
     from PIL import Image
@@ -322,7 +322,7 @@ def compare_images(
             values[metric] = ssim(original, regenerated)
         elif metric == "clip":
             if encode is None:
-                raise ConfigError("the clip metric needs an image encoder (clip_weights)")
+                raise ConfigError("the clip metric needs an image encoder (clip.weights)")
             values[metric] = clip_cosine(original, regenerated, encode)
         else:
             raise ConfigError(f"unknown counterfactual metric {metric!r}; valid: {list(METRICS)}")

@@ -271,7 +271,7 @@ def compare_job(
     encode, clip_note = None, None
     if "clip" in wanted and clip_weights is None:
         wanted.remove("clip")
-        clip_note = "off (counterfactual.clip_weights is null)"
+        clip_note = "off (clip.weights is null)"
         logger.info("CLIP similarity %s (set it to a local open_clip checkpoint)", clip_note)
     elif "clip" in wanted:
         encode = load_clip_encoder(clip_weights, clip_model, device)
