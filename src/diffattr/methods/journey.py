@@ -21,8 +21,8 @@ from typing import IO, Any
 import numpy as np
 
 from diffattr.errors import FeatureMismatchError
-from diffattr.methods.base import Method, Need, ScoreJob, features_need, register
-from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.methods.base import Need, features_need, register
+from diffattr.methods.trak import TrakKernel
 
 #: What the training features and the trajectory features must share (not the timesteps).
 CHECK_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "noise_seed", "model_digest")
@@ -32,12 +32,11 @@ IMAGE_TOLERANCE = 1e-3
 
 
 @register
-class JourneyTrak(Method):
+class JourneyTrak(TrakKernel):
     kind = "journey_trak"
     summary = "TRAK with gen features averaged along the DDIM trajectory (gen only)"
-    params = {"output_fn": OUTPUT_FN_PARAM}
-    uses_lambdas = True
     query_splits = ("gen",)
+    check_keys = CHECK_KEYS
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         fn = params["output_fn"]
@@ -45,21 +44,6 @@ class JourneyTrak(Method):
             "train": [features_need("main", fn, K, "train")],
             "test": [Need("trajectory_features", {"fn": fn})],
         }
-
-    def score(self, job: ScoreJob) -> None:
-        from diffattr import scoring
-
-        scoring.write_trak_scores(
-            job.one_input("train"),
-            job.one_input("test"),
-            job.out_path,
-            job.lambdas,
-            self.score_attrs(job),
-            job.chunk_rows,
-            check_keys=CHECK_KEYS,
-            score_kind=self.kind,
-            progress=job.progress,
-        )
 
 
 def record_trajectory_job(

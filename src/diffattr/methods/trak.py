@@ -39,6 +39,8 @@ class TrakKernel(Method):
     params = {"output_fn": OUTPUT_FN_PARAM}
     uses_lambdas = True
     normalize: ClassVar[str] = "none"
+    #: Provenance attributes train and query features must share (None: the scoring default).
+    check_keys: ClassVar[tuple[str, ...] | None] = None
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         fn = params["output_fn"]
@@ -57,6 +59,7 @@ class TrakKernel(Method):
             job.lambdas,
             self.score_attrs(job),
             job.chunk_rows,
+            check_keys=self.check_keys,
             score_kind=self.kind,
             progress=job.progress,
             normalize=self.normalize,
