@@ -49,12 +49,12 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests scripts benchmarks
-	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakefmt --check Snakefile rules/*.smk rules/functions/*.smk
 	$(BIN)/python -m pytest -q tests/test_lint.py  # snakemake --lint: only docs/lint.md's warning
 
 format: setup
 	$(BIN)/ruff format src tests scripts benchmarks
-	$(BIN)/snakefmt Snakefile rules
+	$(BIN)/snakefmt Snakefile rules/*.smk rules/functions/*.smk
 
 clean:
 	rm -rf results logs .checkpoints .snakemake

@@ -48,6 +48,7 @@ rule choose_counterfactual_lambda:
         f"{LOGS}/counterfactual/lambda/{{cf_method}}.log",
     wildcard_constraints:
         cf_method="|".join(re.escape(name) for name in CF_SCORED) or "^$",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1
@@ -69,6 +70,7 @@ rule remove_top_examples:
         removal=f"{CF}/removals/{{cf_method}}/{{cf_target}}.h5",
     log:
         f"{LOGS}/counterfactual/removals/{{cf_method}}/{{cf_target}}.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1

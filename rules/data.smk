@@ -27,6 +27,7 @@ rule draw_subset:
         subset=f"{RESULTS}/subsets/{{pool}}/{{k}}.h5",
     log:
         f"{LOGS}/draw_subset/{{pool}}/{{k}}.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1

@@ -14,6 +14,7 @@ rule collect_groundtruth:
         groundtruth=f"{RESULTS}/groundtruth/{{pool}}.h5",
     log:
         f"{LOGS}/collect_groundtruth/{{pool}}.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1
@@ -37,6 +38,7 @@ rule evaluate_lds:
         lds=f"{RESULTS}/lds/{{method}}/K{{K}}/{{query}}.json",
     log:
         f"{LOGS}/evaluate_lds/{{method}}/K{{K}}/{{query}}.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1
@@ -58,6 +60,7 @@ rule noise_ceiling:
         ceiling=f"{RESULTS}/lds/noise_ceiling.json",
     log:
         f"{LOGS}/noise_ceiling.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1

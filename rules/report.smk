@@ -51,6 +51,7 @@ rule plot_attribution_grid:
         ),
     log:
         f"{LOGS}/plot_attribution_grid/{{method}}/K{{K}}/{{query}}.log",
+    localrule: True
     conda:
         CONDA_ENV
     threads: 1
