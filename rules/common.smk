@@ -7,6 +7,7 @@ from diffattr.config import validate_config
 from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
 from diffattr.base_model import check_base_model
+from diffattr import resources as work
 
 config.update(validate_config(config))
 check_base_model(config)  # an sd_lora base model must be on disk before any job runs
@@ -164,6 +165,30 @@ def attempt_scaled(base):
         return base * attempt
 
     return scaled
+
+
+def per_job_request(estimate):
+    """Resource from a per-job estimate (a function of the wildcards), grown with each retry."""
+
+    def request(wildcards, attempt):
+        return estimate(wildcards) * attempt
+
+    return request
+
+
+def query_features_runtime(wildcards):
+    rows = work.query_count(config, wildcards.query)
+    return work.features_runtime(config, rows, int(wildcards.K))
+
+
+def train_features_runtime(wildcards):
+    return work.features_runtime(
+        config, work.train_shard_rows(config), int(wildcards.K)
+    )
+
+
+def score_mem_mb(wildcards):
+    return work.score_mem_mb(config, wildcards.query)
 
 
 def final_outputs():

@@ -102,7 +102,7 @@ rule train_counterfactual:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(600),
+        runtime=attempt_scaled(work.training_runtime(config, "counterfactual")),
         gpu=GPU,
     params:
         checkpoint_dir=f"{CHECKPOINTS}/counterfactual/{{cf_method}}/{{cf_target}}",
@@ -131,7 +131,9 @@ rule regenerate_counterfactual:
     threads: 1  # as generate_samples: the same thread count keeps CPU results bit-identical
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(30),
+        runtime=attempt_scaled(
+            work.generation_runtime(config, config["generation"]["batch_size"])
+        ),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["generation"],

@@ -27,7 +27,7 @@ rule extract_query_features:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(120),
+        runtime=per_job_request(query_features_runtime),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["features"],
@@ -56,6 +56,10 @@ use rule extract_query_features as extract_train_features with:
         f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.tsv"
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=per_job_request(train_features_runtime),
+        gpu=GPU,
     params:
         impl_version=IMPL_VERSION["features"],
         split="train",
@@ -85,7 +89,7 @@ rule merge_train_features:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=attempt_scaled(4000),
+        mem_mb=attempt_scaled(work.merge_mem_mb(config)),
         runtime=30,
     script:
         "../scripts/merge_features.py"
@@ -106,7 +110,9 @@ rule record_trajectory:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(60),
+        runtime=attempt_scaled(
+            work.generation_runtime(config, config["generation"]["num_samples"])
+        ),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["generation"],
@@ -131,7 +137,13 @@ rule extract_trajectory_features:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(120),
+        runtime=attempt_scaled(
+            work.features_runtime(
+                config,
+                config["generation"]["num_samples"],
+                config["generation"]["steps"],
+            )
+        ),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["features"],

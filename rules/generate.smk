@@ -17,7 +17,9 @@ rule generate_samples:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(60),
+        runtime=attempt_scaled(
+            work.generation_runtime(config, config["generation"]["num_samples"])
+        ),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["generation"],

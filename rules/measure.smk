@@ -17,7 +17,7 @@ rule measure_outputs:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(120),
+        runtime=attempt_scaled(work.measure_runtime(config, MEASURED_SPLITS)),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["measurement"],

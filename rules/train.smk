@@ -25,7 +25,7 @@ rule train_main:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(600),
+        runtime=attempt_scaled(work.training_runtime(config, "main")),
         gpu=GPU,
     params:
         checkpoint_dir=f"{CHECKPOINTS}/main",
@@ -56,7 +56,7 @@ rule train_subset:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=attempt_scaled(360),
+        runtime=attempt_scaled(work.training_runtime(config, "subset")),
         gpu=GPU,
     params:
         checkpoint_dir=f"{CHECKPOINTS}/{{pool}}/{{k}}/seed{{seed}}",

@@ -7,6 +7,7 @@ import math
 import shutil
 
 import pytest
+import yaml
 
 from tests.workflow_utils import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
@@ -43,6 +44,25 @@ def test_dry_run_plans_every_stage(tmp_path):
 def test_default_config_dry_run():
     result = snakemake(ROOT, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert "train_subset" in result.stdout
+
+
+def test_cifar2_slurm_dry_run_requests_one_gpu_per_subset_training(tmp_path):
+    """The paper's CIFAR-2 DAG under the slurm profile, without a cluster or the dataset."""
+    from diffattr import resources as work
+    from diffattr.config import validate_config
+
+    configfile = ROOT / "experiments" / "cifar2.yaml"
+    result = snakemake(tmp_path, configfile, "--profile", "slurm", "-n")
+    jobs = [block for block in result.stdout.split("\n\n") if "rule train_subset:" in block]
+    lds = [block for block in jobs if "pool=lds" in block]
+    assert len(lds) == 64 * 3 and len(jobs) == 64 * 3 + 32
+    with open(configfile) as handle:
+        config = validate_config(yaml.safe_load(handle))
+    runtime = f"runtime={work.training_runtime(config, 'subset')}"
+    for block in jobs:
+        resources = next(line for line in block.splitlines() if "resources:" in line)
+        assert "gpu=1" in resources and "slurm_partition=gpu" in resources, resources
+        assert runtime in resources, resources
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
