@@ -120,6 +120,19 @@ def test_noise_ceiling_equals_direct_loop() -> None:
         lds.noise_ceiling(by_seed[:1])
 
 
+def test_attainable_lds_matches_the_true_signal_against_the_seed_mean() -> None:
+    """With y_s = f + noise, the best predictor f reaches about the `attainable` LDS."""
+    rng = np.random.default_rng(11)
+    signal = rng.standard_normal((400, 8))
+    by_seed = signal[None] + 1.5 * rng.standard_normal((2, 400, 8))
+    result = lds.noise_ceiling(by_seed)
+    truth = by_seed.mean(axis=0)
+    best = np.mean([spearmanr(signal[:, j], truth[:, j]).statistic for j in range(8)])
+    assert result["seeds"] == 2
+    assert result["attainable"] == pytest.approx(best, abs=0.05)
+    assert result["attainable"] > result["mean"]  # the mean of two seeds is less noisy
+
+
 def test_choose_lambda_argmax_ties_to_smallest() -> None:
     lambdas = [10.0, 0.1, 1.0, 100.0]
     assert lds.choose_lambda([0.1, 0.3, 0.2, 0.0], lambdas) == (1, 0.1)

@@ -613,5 +613,7 @@ def noise_ceiling_job(groundtruth_path: str, out_path: str, splits: Sequence[str
         record[split] = {
             "mean": ceiling["mean"],
             "per_pair": np.asarray(ceiling["per_pair"]).tolist(),
+            "attainable": ceiling["attainable"],
+            "seeds": ceiling["seeds"],
         }
     store.write_json(out_path, record)

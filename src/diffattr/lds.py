@@ -300,14 +300,22 @@ def bootstrap_lds(
 
 
 def noise_ceiling(measured_by_seed: np.ndarray) -> dict[str, Any]:
-    """How well one training seed's outputs predict another's: the best LDS one could expect.
+    """How well one training seed's outputs predict another's, and the LDS that seed noise
+    leaves attainable against the R-seed mean the LDS is computed on.
+
+    With y_s = f + e_s (independent seed noise), r = corr(y_a, y_b) is the reliability of one
+    seed, the R-seed mean has reliability R·r / (1 + (R−1)·r) (Spearman–Brown), and no
+    predictor correlates with that mean better than its square root. ``attainable`` applies
+    this per query (r_j clipped at 0) and averages; it uses Spearman correlations in place of
+    Pearson ones, so it is a guide, not a bound.
 
     Args:
         measured_by_seed: [R, S, n] measured outputs of R >= 2 training seeds.
 
     Returns:
         dict with ``mean`` (over unordered seed pairs a < b of the mean over queries of
-        Spearman(y_a[:, j], y_b[:, j])), ``per_pair`` [R(R-1)/2] and ``pairs`` [(a, b), ...].
+        Spearman(y_a[:, j], y_b[:, j])), ``per_pair`` [R(R-1)/2], ``pairs`` [(a, b), ...],
+        ``attainable`` and ``seeds`` (R).
     """
     outputs = np.asarray(measured_by_seed, dtype=np.float64)
     if outputs.ndim != 3:
@@ -324,8 +332,20 @@ def noise_ceiling(measured_by_seed: np.ndarray) -> dict[str, Any]:
     _check_subsets(outputs.shape[1])
     ranks = [_ranks(outputs[seed]) for seed in range(outputs.shape[0])]
     pairs = [(a, b) for a in range(len(ranks)) for b in range(a + 1, len(ranks))]
-    per_pair = np.array([summarise(_pearson_centred(ranks[a], ranks[b]))["lds"] for a, b in pairs])
-    return {"mean": float(np.nanmean(per_pair)), "per_pair": per_pair, "pairs": pairs}
+    per_query = np.array([_pearson_centred(ranks[a], ranks[b]) for a, b in pairs])  # [P, n]
+    per_pair = np.array([summarise(row)["lds"] for row in per_query])
+    seeds = len(ranks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN queries stay NaN
+        r = np.clip(np.nanmean(per_query, axis=0), 0.0, None)
+    attainable = np.sqrt(seeds * r / (1 + (seeds - 1) * r))
+    return {
+        "mean": float(np.nanmean(per_pair)),
+        "per_pair": per_pair,
+        "pairs": pairs,
+        "attainable": float(np.nanmean(attainable)),
+        "seeds": seeds,
+    }
 
 
 # --------------------------------------------------------------------------- λ selection
