@@ -159,21 +159,13 @@ def feature_model_dir(wildcards):
 
 
 def attempt_scaled(base):
-    """Resource that grows with each retry (memory, runtime)."""
+    """Resource (memory, runtime) that grows with each retry: a number, or a per-job estimate
+    (a function of the wildcards)."""
 
     def scaled(wildcards, attempt):
-        return base * attempt
+        return (base(wildcards) if callable(base) else base) * attempt
 
     return scaled
-
-
-def per_job_request(estimate):
-    """Resource from a per-job estimate (a function of the wildcards), grown with each retry."""
-
-    def request(wildcards, attempt):
-        return estimate(wildcards) * attempt
-
-    return request
 
 
 def query_features_runtime(wildcards):

@@ -27,7 +27,7 @@ rule extract_query_features:
     threads: 1
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=per_job_request(query_features_runtime),
+        runtime=attempt_scaled(query_features_runtime),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["features"],
@@ -58,7 +58,7 @@ use rule extract_query_features as extract_train_features with:
         f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.tsv"
     resources:
         mem_mb=attempt_scaled(8000),
-        runtime=per_job_request(train_features_runtime),
+        runtime=attempt_scaled(train_features_runtime),
         gpu=GPU,
     params:
         impl_version=IMPL_VERSION["features"],

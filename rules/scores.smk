@@ -20,7 +20,7 @@ rule score_method:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=per_job_request(score_mem_mb),
+        mem_mb=attempt_scaled(score_mem_mb),
         runtime=attempt_scaled(60),
     params:
         kind=method_kind,

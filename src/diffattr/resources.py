@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffattr.data import subset_size
+from diffattr.snapshots import run_steps
 
 MB = 1_000_000
 
@@ -42,13 +43,9 @@ def training_rows(config: Mapping[str, Any], kind: str) -> int:
     raise ValueError(f"unknown training kind {kind!r}; valid: main, subset, counterfactual")
 
 
-def training_steps(config: Mapping[str, Any], rows: int) -> int:
-    training = config["training"]
-    return int(training["epochs"]) * math.ceil(rows / int(training["batch_size"]))
-
-
 def training_runtime(config: Mapping[str, Any], kind: str) -> int:
-    steps = training_steps(config, training_rows(config, kind))
+    training = config["training"]
+    steps = run_steps(training["epochs"], training_rows(config, kind), training["batch_size"])
     return _minutes(config, steps * config["resources"]["train_step_seconds"])
 
 

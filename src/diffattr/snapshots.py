@@ -20,6 +20,11 @@ from diffattr.errors import ConfigError, TrainingError
 SNAPSHOT_PERCENTS = (25, 50, 75)
 
 
+def run_steps(epochs: int, n_rows: int, batch_size: int) -> int:
+    """Optimisation steps of a training run: ``epochs × ⌈n_rows / batch_size⌉``."""
+    return int(epochs) * math.ceil(int(n_rows) / int(batch_size))
+
+
 def snapshot_steps(
     epochs: int, n_rows: int, batch_size: int, percents: Sequence[int] = SNAPSHOT_PERCENTS
 ) -> list[int]:
@@ -27,7 +32,7 @@ def snapshot_steps(
 
     Each is rounded and at least 1; a very short run may give equal steps (the same weights).
     """
-    total = int(epochs) * math.ceil(int(n_rows) / int(batch_size))
+    total = run_steps(epochs, n_rows, batch_size)
     return [min(total, max(1, round(total * p / 100))) for p in percents]
 
 
