@@ -55,18 +55,17 @@ import torch
 
 from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
 from diffattr.progress import progress_bar
-from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5, require_same
+from diffattr.store import (
+    COMPLETE_ATTR,
+    FEATURE_CHECK_KEYS,
+    decode_attr,
+    h5_writer,
+    open_h5,
+    require_same,
+)
 
 #: Feature provenance that train and test features must share before they can be combined.
-DEFAULT_CHECK_KEYS: tuple[str, ...] = (
-    "proj_kind",
-    "proj_seed",
-    "proj_dim",
-    "output_fn",
-    "timesteps",
-    "noise_seed",
-    "model_digest",
-)
+DEFAULT_CHECK_KEYS = FEATURE_CHECK_KEYS
 
 FORMS = ("auto", "primal", "dual")
 NORMALIZATIONS = ("none", "relative", "renormalized")

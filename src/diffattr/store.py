@@ -27,6 +27,16 @@ from diffattr import __version__
 from diffattr.errors import CorruptFileError, FeatureMismatchError
 
 COMPLETE_ATTR = "complete"
+#: Feature provenance that train and query features must share before they can be combined.
+FEATURE_CHECK_KEYS: tuple[str, ...] = (
+    "proj_kind",
+    "proj_seed",
+    "proj_dim",
+    "output_fn",
+    "timesteps",
+    "noise_seed",
+    "model_digest",
+)
 
 
 def remove_stale_temporaries(path: Path) -> None:

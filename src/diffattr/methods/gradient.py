@@ -34,20 +34,13 @@ from diffattr.methods.base import (
     write_score_grid,
 )
 from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.store import FEATURE_CHECK_KEYS
 
 #: Percent of training at which the main run is saved; 100 is the final model.
 CHECKPOINT_PERCENTS = (25, 50, 75, 100)
 
 #: Feature provenance that train and query features of one checkpoint must share.
-CHECK_KEYS = (
-    "proj_kind",
-    "proj_seed",
-    "proj_dim",
-    "output_fn",
-    "timesteps",
-    "noise_seed",
-    "model_digest",
-)
+CHECK_KEYS = FEATURE_CHECK_KEYS
 
 
 def checkpoint_name(percent: int) -> str:
