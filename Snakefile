@@ -7,7 +7,8 @@ right is that answer? The D-TRAK protocol as a DAG of files under results/<exper
     samples/gen.h5, samples/gen.png          generated queries
     measured/{pool}/{k}/seed{s}.h5           measured outputs (LDS ground truth)
     features/{fn}/K{K}/{split}.h5            projected gradient features
-    scores/{method}/K{K}/{split}.h5          score matrices for the whole λ grid
+    spectra/{method}/K{K}/{split}.h5         one factorisation per ridge-λ method (any λ grid)
+    scores/{method}/K{K}/{split}.h5          score matrices at the λ used (held-out choice)
     lds/{method}/K{K}/{split}.json           LDS curves, held-out and oracle λ, bootstrap
     summary.csv, summary.md                  the results table
 

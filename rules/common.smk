@@ -120,6 +120,33 @@ def method_inputs(wildcards):
     }
 
 
+def method_uses_lambdas(name):
+    from diffattr.methods import get_method
+
+    return get_method(METHODS[name]["kind"]).uses_lambdas
+
+
+# Methods with a ridge λ: factor_method, then select_scores (rules/scores.smk).
+LAMBDA_METHODS = [name for name in METHODS if method_uses_lambdas(name)]
+
+
+def method_pattern(names, invert=False):
+    """Wildcard constraint matching the runnable methods in ``names`` (or not in, ``invert``)."""
+    chosen = [name for name in METHODS if (name in names) != invert]
+    return "|".join(re.escape(name) for name in chosen) or "^$"
+
+
+def grid_path(method, K, query):
+    """What the λ grid of one (method, K, split) is evaluated from: its spectra file (methods
+    with a ridge λ) or its score file."""
+    folder = "spectra" if method in LAMBDA_METHODS else "scores"
+    return f"{RESULTS}/{folder}/{method}/K{K}/{query}.h5"
+
+
+def method_grid(wildcards):
+    return grid_path(wildcards.method, wildcards.K, wildcards.query)
+
+
 def method_kind(wildcards):
     return METHODS[wildcards.method]["kind"]
 
@@ -128,12 +155,13 @@ def method_params(wildcards):
     return job_params(config, wildcards.method)
 
 
-def method_lambdas(wildcards):
+def lambda_grid(method):
     """The λ grid for methods with a ridge λ, [] otherwise (so a new grid reruns only those)."""
-    from diffattr.methods import get_method
+    return config["scoring"]["lambdas"] if method in LAMBDA_METHODS else []
 
-    uses = get_method(METHODS[wildcards.method]["kind"]).uses_lambdas
-    return config["scoring"]["lambdas"] if uses else []
+
+def method_lambdas(wildcards):
+    return lambda_grid(wildcards.method)
 
 
 def main_snapshot_dirs():
@@ -183,6 +211,27 @@ def score_mem_mb(wildcards):
     return work.score_mem_mb(config, wildcards.query)
 
 
+def select_mem_mb(wildcards):
+    return work.select_mem_mb(config, wildcards.query, 1)
+
+
+def grid_mem_mb(wildcards):
+    return work.select_mem_mb(
+        config, wildcards.query, len(config["scoring"]["lambdas"])
+    )
+
+
+def score_grid_outputs():
+    """Score matrices at every λ, when scoring.write_all_lambdas asks for them."""
+    if not config["scoring"]["write_all_lambdas"]:
+        return []
+    return [
+        f"{RESULTS}/score_grids/{m}/K{K}/{q}.h5"
+        for m, K, q in lds_targets()
+        if m in LAMBDA_METHODS
+    ]
+
+
 def final_outputs():
     return [
         f"{RESULTS}/summary.csv",
@@ -190,6 +239,7 @@ def final_outputs():
         f"{RESULTS}/samples/gen.png",
         *report_outputs(),  # rules/report.smk
         *counterfactual_outputs(),  # rules/counterfactual.smk
+        *score_grid_outputs(),
     ]
 
 

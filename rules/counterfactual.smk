@@ -40,7 +40,7 @@ rule select_counterfactual_targets:
 
 rule choose_counterfactual_lambda:
     input:
-        scores=cf_method_scores,
+        scores=cf_method_grid,
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
         choice=f"{CF}/lambda/{{cf_method}}.json",
@@ -58,6 +58,7 @@ rule choose_counterfactual_lambda:
     params:
         method=wildcard_text("cf_method"),
         K=cf_method_K,
+        lambdas=cf_method_lambdas,
     script:
         "../scripts/choose_counterfactual_lambda.py"
 

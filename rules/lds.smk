@@ -31,7 +31,7 @@ rule collect_groundtruth:
 
 rule evaluate_lds:
     input:
-        scores=f"{RESULTS}/scores/{{method}}/K{{K}}/{{query}}.h5",
+        scores=method_grid,
         groundtruth=f"{RESULTS}/groundtruth/lds.h5",
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
@@ -49,6 +49,7 @@ rule evaluate_lds:
         split=wildcard_text("query"),
         bootstrap_resamples=config["lds"]["bootstrap_resamples"],
         bootstrap_seed=config["lds"]["bootstrap_seed"],
+        lambdas=method_lambdas,
     script:
         "../scripts/evaluate_lds.py"
 

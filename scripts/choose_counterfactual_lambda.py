@@ -6,5 +6,10 @@ from diffattr.jobs import job_logging
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     choose_lambda_job(
-        snakemake.input.scores, snakemake.input.heldout, snakemake.output.choice, p.method, p.K
+        snakemake.input.scores,
+        snakemake.input.heldout,
+        snakemake.output.choice,
+        p.method,
+        p.K,
+        p.lambdas,
     )

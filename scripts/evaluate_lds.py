@@ -12,4 +12,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.split,
         p.bootstrap_resamples,
         p.bootstrap_seed,
+        lambdas=p.lambdas,
     )

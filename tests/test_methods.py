@@ -67,10 +67,18 @@ def run(
     K: int = 2,
     split: str = "val",
 ):
+    """Score one method; a ridge-λ kind writes a spectra file, read back at every λ."""
+    from diffattr import spectral
+
     out = tmp_path / f"{kind}.h5"
     params = params if params is not None else {"output_fn": "loss"}
     score_method_job(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
-    return read_scores(out)
+    if not get_method(kind).uses_lambdas:
+        return read_scores(out)
+    scores = tmp_path / f"{kind}-scores.h5"
+    with spectral.open_scores(out, LAMBDAS) as grid:
+        spectral.write_selected_scores(grid, scores, range(len(LAMBDAS)))
+    return read_scores(scores)
 
 
 def naive_trak(phi: np.ndarray, psi: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:

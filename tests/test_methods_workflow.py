@@ -95,6 +95,6 @@ def test_a_larger_ensemble_computes_only_the_new_members_features(methods_run):
         "extract_train_features": 1,  # retrain-2 only
         "merge_train_features": 1,
         "extract_query_features": 2,
-        "score_method": 2,
+        "factor_method": 2,  # the table needs no score file at the chosen λ
         "evaluate_lds": 2,
     }

@@ -28,7 +28,9 @@ def test_dry_run_plans_every_stage(tmp_path):
     assert jobs["extract_train_features"] == 2 * 2  # (loss, square) x 2 shards
     assert jobs["merge_train_features"] == 2
     assert jobs["extract_query_features"] == 2 * 2  # (loss, square) x (val, gen)
-    assert jobs["score_method"] == jobs["evaluate_lds"] == 2 * 2
+    # ridge-λ methods: one factorisation and one score file (held-out λ) per (method, K, split)
+    assert jobs["factor_method"] == jobs["select_scores"] == jobs["evaluate_lds"] == 2 * 2
+    assert "score_method" not in jobs
     assert jobs["collect_groundtruth"] == 2
     # counterfactual: 2 targets x (dtrak, trak, random); λ chosen for the 2 scored methods
     assert jobs["choose_counterfactual_lambda"] == 2
@@ -148,7 +150,7 @@ def test_one_more_counterfactual_target_trains_only_its_models(finished_run):
     jobs = planned_jobs(workdir, config)
     for rule in ("remove_top_examples", "train_counterfactual", "regenerate_counterfactual"):
         assert jobs[rule] == 3, (rule, jobs)  # one target x (dtrak, trak, random)
-    assert not {"train_main", "train_subset", "score_method", "plot_counterfactual"} & set(jobs)
+    assert not {"train_main", "train_subset", "factor_method", "plot_counterfactual"} & set(jobs)
 
 
 @pytest.mark.slow
@@ -191,7 +193,8 @@ def test_new_method_computes_only_its_own_jobs(finished_run):
         "extract_train_features": 2,
         "merge_train_features": 1,
         "extract_query_features": 2,
-        "score_method": 2,
+        "factor_method": 2,
+        "select_scores": 2,  # for the proponent figures
         "evaluate_lds": 2,
         "summarize": 1,
         "plot_attribution_grid": 2,
@@ -201,7 +204,7 @@ def test_new_method_computes_only_its_own_jobs(finished_run):
 
 
 @pytest.mark.slow
-def test_new_lambda_grid_reruns_scores_not_models(finished_run):
+def test_new_lambda_grid_reruns_scores_not_factorisations_nor_models(finished_run):
     workdir, _, _ = finished_run
     config = write_config(
         workdir, tiny_config(**{"scoring.lambdas": [0.1, 1, 10, 100, 1000]}), "lam.yaml"
@@ -218,8 +221,17 @@ def test_new_lambda_grid_reruns_scores_not_models(finished_run):
         "plot_counterfactual",
     }
     report = {"plot_attribution_grid", *REPORT_JOBS}
-    assert set(jobs) - rescored == {"score_method", "evaluate_lds", "summarize", "all", *report}
+    # the grid is evaluated from the stored factorisations: none is recomputed
+    assert set(jobs) - rescored == {"select_scores", "evaluate_lds", "summarize", "all", *report}
     assert jobs["train_counterfactual"] == 2 * 2, "random's removal sets do not depend on scores"
+
+
+@pytest.mark.slow
+def test_all_lambdas_adds_only_the_score_grids(finished_run):
+    workdir, _, _ = finished_run
+    config = write_config(workdir, tiny_config(**{"scoring.write_all_lambdas": True}), "all.yaml")
+    jobs = planned_jobs(workdir, config)
+    assert jobs == {"score_grid": 2 * 2, "dump_config": 1, "all": 1}
 
 
 @pytest.mark.slow

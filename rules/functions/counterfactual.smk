@@ -33,8 +33,14 @@ def cf_scores(method):
     return f"{RESULTS}/scores/{method}/K{COUNTERFACTUAL['method_K'][method]}/gen.h5"
 
 
-def cf_method_scores(wildcards):
-    return cf_scores(wildcards.cf_method)
+def cf_method_grid(wildcards):
+    """What the counterfactual λ is chosen from: the spectra file of a method with a ridge λ."""
+    method = wildcards.cf_method
+    return grid_path(method, COUNTERFACTUAL["method_K"][method], "gen")
+
+
+def cf_method_lambdas(wildcards):
+    return lambda_grid(wildcards.cf_method)
 
 
 def cf_method_K(wildcards):

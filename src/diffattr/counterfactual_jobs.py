@@ -93,41 +93,35 @@ def _heldout_gen_truth(path: str) -> dict[str, np.ndarray]:
 
 
 def choose_lambda_job(
-    scores_path: str, heldout_path: str, out_path: str, method: str, K: int
+    scores_path: str,
+    heldout_path: str,
+    out_path: str,
+    method: str,
+    K: int,
+    lambdas: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The λ with the best held-out LDS on the gen split: the same choice as ``lds_job``.
 
     It is recomputed here from the held-out pool alone (rather than read from the LDS record),
-    so adding benchmark subsets does not retrain the counterfactual models. Score matrices are
-    read one λ at a time.
+    so adding benchmark subsets does not retrain the counterfactual models. ``scores_path`` is
+    the method's spectra file (evaluated on ``lambdas``) or, for a method without λ, its score
+    file.
     """
-    from diffattr import lds
-    from diffattr.scoring import read_scores
+    from diffattr import spectral
+    from diffattr.jobs import heldout_lambda_index
 
     truth = _heldout_gen_truth(heldout_path)
-    lambdas = store.read_h5(scores_path, "lambdas")
-    curve = np.empty(len(lambdas))
-    for i in range(len(lambdas)):
-        score = read_scores(scores_path, i)
-        if not (
-            np.array_equal(score.train_ids, truth["train_ids"])
-            and np.array_equal(score.test_ids, truth["ids"])
-        ):
-            raise FeatureMismatchError(
-                f"{scores_path}: score rows/columns do not match the held-out ground truth "
-                f"in {heldout_path}"
-            )
-        sign = int(score.attrs.get("lds_sign", -1))
-        curve[i] = lds.lds_for_grid(score.scores[None], truth["masks"], truth["measured"], sign)[0]
-    index, value = lds.choose_lambda(curve, lambdas)
+    with spectral.open_scores(scores_path, lambdas) as score:
+        index, curve = heldout_lambda_index(score, truth, scores_path)
+        grid, sign = score.lambdas, score.sign
     record = {
         "method": method,
         "K": K,
         "split": "gen",
-        "lambda": value,
+        "lambda": float(grid[index]),
         "lambda_index": index,
         "lds_sign": sign,
-        "lambdas": np.asarray(lambdas, dtype=np.float64).tolist(),
+        "lambdas": np.asarray(grid, dtype=np.float64).tolist(),
         "heldout_curve": curve.tolist(),
     }
     store.write_json(out_path, record)
@@ -160,9 +154,11 @@ def removal_job(
         if scores_path is None or lambda_path is None:
             raise ConfigError(f"method {method!r} needs its score file and its λ choice")
         from diffattr.scoring import read_scores
+        from diffattr.spectral import lambda_position
 
         choice = store.read_json(lambda_path)
-        score = read_scores(scores_path, choice["lambda_index"])
+        stored = store.read_h5(scores_path, "lambdas")
+        score = read_scores(scores_path, lambda_position(stored, choice["lambda"], scores_path))
         if not np.array_equal(score.train_ids, train_ids):
             raise FeatureMismatchError(
                 f"{scores_path}: score columns do not follow the train split's row order"

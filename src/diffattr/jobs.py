@@ -538,30 +538,38 @@ def lds_job(
     bootstrap_resamples: int,
     bootstrap_seed: int,
     sign: int | None = None,
+    lambdas: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
     benchmark itself. Writes a JSON record with the full curves.
 
-    ``sign`` defaults to the score file's ``lds_sign`` attr (+1 for scores in loss units, such as
-    empirical influence and datamodels; −1 otherwise)."""
-    from diffattr import scoring
+    ``scores_path`` is a spectra file (methods with a ridge λ, evaluated on ``lambdas`` without a
+    score matrix per λ: :mod:`diffattr.spectral`) or a score file. ``sign`` defaults to its
+    ``lds_sign`` attr (+1 for scores in loss units, such as empirical influence and datamodels;
+    −1 otherwise)."""
+    from diffattr import spectral
 
-    score = scoring.read_scores(scores_path)
-    if sign is None:
-        sign = int(score.attrs.get("lds_sign", -1))
     bench = _load_groundtruth(groundtruth_path, split)
     held = _load_groundtruth(heldout_path, split)
-    _check_alignment(score, bench, scores_path)
-    _check_alignment(score, held, scores_path)
-    curve = lds.lds_for_grid(score.scores, bench["masks"], bench["measured"], sign)
-    heldout_curve = lds.lds_for_grid(score.scores, held["masks"], held["measured"], sign)
+    with spectral.open_scores(scores_path, lambdas) as score:
+        _check_alignment(score, bench, scores_path)
+        _check_alignment(score, held, scores_path)
+        factor = score.sign if sign is None else int(sign)
+        flip = factor / score.sign  # an explicit sign overrides the file's
+        bench_predictions = flip * score.predictions(bench["masks"])
+        held_predictions = flip * score.predictions(held["masks"])
+        grid, attrs = score.lambdas, score.attrs
+    curve = _nanmean_rows(lds.lds_from_predictions(bench_predictions, bench["measured"]), "lds")
+    heldout_curve = _nanmean_rows(
+        lds.lds_from_predictions(held_predictions, held["measured"]), "heldout"
+    )
     record: dict[str, Any] = {
-        "method": score.attrs.get("method"),
+        "method": attrs.get("method"),
         "split": split,
-        "K": score.attrs.get("train_K", score.attrs.get("K")),
-        "kind": score.attrs.get("kind", score.attrs.get("score_kind")),
-        "lds_sign": sign,
-        "lambdas": score.lambdas.tolist(),
+        "K": attrs.get("train_K", attrs.get("K")),
+        "kind": attrs.get("kind", attrs.get("score_kind")),
+        "lds_sign": factor,
+        "lambdas": grid.tolist(),
         "lds_curve": curve.tolist(),
         "heldout_curve": heldout_curve.tolist(),
         "num_subsets": int(bench["masks"].shape[0]),
@@ -570,18 +578,13 @@ def lds_job(
         "choices": {},
     }
     oracle_index = int(np.nanargmax(curve))
-    heldout_index, _ = lds.choose_lambda(heldout_curve, score.lambdas)
+    heldout_index, _ = lds.choose_lambda(heldout_curve, grid)
     for name, index in (("heldout", heldout_index), ("oracle", oracle_index)):
-        boot = lds.bootstrap_lds(
-            score.scores[index],
-            bench["masks"],
-            bench["measured"],
-            bootstrap_resamples,
-            bootstrap_seed,
-            sign,
+        boot = lds.bootstrap_predictions(
+            bench_predictions[index], bench["measured"], bootstrap_resamples, bootstrap_seed
         )
         record["choices"][name] = {
-            "lambda": float(score.lambdas[index]),
+            "lambda": float(grid[index]),
             "lambda_index": index,
             "lds": float(curve[index]),
             "boot_mean": float(boot["mean"]),
@@ -598,6 +601,64 @@ def lds_job(
         100 * record["choices"]["oracle"]["lds"],
     )
     return record
+
+
+def _nanmean_rows(per_query: np.ndarray, where: str) -> np.ndarray:
+    """LDS per λ: ``nanmean`` over queries of [L, n], warning once per λ with NaN queries."""
+    summaries = [lds.summarise(row) for row in per_query]
+    for summary in summaries:
+        lds._warn_nan(summary, where)
+    return np.array([summary["lds"] for summary in summaries], dtype=np.float64)
+
+
+def heldout_lambda_index(
+    score: Any, heldout: dict[str, np.ndarray], where: str
+) -> tuple[int, np.ndarray]:
+    """(index, held-out curve): the λ with the best held-out LDS, as in :func:`lds_job`."""
+    _check_alignment(score, heldout, where)
+    predictions = score.predictions(heldout["masks"])
+    curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout["measured"]), where)
+    index, _ = lds.choose_lambda(curve, score.lambdas)
+    return index, curve
+
+
+def select_scores_job(
+    spectra_path: str,
+    heldout_path: str,
+    out_path: str,
+    split: str,
+    lambdas: Sequence[float],
+    chunk_rows: int = 4096,
+) -> float:
+    """The score file of a method with a ridge λ at the λ that is used: the held-out choice of
+    this split (the λ of the proponent figures and, on gen, of the counterfactual removals, the
+    choice of :func:`lds_job`). Returns that λ."""
+    from diffattr import spectral
+
+    held = _load_groundtruth(heldout_path, split)
+    with spectral.open_scores(spectra_path, lambdas) as score:
+        index, curve = heldout_lambda_index(score, held, spectra_path)
+        value = float(score.lambdas[index])
+        extra = {
+            "lambda_choice": "heldout",
+            "heldout_lambda": value,
+            "heldout_lambda_index": index,
+            "heldout_curve": curve.tolist(),
+        }
+        spectral.write_selected_scores(score, out_path, [index], extra, chunk_rows)
+    status("scores at the held-out λ %g", value)
+    return value
+
+
+def score_grid_job(
+    spectra_path: str, out_path: str, lambdas: Sequence[float], chunk_rows: int = 4096
+) -> None:
+    """Score matrices at every λ of the grid (``scoring.write_all_lambdas``)."""
+    from diffattr import spectral
+
+    with spectral.open_scores(spectra_path, lambdas) as score:
+        spectral.write_selected_scores(score, out_path, range(len(score.lambdas)), None, chunk_rows)
+    status("scores at %d λ", len(lambdas))
 
 
 def noise_ceiling_job(groundtruth_path: str, out_path: str, splits: Sequence[str]) -> None:

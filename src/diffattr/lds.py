@@ -231,6 +231,30 @@ def lds_grid_per_sample(
     return result
 
 
+def lds_from_predictions(predictions: Any, measured: np.ndarray) -> np.ndarray:
+    """Per-query LDS [L, n] from subset predictions [L, S, n] (or [S, n], giving [1, n]).
+
+    ``predictions`` already carry the sign (``sign · M τᵀ``), as
+    :meth:`diffattr.spectral.GridScores.predictions` returns them, so that the whole λ grid
+    is evaluated without a score matrix per λ.
+    """
+    stack = np.asarray(predictions, dtype=np.float64)
+    if stack.ndim == 2:
+        stack = stack[None]
+    outputs = _finite_2d(measured, "measured")
+    if stack.ndim != 3 or stack.shape[1:] != outputs.shape:
+        raise FeatureMismatchError(
+            f"predictions {stack.shape} [L, S, n] and measured {outputs.shape} [S, n] disagree"
+        )
+    _check_subsets(outputs.shape[0])
+    measured_ranks = _ranks(outputs)
+    result = np.empty((stack.shape[0], stack.shape[2]), dtype=np.float64)
+    for index in range(stack.shape[0]):
+        prediction = _finite_2d(stack[index], f"predictions[{index}]")
+        result[index] = _pearson_centred(_ranks(prediction), measured_ranks)
+    return result
+
+
 def lds_for_grid(
     score_grid: Any, masks: np.ndarray, measured: np.ndarray, sign: int = -1
 ) -> np.ndarray:
@@ -267,12 +291,25 @@ def bootstrap_lds(
         ``samples`` [n_resamples], the full-sample ``point`` estimate, ``n_resamples``, ``seed``
         and ``method`` (``"percentile"``).
     """
-    if int(n_resamples) < 2:
-        raise ConfigError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
     factor = _check_sign(sign)
     matrix = _score_matrix(scores)
     mask_matrix, outputs = _check_inputs(matrix.shape, masks, measured)
-    prediction = factor * (mask_matrix @ matrix.T)
+    return bootstrap_predictions(factor * (mask_matrix @ matrix.T), outputs, n_resamples, seed)
+
+
+def bootstrap_predictions(
+    prediction: np.ndarray, measured: np.ndarray, n_resamples: int = 64, seed: int = 42
+) -> dict[str, Any]:
+    """:func:`bootstrap_lds` from the subset predictions [S, n] (sign included)."""
+    if int(n_resamples) < 2:
+        raise ConfigError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
+    prediction = _finite_2d(prediction, "prediction")
+    outputs = _finite_2d(measured, "measured")
+    if prediction.shape != outputs.shape:
+        raise FeatureMismatchError(
+            f"prediction {prediction.shape} and measured {outputs.shape} must both be [S, n]"
+        )
+    _check_subsets(outputs.shape[0])
     point = summarise(_pearson_centred(_ranks(prediction), _ranks(outputs)))["lds"]
     rng = np.random.default_rng(seed)
     n_subsets = prediction.shape[0]

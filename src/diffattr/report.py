@@ -253,19 +253,24 @@ def proponents_and_opponents(
 
 
 def read_score_rows(
-    path: str | os.PathLike, lambda_index: int, rows: np.ndarray
+    path: str | os.PathLike, lambda_value: float, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(scores [len(rows), N] at one λ, train_ids [N], test_ids [n], lds_sign) without loading
-    the whole grid. ``lds_sign`` is −1 when τ > 0 means support, +1 for scores in loss units."""
+    """(scores [len(rows), N] at λ = ``lambda_value``, train_ids [N], test_ids [n], lds_sign)
+    without loading the whole file. ``lds_sign`` is −1 when τ > 0 means support, +1 for scores
+    in loss units."""
+    from diffattr.spectral import lambda_position
+
     with store.open_h5(path) as handle:
-        missing = [n for n in ("scores", "train_ids", "test_ids") if n not in handle]
+        missing = [n for n in ("scores", "lambdas", "train_ids", "test_ids") if n not in handle]
         if missing:
             raise CorruptFileError(f"{path}: score file lacks {missing}; it has {sorted(handle)}")
         shape = handle["scores"].shape
-        if len(shape) != 3 or not -shape[0] <= lambda_index < shape[0]:
+        if len(shape) != 3 or handle["lambdas"].shape != (shape[0],):
             raise CorruptFileError(
-                f"{path}: scores have shape {shape}; need [L, n, N] with λ index {lambda_index}"
+                f"{path}: scores have shape {shape} and lambdas {handle['lambdas'].shape}; "
+                "need scores [L, n, N] with lambdas [L]"
             )
+        lambda_index = lambda_position(handle["lambdas"][()], lambda_value, str(path))
         try:
             block = handle["scores"][lambda_index, np.sort(rows), :]
             train_ids = handle["train_ids"][()].astype(np.int64)
@@ -378,9 +383,7 @@ def attribution_grid_job(
     train = data.load_split(dataset_path, "train")
     query_images, query_ids = load_queries(split, dataset_path, samples_path)
     rows = evenly_spaced_rows(len(query_ids), num_queries)
-    scores, train_ids, test_ids, sign = read_score_rows(
-        scores_path, int(choice["lambda_index"]), rows
-    )
+    scores, train_ids, test_ids, sign = read_score_rows(scores_path, choice["lambda"], rows)
     if not np.array_equal(train_ids, train.ids):
         raise FeatureMismatchError(
             f"{scores_path}: score columns do not follow the train split of {dataset_path}"

@@ -94,6 +94,18 @@ def score_mem_mb(config: Mapping[str, Any], split: str) -> int:
     return 2000 + math.ceil((kernel + queries + block) / MB)
 
 
+def select_mem_mb(config: Mapping[str, Any], split: str, written: int = 1) -> int:
+    """Score matrices from a spectra file: the query factor [n, r] and its weighted copy
+    (float64), one block of the training factor and the [written, n, block] output block
+    (float64 and float32), with r = min(N, Z) and ``written`` λ values."""
+    n_train, n_query = query_count(config, "train"), query_count(config, split)
+    rank = min(n_train, int(config["features"]["proj_dim"]))
+    block = min(n_train, int(config["scoring"]["chunk_rows"]), 4096)
+    factors = 2 * n_query * rank * 8 + 2 * block * rank * 8
+    output = (written + 2) * n_query * block * 12
+    return 2000 + math.ceil((factors + output) / MB)
+
+
 def merge_mem_mb(config: Mapping[str, Any]) -> int:
     """The merged train feature matrix (float32), held once while it is written."""
     size = query_count(config, "train") * int(config["features"]["proj_dim"]) * 4

@@ -42,6 +42,7 @@ files in row chunks and writes an HDF5 score file with this layout:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -242,12 +243,7 @@ def trak_scores(
     n_train, dim = phi.shape
     out = np.empty((grid.size, psi.shape[0], n_train), dtype=np.float32)
     chosen = choose_form(n_train, dim, form)
-    if chosen == "primal":
-        eigenvalues, basis = _eigh(phi.T @ phi)
-        left, right = psi @ basis, phi @ basis
-    else:
-        eigenvalues, basis = _eigh(phi @ phi.T)
-        left, right = (psi @ phi.T) @ basis, basis
+    eigenvalues, left, right = factorize(phi, psi, chosen)
     weights = _inverse_spectrum(eigenvalues, grid)
     row_norms = np.linalg.norm(phi, axis=1)
     right32 = _float32(right)
@@ -255,6 +251,22 @@ def trak_scores(
         norms = _column_norms(normalize, chosen, right, weights[index], eigenvalues, row_norms)
         out[index] = _divide_columns(_weighted_product(left, weights[index], right32), norms)
     return out
+
+
+def factorize(
+    phi: np.ndarray, psi: np.ndarray, form: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(s [r], left [n, r], right [N, r]) with τ_λ = left diag(1/(s+λ)) rightᵀ (float64).
+
+    primal: s, V of ΦᵀΦ, left = ΨV, right = ΦV; dual: s, U of ΦΦᵀ, left = ΨΦᵀU, right = U.
+    """
+    if form == "primal":
+        eigenvalues, basis = _eigh(phi.T @ phi)
+        return eigenvalues, psi @ basis, phi @ basis
+    if form == "dual":
+        eigenvalues, basis = _eigh(phi @ phi.T)
+        return eigenvalues, (psi @ phi.T) @ basis, basis
+    raise ConfigError(f"form must be 'primal' or 'dual' here, got {form!r}")
 
 
 def dot_scores(test: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -379,6 +391,10 @@ def write_trak_scores(
     ⌈N/chunk⌉(⌈N/chunk⌉+1)/2 chunk pairs in the dual form. ``auto`` picks primal when Z <= N and
     dual otherwise (the smaller kernel); both give the same scores.
 
+    The workflow does not call this: it stores the factorisation once
+    (:func:`diffattr.spectral.write_spectra`), evaluates the λ grid from it and writes score
+    matrices only at the λ it uses. This is the one-call form for tools and benchmarks.
+
     Args:
         train_path, test_path: feature files (``features`` [n, Z] float32, ``ids`` [n] int64).
         out_path: the score file to write (atomically, see module docstring for the layout).
@@ -397,18 +413,81 @@ def write_trak_scores(
         ``out_path`` as a :class:`~pathlib.Path`.
     """
     grid = validate_lambdas(lambdas)
+    with feature_pair(
+        train_path, test_path, out_path, attrs, chunk_rows, check_keys, score_kind, form, normalize
+    ) as (train, test, out_attrs):
+        chunk_rows = int(chunk_rows)
+        n_train, n_test = train.shape[0], test.shape[0]
+        chosen = out_attrs["form"]
+        with h5_writer(out_path, out_attrs) as handle:
+            handle.create_dataset("lambdas", data=grid)
+            handle.create_dataset("train_ids", data=train.ids())
+            handle.create_dataset("test_ids", data=test.ids())
+            scores = create_score_dataset(handle, grid.size, n_test, n_train, chunk_rows)
+            tick, close = _progress_ticks(progress, 2 * len(list(train.chunks(chunk_rows))))
+            eigenvalues, left, blocks = stream_factors(train, test, chunk_rows, chosen, tick)
+            weights = _inverse_spectrum(eigenvalues, grid)
+            for start, stop, right, row_norms in blocks:
+                right32 = _float32(right)
+                for index in range(grid.size):
+                    norms = _column_norms(
+                        normalize, chosen, right, weights[index], eigenvalues, row_norms
+                    )
+                    block = _divide_columns(_weighted_product(left, weights[index], right32), norms)
+                    scores[index, :, start:stop] = block.astype(np.float32, copy=False)
+                tick()
+            close()
+    return Path(out_path)
+
+
+def create_score_dataset(
+    handle: h5py.File, n_lambdas: int, n_test: int, n_train: int, chunk_rows: int
+) -> h5py.Dataset:
+    """The float32 ``scores`` [L, n, N] dataset, chunked per λ and per block of training rows."""
+    block_cols = min(n_train, chunk_rows)
+    block_rows = max(1, min(n_test, _MAX_CHUNK_ELEMENTS // block_cols))
+    return handle.create_dataset(
+        "scores",
+        shape=(n_lambdas, n_test, n_train),
+        dtype=np.float32,
+        chunks=(1, block_rows, block_cols),
+    )
+
+
+def _progress_ticks(progress: Any, total: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    update, close = progress_bar(progress, total, "scores", unit="chunk")
+    done = iter(range(1, total + 1))
+
+    def tick() -> None:
+        update(next(done, total))
+
+    return tick, close
+
+
+@contextlib.contextmanager
+def feature_pair(
+    train_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    attrs: Mapping[str, Any],
+    chunk_rows: int,
+    check_keys: Sequence[str] | None,
+    score_kind: str,
+    form: str,
+    normalize: str,
+) -> Iterator[tuple[_FeatureFile, _FeatureFile, dict[str, Any]]]:
+    """Train and test feature files opened and checked against each other and ``attrs``,
+    with the attrs of an output computed from them (``form`` resolved)."""
     _check_normalize(normalize)
     if int(chunk_rows) < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    chunk_rows = int(chunk_rows)
     keys = list(DEFAULT_CHECK_KEYS if check_keys is None else check_keys)
     clash = sorted(key for key in attrs if key in _RESERVED_ATTRS)
     if clash:
         raise ConfigError(
-            f"attrs may not set {clash}: write_trak_scores sets these itself "
+            f"attrs may not set {clash}: the score writer sets these itself "
             f"(pass score_kind=... for the score kind)"
         )
-
     train = _FeatureFile(train_path, "train")
     try:
         test = _FeatureFile(test_path, "test")
@@ -427,64 +506,50 @@ def write_trak_scores(
             )
             _check_pair(train.shape, test.shape)
             n_train, dim = train.shape
-            n_test = test.shape[0]
-            chosen = choose_form(n_train, dim, form)
             out_attrs = dict(attrs)
             out_attrs.update({key: train.attrs[key] for key in keys if key in train.attrs})
             out_attrs.update(
                 score_kind=score_kind,
-                form=chosen,
+                form=choose_form(n_train, dim, form),
                 normalize=normalize,
                 n_train=n_train,
-                n_test=n_test,
+                n_test=test.shape[0],
                 feature_dim=dim,
                 train_features={"path": str(train.path), **train.attrs},
                 test_features={"path": str(test.path), **test.attrs},
                 train_split=train.split(),
                 test_split=test.split(),
             )
-            block_cols = min(n_train, chunk_rows)
-            block_rows = max(1, min(n_test, _MAX_CHUNK_ELEMENTS // block_cols))
-            with h5_writer(out_path, out_attrs) as handle:
-                handle.create_dataset("lambdas", data=grid)
-                handle.create_dataset("train_ids", data=train.ids())
-                handle.create_dataset("test_ids", data=test.ids())
-                scores = handle.create_dataset(
-                    "scores",
-                    shape=(grid.size, n_test, n_train),
-                    dtype=np.float32,
-                    chunks=(1, block_rows, block_cols),
-                )
-                total = 2 * len(list(train.chunks(chunk_rows)))
-                update, close = progress_bar(progress, total, "scores", unit="chunk")
-                done = iter(range(1, total + 1))
-
-                def tick() -> None:
-                    update(next(done))
-
-                stream = _stream_primal if chosen == "primal" else _stream_dual
-                stream(train, test, grid, scores, chunk_rows, normalize, tick)
-                close()
+            yield train, test, out_attrs
         finally:
             test.close()
     finally:
         train.close()
-    return Path(out_path)
 
 
-def _no_progress() -> None:
-    """Default progress tick of the streaming passes: nothing."""
+RightBlocks = Iterator[tuple[int, int, np.ndarray, np.ndarray]]
 
 
-def _stream_primal(
+def stream_factors(
     train: _FeatureFile,
     test: _FeatureFile,
-    grid: np.ndarray,
-    scores: h5py.Dataset,
     chunk_rows: int,
-    normalize: str = "none",
-    tick: Callable[[], None] = _no_progress,
-) -> None:
+    form: str,
+    tick: Callable[[], None] = lambda: None,
+) -> tuple[np.ndarray, np.ndarray, RightBlocks]:
+    """The factors of :func:`factorize` from feature files: (s, left, blocks of right).
+
+    ``blocks`` yields (start, stop, right rows [start, stop) float64, ‖Φ_i‖ of those rows) in
+    training-row order; the caller ticks once per block. ``tick`` is called once per chunk of
+    the kernel pass.
+    """
+    stream = _primal_factors if form == "primal" else _dual_factors
+    return stream(train, test, chunk_rows, tick)
+
+
+def _primal_factors(
+    train: _FeatureFile, test: _FeatureFile, chunk_rows: int, tick: Callable[[], None]
+) -> tuple[np.ndarray, np.ndarray, RightBlocks]:
     dim = train.shape[1]
     kernel = np.zeros((dim, dim), dtype=np.float64)
     for start, stop in train.chunks(chunk_rows):
@@ -493,32 +558,21 @@ def _stream_primal(
         tick()
     eigenvalues, basis = _eigh(kernel)
     del kernel
-    weights = _inverse_spectrum(eigenvalues, grid)
     left = np.empty((test.shape[0], dim), dtype=np.float64)
     for start, stop in test.chunks(chunk_rows):
         left[start:stop] = test.rows(start, stop) @ basis
-    for start, stop in train.chunks(chunk_rows):
-        block = train.rows(start, stop)
-        right, row_norms = block @ basis, np.linalg.norm(block, axis=1)
-        right32 = _float32(right)
-        for index in range(grid.size):
-            norms = _column_norms(
-                normalize, "primal", right, weights[index], eigenvalues, row_norms
-            )
-            block_scores = _divide_columns(_weighted_product(left, weights[index], right32), norms)
-            scores[index, :, start:stop] = block_scores.astype(np.float32, copy=False)
-        tick()
+
+    def blocks() -> RightBlocks:
+        for start, stop in train.chunks(chunk_rows):
+            block = train.rows(start, stop)
+            yield start, stop, block @ basis, np.linalg.norm(block, axis=1)
+
+    return eigenvalues, left, blocks()
 
 
-def _stream_dual(
-    train: _FeatureFile,
-    test: _FeatureFile,
-    grid: np.ndarray,
-    scores: h5py.Dataset,
-    chunk_rows: int,
-    normalize: str = "none",
-    tick: Callable[[], None] = _no_progress,
-) -> None:
+def _dual_factors(
+    train: _FeatureFile, test: _FeatureFile, chunk_rows: int, tick: Callable[[], None]
+) -> tuple[np.ndarray, np.ndarray, RightBlocks]:
     n_train, n_test = train.shape[0], test.shape[0]
     psi = np.empty(test.shape, dtype=np.float64)
     for start, stop in test.chunks(chunk_rows):
@@ -539,17 +593,14 @@ def _stream_dual(
     all_row_norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     eigenvalues, basis = _eigh(gram)
     del gram
-    weights = _inverse_spectrum(eigenvalues, grid)
     left = cross @ basis
     del cross
-    for start, stop in train.chunks(chunk_rows):
-        right, row_norms = basis[start:stop], all_row_norms[start:stop]
-        right32 = _float32(right)
-        for index in range(grid.size):
-            norms = _column_norms(normalize, "dual", right, weights[index], eigenvalues, row_norms)
-            block_scores = _divide_columns(_weighted_product(left, weights[index], right32), norms)
-            scores[index, :, start:stop] = block_scores.astype(np.float32, copy=False)
-        tick()
+
+    def right_blocks() -> RightBlocks:
+        for start, stop in blocks:
+            yield start, stop, basis[start:stop], all_row_norms[start:stop]
+
+    return eigenvalues, left, right_blocks()
 
 
 # --------------------------------------------------------------------------- score files

@@ -27,10 +27,10 @@ from diffattr.methods.base import (
     positive_int,
     read_feature_pair,
     register,
-    write_score_grid,
 )
 from diffattr.methods.gradient import CHECK_KEYS
 from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.scoring import choose_form
 
 #: Settings every ensemble member must share (the model digest differs by design).
 SHARED_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "timesteps", "noise_seed")
@@ -63,9 +63,10 @@ class EnsembleTrak(Method):
         }
 
     def score(self, job: ScoreJob) -> None:
-        from diffattr.scoring import trak_scores
+        """A spectra file with one factorisation per member (the mean is taken when read)."""
+        from diffattr import spectral
 
-        total, first = None, None
+        members, first = [], None
         for train_path, test_path in zip(job.input("train"), job.input("test"), strict=True):
             train, test = read_feature_pair(train_path, test_path, CHECK_KEYS)
             if first is None:
@@ -74,17 +75,19 @@ class EnsembleTrak(Method):
                 _check_member(first[0], train)
                 if not np.array_equal(first[1].ids, test.ids):
                     raise FeatureMismatchError(f"{test_path}: query rows differ between members")
-            scores = trak_scores(train.features, test.features, job.lambdas).astype(np.float64)
-            total = scores if total is None else total + scores
-        members = len(job.input("train"))
-        write_score_grid(
-            job,
-            self,
-            total / members,
-            job.lambdas,
+            members.append(spectral.member_from_features(train.features, test.features))
+        form = choose_form(*first[0].features.shape)
+        spectral.write_spectra_members(
+            job.out_path,
+            members,
             first[0].ids,
             first[1].ids,
-            {"num_members": members, "member_features": job.input("train")},
+            {
+                **self.score_attrs(job),
+                "score_kind": self.kind,
+                "member_features": job.input("train"),
+            },
+            form=form,
         )
 
 

@@ -5,7 +5,8 @@
 * ``relative_if``: column i divided by ‖(Φ G_λ⁻¹)_i‖₂ (Relative IF);
 * ``renormalized_if``: column i divided by ‖Φ_i‖₂ (Renormalized IF).
 
-All three score the whole λ grid from one factorisation (:func:`diffattr.scoring.write_trak_scores`).
+All three store one factorisation (:func:`diffattr.spectral.write_spectra`), from which the LDS
+jobs evaluate the whole λ grid and the score files are written at the λ values that are used.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ class TrakKernel(Method):
         }
 
     def score(self, job: ScoreJob) -> None:
-        from diffattr import scoring
+        """Write the spectra file of ``job`` (it does not depend on the λ grid)."""
+        from diffattr import spectral
 
-        scoring.write_trak_scores(
+        spectral.write_spectra(
             job.one_input("train"),
             job.one_input("test"),
             job.out_path,
-            job.lambdas,
             self.score_attrs(job),
             job.chunk_rows,
             check_keys=self.check_keys,

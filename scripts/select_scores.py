@@ -1,0 +1,14 @@
+"""Snakemake adapter: the score file of a method with a ridge λ, at its held-out λ."""
+
+from diffattr.jobs import job_logging, select_scores_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    select_scores_job(
+        snakemake.input.spectra,
+        snakemake.input.heldout,
+        snakemake.output.scores,
+        p.split,
+        p.lambdas,
+        p.chunk_rows,
+    )

@@ -1,0 +1,190 @@
+"""The λ grid from one factorisation (diffattr.spectral) against a direct solve per λ (float64):
+subset predictions, LDS curves, the selected score files and the jobs that read them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffattr import lds, spectral, store
+from diffattr.counterfactual_jobs import choose_lambda_job, removal_job
+from diffattr.errors import ConfigError
+from diffattr.jobs import lds_job, score_grid_job, select_scores_job
+from diffattr.scoring import read_scores, write_trak_scores
+
+LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
+N_TEST, N_SUBSETS = 7, 16
+ATTRS = {
+    "proj_kind": "normal",
+    "proj_seed": 1,
+    "proj_dim": 0,
+    "output_fn": "loss",
+    "timesteps": [0, 500],
+    "noise_seed": 0,
+    "model_digest": "main",
+}
+
+
+def features(rows: int, dim: int, seed: int) -> np.ndarray:
+    """Float32-representable features (as stored), with a decaying spectrum."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((rows, dim)) * np.geomspace(3, 0.05, dim)
+    return matrix.astype(np.float32).astype(np.float64)
+
+
+def write_features(path, matrix, split) -> str:
+    ids = np.arange(len(matrix), dtype=np.int64) + (0 if split == "train" else 1000)
+    attrs = {**ATTRS, "proj_dim": matrix.shape[1], "split": split}
+    store.write_h5(path, {"features": matrix.astype(np.float32), "ids": ids}, attrs)
+    return str(path)
+
+
+def direct_scores(phi, psi, lam, normalize="none") -> np.ndarray:
+    """τ_λ = Ψ G⁻¹ Φᵀ by one float64 solve, columns normalised as in protocol §5."""
+    gram = phi.T @ phi + lam * np.eye(phi.shape[1])
+    solved = np.linalg.solve(gram, phi.T)  # G⁻¹ Φᵀ [Z, N]
+    tau = psi @ solved
+    if normalize == "relative":
+        tau = tau / np.linalg.norm(solved.T, axis=1)  # ‖(Φ G⁻¹)_i‖
+    elif normalize == "renormalized":
+        tau = tau / np.linalg.norm(phi, axis=1)
+    return tau
+
+
+def direct_curves(taus, masks, measured, sign=-1) -> np.ndarray:
+    """Per-query LDS [L, n] from the full score matrices, one λ at a time."""
+    return np.stack([lds.lds_per_sample(tau, masks, measured, sign) for tau in taus])
+
+
+def truth(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    masks = rng.random((N_SUBSETS, n_train)) < 0.5
+    measured = masks @ rng.standard_normal((n_train, N_TEST)) + rng.standard_normal(
+        (N_SUBSETS, N_TEST)
+    )
+    return masks, measured
+
+
+@pytest.mark.parametrize(("n_train", "dim", "form"), [(40, 12, "primal"), (10, 25, "dual")])
+@pytest.mark.parametrize("normalize", ["none", "relative", "renormalized"])
+def test_grid_predictions_and_lds_equal_the_direct_solve(tmp_path, n_train, dim, form, normalize):
+    phi, psi = features(n_train, dim, 1), features(N_TEST, dim, 2)
+    train = write_features(tmp_path / "train.h5", phi, "train")
+    test = write_features(tmp_path / "val.h5", psi, "val")
+    out = tmp_path / "spectra.h5"
+    spectral.write_spectra(
+        train, test, out, {"lds_sign": -1}, chunk_rows=6, form="auto", normalize=normalize
+    )
+    assert store.read_attrs(out)["form"] == form
+    masks, measured = truth(n_train, 3)
+    taus = [direct_scores(phi, psi, lam, normalize) for lam in LAMBDAS]
+    with spectral.open_scores(out, LAMBDAS) as grid:
+        predictions = grid.predictions(masks)
+    expected = np.stack([-(masks @ tau.T) for tau in taus])
+    scale = np.abs(expected).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(predictions / scale, expected / scale, rtol=0, atol=1e-6)
+    ours = lds.lds_from_predictions(predictions, measured)
+    np.testing.assert_allclose(ours, direct_curves(taus, masks, measured), rtol=0, atol=1e-6)
+
+
+def test_ensemble_members_are_averaged(tmp_path):
+    members, expected = [], []
+    for seed in range(3):
+        phi, psi = features(20, 8, 10 + seed), features(N_TEST, 8, 20 + seed)
+        members.append(spectral.member_from_features(phi, psi))
+        expected.append([direct_scores(phi, psi, lam) for lam in LAMBDAS])
+    expected = np.mean(expected, axis=0)
+    out = tmp_path / "ensemble.h5"
+    spectral.write_spectra_members(
+        out, members, np.arange(20), np.arange(N_TEST), {"lds_sign": -1}, form="primal"
+    )
+    masks, measured = truth(20, 4)
+    with spectral.open_scores(out, LAMBDAS) as grid:
+        curves = lds.lds_from_predictions(grid.predictions(masks), measured)
+        spectral.write_selected_scores(grid, tmp_path / "scores.h5", [0, 3])
+    np.testing.assert_allclose(curves, direct_curves(expected, masks, measured), atol=1e-6)
+    stored = read_scores(tmp_path / "scores.h5")
+    assert stored.lambdas.tolist() == [LAMBDAS[0], LAMBDAS[3]]
+    for position, index in enumerate([0, 3]):
+        scale = np.abs(expected[index]).max()
+        np.testing.assert_allclose(stored.scores[position], expected[index], atol=2e-6 * scale)
+
+
+def test_a_spectra_file_needs_the_grid(tmp_path):
+    phi, psi = features(12, 5, 1), features(N_TEST, 5, 2)
+    member = spectral.member_from_features(phi, psi)
+    out = tmp_path / "s.h5"
+    spectral.write_spectra_members(out, [member], np.arange(12), np.arange(N_TEST), {}, form="p")
+    with pytest.raises(ConfigError, match="needs the λ grid"):
+        spectral.open_scores(out)
+    with pytest.raises(ConfigError, match=r"not at λ = 7.*write_all_lambdas"):
+        spectral.lambda_position([1.0, 30.0], 7.0, "scores.h5")
+
+
+def _pools(tmp_path, n_train, split, ids):
+    """Benchmark and held-out ground truth files with outputs linear in the masks."""
+    paths = {}
+    for pool, seed in (("lds", 5), ("heldout", 6)):
+        masks, measured = truth(n_train, seed)
+        paths[pool] = str(tmp_path / f"{pool}.h5")
+        store.write_h5(
+            paths[pool],
+            {
+                "masks": masks,
+                "train_ids": np.arange(n_train),
+                f"{split}/measured": measured,
+                f"{split}/measured_by_seed": measured[None],
+                f"{split}/ids": ids,
+            },
+            {"pool": pool},
+        )
+    return paths
+
+
+def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path):
+    """lds_job, the counterfactual λ and the removal from the spectra file and the selected
+    score file give what the full grid of score matrices gives."""
+    n_train, dim = 30, 9
+    phi, psi = features(n_train, dim, 7), features(N_TEST, dim, 8)
+    train = write_features(tmp_path / "train.h5", phi, "train")
+    test = write_features(tmp_path / "gen-features.h5", psi, "gen")
+    attrs = {"method": "trak", "kind": "trak", "K": 2, "lds_sign": -1}
+    spectra, full = str(tmp_path / "spectra.h5"), str(tmp_path / "full.h5")
+    spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
+    write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
+    pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
+    ours = lds_job(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"), "gen", 8, 0,
+                   lambdas=LAMBDAS)  # fmt: skip
+    reference = lds_job(full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"), "gen", 8, 0)
+    np.testing.assert_allclose(ours["lds_curve"], reference["lds_curve"], atol=1e-6)
+    np.testing.assert_allclose(ours["heldout_curve"], reference["heldout_curve"], atol=1e-6)
+    for name in ("heldout", "oracle"):
+        assert ours["choices"][name]["lambda_index"] == reference["choices"][name]["lambda_index"]
+        assert ours["choices"][name]["boot_std"] == pytest.approx(
+            reference["choices"][name]["boot_std"], abs=1e-6
+        )
+    choice = choose_lambda_job(spectra, pools["heldout"], str(tmp_path / "c.json"), "trak", 2,
+                               LAMBDAS)  # fmt: skip
+    assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
+    selected = str(tmp_path / "gen.h5")
+    assert (
+        select_scores_job(spectra, pools["heldout"], selected, "gen", LAMBDAS) == choice["lambda"]
+    )
+    stored = read_scores(selected)
+    assert stored.lambdas.tolist() == [choice["lambda"]]
+    assert stored.attrs["heldout_lambda"] == choice["lambda"]
+    assert stored.attrs["lambda_grid"] == LAMBDAS
+    store.write_h5(tmp_path / "dataset.h5", {"train/ids": np.arange(n_train)}, {})
+    for scores_path, name in ((selected, "ours.h5"), (full, "reference.h5")):
+        removal_job(str(tmp_path / "dataset.h5"), str(tmp_path / name), "trak", 1003, 5, 0.2, 0,
+                    scores_path=scores_path, lambda_path=str(tmp_path / "c.json"))  # fmt: skip
+    np.testing.assert_array_equal(
+        store.read_h5(tmp_path / "ours.h5", "removed"),
+        store.read_h5(tmp_path / "reference.h5", "removed"),
+    )
+    everything = str(tmp_path / "grid.h5")
+    score_grid_job(spectra, everything, LAMBDAS)
+    grid, reference_grid = read_scores(everything), read_scores(full)
+    assert grid.lambdas.tolist() == LAMBDAS
+    scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(grid.scores / scale, reference_grid.scores / scale, atol=1e-6)
