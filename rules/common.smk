@@ -143,8 +143,31 @@ def grid_path(method, K, query):
     return f"{RESULTS}/{folder}/{method}/K{K}/{query}.h5"
 
 
+def grid_train_features(method, K, query):
+    """Training feature files a ridge-λ method's spectra file is read with (the primal form
+    reads them again rather than storing ΦV); none for other methods."""
+    if method not in LAMBDA_METHODS:
+        return []
+    needs = method_needs(config, method, int(K), query)["train"]
+    return [METHOD_INPUT_PATHS[need.file].format(**need.fields) for need in needs]
+
+
+def grid_inputs(method, K, query):
+    return {
+        "scores": grid_path(method, K, query),
+        "train": grid_train_features(method, K, query),
+    }
+
+
 def method_grid(wildcards):
-    return grid_path(wildcards.method, wildcards.K, wildcards.query)
+    """Inputs of the jobs that evaluate one (method, K, split) on the λ grid."""
+    return grid_inputs(wildcards.method, wildcards.K, wildcards.query)
+
+
+def method_spectra(wildcards):
+    """Inputs of select_scores and score_grid: the spectra file and its training features."""
+    inputs = grid_inputs(wildcards.method, wildcards.K, wildcards.query)
+    return {"spectra": inputs["scores"], "train": inputs["train"]}
 
 
 def method_kind(wildcards):
@@ -213,6 +236,15 @@ def score_mem_mb(wildcards):
 
 def select_mem_mb(wildcards):
     return work.select_mem_mb(config, wildcards.query, 1)
+
+
+def lds_mem_mb(wildcards):
+    return work.lds_mem_mb(config, wildcards.query)
+
+
+# The λ-grid evaluations run on the submit host unless they need more than 4 GB (paper scale,
+# primal form: the [Z, Z] eigenvectors).
+LDS_LOCAL = max(work.lds_mem_mb(config, q) for q in ("val", "gen")) <= 4000
 
 
 def grid_mem_mb(wildcards):

@@ -40,7 +40,7 @@ rule select_counterfactual_targets:
 
 rule choose_counterfactual_lambda:
     input:
-        scores=cf_method_grid,
+        unpack(cf_method_grid),
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
         choice=f"{CF}/lambda/{{cf_method}}.json",
@@ -48,12 +48,12 @@ rule choose_counterfactual_lambda:
         f"{LOGS}/counterfactual/lambda/{{cf_method}}.log",
     wildcard_constraints:
         cf_method="|".join(re.escape(name) for name in CF_SCORED) or "^$",
-    localrule: True
+    localrule: LDS_LOCAL
     conda:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=attempt_scaled(4000),
+        mem_mb=attempt_scaled(lambda wildcards: work.lds_mem_mb(config, "gen")),
         runtime=30,
     params:
         method=wildcard_text("cf_method"),

@@ -31,19 +31,19 @@ rule collect_groundtruth:
 
 rule evaluate_lds:
     input:
-        scores=method_grid,
+        unpack(method_grid),
         groundtruth=f"{RESULTS}/groundtruth/lds.h5",
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
         lds=f"{RESULTS}/lds/{{method}}/K{{K}}/{{query}}.json",
     log:
         f"{LOGS}/evaluate_lds/{{method}}/K{{K}}/{{query}}.log",
-    localrule: True
+    localrule: LDS_LOCAL
     conda:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=attempt_scaled(4000),
+        mem_mb=attempt_scaled(lds_mem_mb),
         runtime=30,
     params:
         split=wildcard_text("query"),

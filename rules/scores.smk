@@ -75,7 +75,7 @@ rule factor_method:
 
 rule select_scores:
     input:
-        spectra=f"{RESULTS}/spectra/{{method}}/K{{K}}/{{query}}.h5",
+        unpack(method_spectra),
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
         scores=f"{RESULTS}/scores/{{method}}/K{{K}}/{{query}}.h5",
@@ -101,7 +101,7 @@ rule select_scores:
 
 rule score_grid:
     input:
-        spectra=f"{RESULTS}/spectra/{{method}}/K{{K}}/{{query}}.h5",
+        unpack(method_spectra),
     output:
         scores=f"{RESULTS}/score_grids/{{method}}/K{{K}}/{{query}}.h5",
     log:

@@ -12,4 +12,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.method,
         p.K,
         p.lambdas,
+        list(snakemake.input.get("train", [])),
     )

@@ -13,4 +13,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.bootstrap_resamples,
         p.bootstrap_seed,
         lambdas=p.lambdas,
+        train_paths=list(snakemake.input.get("train", [])),
     )

@@ -11,4 +11,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.split,
         p.lambdas,
         p.chunk_rows,
+        list(snakemake.input.get("train", [])),
     )

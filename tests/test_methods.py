@@ -76,7 +76,8 @@ def run(
     if not get_method(kind).uses_lambdas:
         return read_scores(out)
     scores = tmp_path / f"{kind}-scores.h5"
-    with spectral.open_scores(out, LAMBDAS) as grid:
+    train = inputs["train"]
+    with spectral.open_scores(out, LAMBDAS, [train] if isinstance(train, str) else train) as grid:
         spectral.write_selected_scores(grid, scores, range(len(LAMBDAS)))
     return read_scores(scores)
 

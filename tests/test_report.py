@@ -124,7 +124,8 @@ def test_attribution_grid_refuses_misaligned_scores(scored_dataset, tmp_path):
     bad = tmp_path / "bad.h5"
     store.write_h5(
         bad,
-        {"scores": scores, "lambdas": np.ones(4), "train_ids": np.arange(scores.shape[2]) + 10**6,
+        {"scores": scores, "lambdas": [0.1, 1.0, 10.0, 100.0],
+         "train_ids": np.arange(scores.shape[2]) + 10**6,
          "test_ids": np.arange(scores.shape[1])},
         {},
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 
 from diffattr import lds, spectral, store
 from diffattr.counterfactual_jobs import choose_lambda_job, removal_job
-from diffattr.errors import ConfigError
+from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.jobs import lds_job, score_grid_job, select_scores_job
 from diffattr.scoring import read_scores, write_trak_scores
 
@@ -67,7 +67,10 @@ def truth(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(("n_train", "dim", "form"), [(40, 12, "primal"), (10, 25, "dual")])
 @pytest.mark.parametrize("normalize", ["none", "relative", "renormalized"])
-def test_grid_predictions_and_lds_equal_the_direct_solve(tmp_path, n_train, dim, form, normalize):
+def test_grid_predictions_and_lds_equal_the_direct_solve(
+    tmp_path, monkeypatch, n_train, dim, form, normalize
+):
+    monkeypatch.setattr(spectral, "ROW_BLOCK", 7)  # several blocks of training rows
     phi, psi = features(n_train, dim, 1), features(N_TEST, dim, 2)
     train = write_features(tmp_path / "train.h5", phi, "train")
     test = write_features(tmp_path / "val.h5", psi, "val")
@@ -78,7 +81,7 @@ def test_grid_predictions_and_lds_equal_the_direct_solve(tmp_path, n_train, dim,
     assert store.read_attrs(out)["form"] == form
     masks, measured = truth(n_train, 3)
     taus = [direct_scores(phi, psi, lam, normalize) for lam in LAMBDAS]
-    with spectral.open_scores(out, LAMBDAS) as grid:
+    with spectral.open_scores(out, LAMBDAS, [train]) as grid:
         predictions = grid.predictions(masks)
     expected = np.stack([-(masks @ tau.T) for tau in taus])
     scale = np.abs(expected).max(axis=(1, 2), keepdims=True)
@@ -87,19 +90,23 @@ def test_grid_predictions_and_lds_equal_the_direct_solve(tmp_path, n_train, dim,
     np.testing.assert_allclose(ours, direct_curves(taus, masks, measured), rtol=0, atol=1e-6)
 
 
-def test_ensemble_members_are_averaged(tmp_path):
-    members, expected = [], []
+@pytest.mark.parametrize(("n_train", "dim"), [(20, 8), (6, 8)])
+def test_ensemble_members_are_averaged(tmp_path, n_train, dim):
+    members, expected, trains = [], [], []
     for seed in range(3):
-        phi, psi = features(20, 8, 10 + seed), features(N_TEST, 8, 20 + seed)
-        members.append(spectral.member_from_features(phi, psi))
+        phi, psi = features(n_train, dim, 10 + seed), features(N_TEST, dim, 20 + seed)
+        trains.append(write_features(tmp_path / f"train{seed}.h5", phi, "train"))
+        members.append(
+            spectral.member_from_features(phi, psi, train_attrs=store.read_attrs(trains[-1]))
+        )
         expected.append([direct_scores(phi, psi, lam) for lam in LAMBDAS])
     expected = np.mean(expected, axis=0)
     out = tmp_path / "ensemble.h5"
     spectral.write_spectra_members(
-        out, members, np.arange(20), np.arange(N_TEST), {"lds_sign": -1}, form="primal"
+        out, members, np.arange(n_train), np.arange(N_TEST), {"lds_sign": -1}
     )
-    masks, measured = truth(20, 4)
-    with spectral.open_scores(out, LAMBDAS) as grid:
+    masks, measured = truth(n_train, 4)
+    with spectral.open_scores(out, LAMBDAS, trains) as grid:
         curves = lds.lds_from_predictions(grid.predictions(masks), measured)
         spectral.write_selected_scores(grid, tmp_path / "scores.h5", [0, 3])
     np.testing.assert_allclose(curves, direct_curves(expected, masks, measured), atol=1e-6)
@@ -108,16 +115,22 @@ def test_ensemble_members_are_averaged(tmp_path):
     for position, index in enumerate([0, 3]):
         scale = np.abs(expected[index]).max()
         np.testing.assert_allclose(stored.scores[position], expected[index], atol=2e-6 * scale)
+    if n_train > dim:  # primal: the training features are read again, and checked
+        with pytest.raises(FeatureMismatchError, match="not the training feature file"):
+            with spectral.open_scores(out, LAMBDAS, trains[::-1]) as grid:
+                grid.predictions(masks)
+        with pytest.raises(ConfigError, match="needs the training features"):
+            spectral.open_scores(out, LAMBDAS)
 
 
 def test_a_spectra_file_needs_the_grid(tmp_path):
-    phi, psi = features(12, 5, 1), features(N_TEST, 5, 2)
+    phi, psi = features(4, 5, 1), features(N_TEST, 5, 2)
     member = spectral.member_from_features(phi, psi)
     out = tmp_path / "s.h5"
-    spectral.write_spectra_members(out, [member], np.arange(12), np.arange(N_TEST), {}, form="p")
+    spectral.write_spectra_members(out, [member], np.arange(4), np.arange(N_TEST), {})
     with pytest.raises(ConfigError, match="needs the λ grid"):
         spectral.open_scores(out)
-    with pytest.raises(ConfigError, match=r"not at λ = 7.*write_all_lambdas"):
+    with pytest.raises(ConfigError, match=r"not at λ = 7.0.*write_all_lambdas"):
         spectral.lambda_position([1.0, 30.0], 7.0, "scores.h5")
 
 
@@ -141,9 +154,10 @@ def _pools(tmp_path, n_train, split, ids):
     return paths
 
 
-def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path):
+def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     """lds_job, the counterfactual λ and the removal from the spectra file and the selected
     score file give what the full grid of score matrices gives."""
+    monkeypatch.setattr(spectral, "ROW_BLOCK", 8)
     n_train, dim = 30, 9
     phi, psi = features(n_train, dim, 7), features(N_TEST, dim, 8)
     train = write_features(tmp_path / "train.h5", phi, "train")
@@ -154,7 +168,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path):
     write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
     ours = lds_job(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"), "gen", 8, 0,
-                   lambdas=LAMBDAS)  # fmt: skip
+                   lambdas=LAMBDAS, train_paths=[train])  # fmt: skip
     reference = lds_job(full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"), "gen", 8, 0)
     np.testing.assert_allclose(ours["lds_curve"], reference["lds_curve"], atol=1e-6)
     np.testing.assert_allclose(ours["heldout_curve"], reference["heldout_curve"], atol=1e-6)
@@ -164,12 +178,11 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path):
             reference["choices"][name]["boot_std"], abs=1e-6
         )
     choice = choose_lambda_job(spectra, pools["heldout"], str(tmp_path / "c.json"), "trak", 2,
-                               LAMBDAS)  # fmt: skip
+                               LAMBDAS, [train])  # fmt: skip
     assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
     selected = str(tmp_path / "gen.h5")
-    assert (
-        select_scores_job(spectra, pools["heldout"], selected, "gen", LAMBDAS) == choice["lambda"]
-    )
+    chosen = select_scores_job(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
+    assert chosen == choice["lambda"]
     stored = read_scores(selected)
     assert stored.lambdas.tolist() == [choice["lambda"]]
     assert stored.attrs["heldout_lambda"] == choice["lambda"]
@@ -183,7 +196,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path):
         store.read_h5(tmp_path / "reference.h5", "removed"),
     )
     everything = str(tmp_path / "grid.h5")
-    score_grid_job(spectra, everything, LAMBDAS)
+    score_grid_job(spectra, everything, LAMBDAS, 8, [train])
     grid, reference_grid = read_scores(everything), read_scores(full)
     assert grid.lambdas.tolist() == LAMBDAS
     scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)

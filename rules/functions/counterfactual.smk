@@ -36,7 +36,7 @@ def cf_scores(method):
 def cf_method_grid(wildcards):
     """What the counterfactual λ is chosen from: the spectra file of a method with a ridge λ."""
     method = wildcards.cf_method
-    return grid_path(method, COUNTERFACTUAL["method_K"][method], "gen")
+    return grid_inputs(method, COUNTERFACTUAL["method_K"][method], "gen")
 
 
 def cf_method_lambdas(wildcards):

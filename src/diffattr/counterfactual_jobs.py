@@ -99,19 +99,20 @@ def choose_lambda_job(
     method: str,
     K: int,
     lambdas: Sequence[float] | None = None,
+    train_paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The λ with the best held-out LDS on the gen split: the same choice as ``lds_job``.
 
     It is recomputed here from the held-out pool alone (rather than read from the LDS record),
     so adding benchmark subsets does not retrain the counterfactual models. ``scores_path`` is
     the method's spectra file (evaluated on ``lambdas``) or, for a method without λ, its score
-    file.
+    file; ``train_paths`` are the training features a primal spectra file reads again.
     """
     from diffattr import spectral
     from diffattr.jobs import heldout_lambda_index
 
     truth = _heldout_gen_truth(heldout_path)
-    with spectral.open_scores(scores_path, lambdas) as score:
+    with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, truth, scores_path)
         grid, sign = score.lambdas, score.sign
     record = {

@@ -539,19 +539,21 @@ def lds_job(
     bootstrap_seed: int,
     sign: int | None = None,
     lambdas: Sequence[float] | None = None,
+    train_paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
     benchmark itself. Writes a JSON record with the full curves.
 
     ``scores_path`` is a spectra file (methods with a ridge λ, evaluated on ``lambdas`` without a
-    score matrix per λ: :mod:`diffattr.spectral`) or a score file. ``sign`` defaults to its
+    score matrix per λ: :mod:`diffattr.spectral`; a primal one reads ``train_paths``, the
+    members' training features, again) or a score file. ``sign`` defaults to its
     ``lds_sign`` attr (+1 for scores in loss units, such as empirical influence and datamodels;
     −1 otherwise)."""
     from diffattr import spectral
 
     bench = _load_groundtruth(groundtruth_path, split)
     held = _load_groundtruth(heldout_path, split)
-    with spectral.open_scores(scores_path, lambdas) as score:
+    with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         _check_alignment(score, bench, scores_path)
         _check_alignment(score, held, scores_path)
         factor = score.sign if sign is None else int(sign)
@@ -629,6 +631,7 @@ def select_scores_job(
     split: str,
     lambdas: Sequence[float],
     chunk_rows: int = 4096,
+    train_paths: Sequence[str] | None = None,
 ) -> float:
     """The score file of a method with a ridge λ at the λ that is used: the held-out choice of
     this split (the λ of the proponent figures and, on gen, of the counterfactual removals, the
@@ -636,7 +639,7 @@ def select_scores_job(
     from diffattr import spectral
 
     held = _load_groundtruth(heldout_path, split)
-    with spectral.open_scores(spectra_path, lambdas) as score:
+    with spectral.open_scores(spectra_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, held, spectra_path)
         value = float(score.lambdas[index])
         extra = {
@@ -651,12 +654,16 @@ def select_scores_job(
 
 
 def score_grid_job(
-    spectra_path: str, out_path: str, lambdas: Sequence[float], chunk_rows: int = 4096
+    spectra_path: str,
+    out_path: str,
+    lambdas: Sequence[float],
+    chunk_rows: int = 4096,
+    train_paths: Sequence[str] | None = None,
 ) -> None:
     """Score matrices at every λ of the grid (``scoring.write_all_lambdas``)."""
     from diffattr import spectral
 
-    with spectral.open_scores(spectra_path, lambdas) as score:
+    with spectral.open_scores(spectra_path, lambdas, train_paths) as score:
         spectral.write_selected_scores(score, out_path, range(len(score.lambdas)), None, chunk_rows)
     status("scores at %d λ", len(lambdas))
 

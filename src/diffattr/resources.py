@@ -106,6 +106,23 @@ def select_mem_mb(config: Mapping[str, Any], split: str, written: int = 1) -> in
     return 2000 + math.ceil((factors + output) / MB)
 
 
+def lds_mem_mb(config: Mapping[str, Any], split: str) -> int:
+    """Evaluating the λ grid from a spectra file (diffattr.spectral): the query factor [n, r]
+    and, in the primal form (Z <= N), the eigenvectors [Z, Z] (float64), one block of training
+    rows and the masks of the larger pool; relative IF adds [L, S, r] masked factors."""
+    n_train, n_query = query_count(config, "train"), query_count(config, split)
+    dim = int(config["features"]["proj_dim"])
+    rank = min(n_train, dim)
+    subsets = max(int(config["subsets"][pool]["num_subsets"]) for pool in ("lds", "heldout"))
+    primal = dim <= n_train
+    basis = dim * dim * 8 if primal else 0
+    lambdas = len(config["scoring"]["lambdas"])
+    block = 4096 * (2 * dim if primal else rank) * 8
+    matrices = basis + 2 * n_query * rank * 8 + block
+    matrices += subsets * n_train * 8 + lambdas * subsets * (rank + n_query) * 8
+    return 2000 + math.ceil(matrices / MB)
+
+
 def merge_mem_mb(config: Mapping[str, Any]) -> int:
     """The merged train feature matrix (float32), held once while it is written."""
     size = query_count(config, "train") * int(config["features"]["proj_dim"]) * 4

@@ -1,33 +1,35 @@
 """The λ grid without a score matrix per λ: one factorisation, subset predictions for every λ.
 
-The LDS needs only the subset predictions M·τ_λᵀ (masks M [S, N]), not τ_λ [n, N] itself. With
-the factors of :func:`diffattr.scoring.factorize`, τ_λ = L diag(1/(s+λ)) Rᵀ (primal: L = ΨV,
-R = ΦV; dual: L = ΨΦᵀU, R = U), so
+The LDS needs only the subset predictions M·τ_λᵀ (masks M [S, N]), not τ_λ [n, N] itself.
 
-    M·τ_λᵀ = (M R) diag(1/(s+λ)) Lᵀ           [S, n]
+* **primal** (Z <= N): ΦᵀΦ = V diag(s) Vᵀ, τ_λ = (ΨV) diag(1/(s+λ)) (ΦV)ᵀ and
+  M·τ_λᵀ = ((MΦ) V) diag(1/(s+λ)) (ΨV)ᵀ: MΦ is one pass over the training features
+  (S × N × Z), then S × Z × Z once and S × Z × n per λ. ΦV [N, Z] is never formed for the LDS.
+* **dual** (N < Z): ΦΦᵀ = U diag(s) Uᵀ, τ_λ = (ΨΦᵀU) diag(1/(s+λ)) Uᵀ and
+  M·τ_λᵀ = (MU) diag(1/(s+λ)) (ΨΦᵀU)ᵀ.
 
-costs one [S, N] × [N, r] product for the whole grid and an S × r × n product per λ, instead of
-n × r × N per λ for the score matrix (at CIFAR-2: 64 × 5000 × 1000 against 1000 × 5000 × 5000).
-Column normalisations divide column i of τ_λ by c_i: ``renormalized`` (c_i = ‖Φ_i‖) scales the
-masks once, M diag(1/c); ``relative`` (c_i(λ) = ‖(Φ G_λ⁻¹)_i‖, see :mod:`diffattr.scoring`)
-depends on λ, so each λ costs one [S, N] × [N, r] product (still S/n of a score matrix).
-An ensemble (``ensemble_trak``) stores one factorisation per member; its τ_λ and its predictions
-are the means over the members.
+Either way a λ costs an S × r × n product instead of the n × r × N of a score matrix (at
+CIFAR-2: 64 × 5000 × 1000 against 1000 × 5000 × 5000). Column normalisations divide column i of
+τ_λ by c_i: ``renormalized`` (c_i = ‖Φ_i‖) scales the masks once, M diag(1/c); ``relative``
+(c_i(λ) = ‖(Φ G_λ⁻¹)_i‖, see :mod:`diffattr.scoring`) depends on λ, so it needs the rows of ΦV
+(primal: computed block by block, N × Z × Z) and one [S, N] × [N, r] product per λ. An ensemble
+(``ensemble_trak``) stores one factorisation per member; its τ_λ and its predictions are the
+means over the members.
 
 **Spectra file** (``spectra/{method}/K{K}/{split}.h5``, written by the scoring job of every
 method with a ridge λ; it does not depend on the λ grid):
 
-* ``members/{m}/eigenvalues`` float64 [r]; ``members/{m}/left`` float64 [n, r];
-  ``members/{m}/right`` float32 [N, r] (HDF5-chunked by row blocks); ``members/{m}/row_norms``
-  float64 [N] (‖Φ_i‖);
+* ``members/{m}/eigenvalues`` float64 [r], ``members/{m}/left`` float64 [n, r] (ΨV or ΨΦᵀU),
+  ``members/{m}/row_norms`` float64 [N] (‖Φ_i‖), and ``members/{m}/basis`` float64 [Z, Z] (V,
+  primal) or ``members/{m}/right`` float64 [N, N] (U, dual); the group's attr ``train_check``
+  holds the training features' provenance and shape, checked when they are read again;
 * ``train_ids`` int64 [N], ``test_ids`` int64 [n];
 * attrs: the method's provenance (``method``, ``kind``, ``K``, ``split``, ``params``,
   ``lds_sign``), the feature provenance of :func:`diffattr.scoring.write_trak_scores`,
   ``file_kind = "spectra"``, ``form``, ``normalize``, ``num_members`` and ``complete``.
 
-``right`` is float32 (it is the [N, Z] matrix at CIFAR-10, 6.5 GB in float32): predictions
-and scores computed from it carry its rounding, ≈ 1e-7 of their scale, as the float32 score
-files always did. Products with it are float64.
+The primal form reads the training features again (its ΦV would be N × Z); readers of a primal
+spectra file get the training feature file of each member (``train_paths``).
 
 :func:`open_scores` gives the same interface (:class:`GridScores`) for a spectra file and a
 plain score file (methods without λ), so ``lds_job``, the counterfactual λ choice and the
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,43 +53,72 @@ from diffattr.scoring import (
     _check_matrix,
     _check_normalize,
     _check_pair,
+    _eigh,
+    _FeatureFile,
     _inverse_spectrum,
     _progress_ticks,
     choose_form,
     create_score_dataset,
-    factorize,
     feature_pair,
     stream_factors,
     validate_lambdas,
 )
-from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5
+from diffattr.store import (
+    COMPLETE_ATTR,
+    FEATURE_CHECK_KEYS,
+    decode_attr,
+    encode_attr,
+    h5_writer,
+    open_h5,
+)
 
 FILE_KIND = "spectra"
-#: Training rows of ``right`` read (and written) at a time.
+#: Training rows read (and written) at a time.
 ROW_BLOCK = 4096
 
 
 @dataclass
 class Member:
-    """One factorisation: τ_λ = left diag(1/(s+λ)) rightᵀ, columns divided per normalisation."""
+    """One factorisation (see the module docstring): ``basis`` V for the primal form, ``right``
+    U for the dual form; ``train_check`` the provenance and shape of its training features."""
 
     eigenvalues: np.ndarray  # [r]
     left: np.ndarray  # [n, r]
-    right: np.ndarray  # [N, r]
     row_norms: np.ndarray  # [N]
+    basis: np.ndarray | None = None  # [Z, Z] (primal)
+    right: np.ndarray | None = None  # [N, N] (dual)
+    train_check: dict[str, Any] = field(default_factory=dict)
+
+
+def train_check(attrs: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
+    """What a reader checks of a member's training features: provenance keys and shape."""
+    return {
+        **{key: attrs[key] for key in FEATURE_CHECK_KEYS if key in attrs},
+        "shape": [int(v) for v in shape],
+    }
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def member_from_features(train: np.ndarray, test: np.ndarray, form: str = "auto") -> Member:
+def member_from_features(
+    train: np.ndarray,
+    test: np.ndarray,
+    form: str = "auto",
+    train_attrs: Mapping[str, Any] | None = None,
+) -> Member:
     """The factorisation of in-memory features Φ [N, Z], Ψ [n, Z] (float64)."""
     phi = _check_matrix(train, "train_features").astype(np.float64, copy=False)
     psi = _check_matrix(test, "test_features").astype(np.float64, copy=False)
     _check_pair(phi.shape, psi.shape)
     chosen = choose_form(phi.shape[0], phi.shape[1], form)
-    eigenvalues, left, right = factorize(phi, psi, chosen)
-    return Member(eigenvalues, left, right, np.linalg.norm(phi, axis=1))
+    check = train_check(train_attrs or {}, phi.shape)
+    norms = np.linalg.norm(phi, axis=1)
+    if chosen == "primal":
+        eigenvalues, basis = _eigh(phi.T @ phi)
+        return Member(eigenvalues, psi @ basis, norms, basis=basis, train_check=check)
+    eigenvalues, basis = _eigh(phi @ phi.T)
+    return Member(eigenvalues, (psi @ phi.T) @ basis, norms, right=basis, train_check=check)
 
 
 def write_spectra(
@@ -105,8 +136,9 @@ def write_spectra(
 ) -> Path:
     """Stream the factorisation of two feature files into a spectra file (one member).
 
-    Same checks, memory and passes over the training file as
-    :func:`diffattr.scoring.write_trak_scores`, without any per-λ work.
+    Same checks and memory as :func:`diffattr.scoring.write_trak_scores` without any per-λ
+    work; the primal form reads the training file once (the kernel), the dual form as that
+    function does.
     """
     with feature_pair(
         train_path, test_path, out_path, attrs, chunk_rows, check_keys, score_kind, form, normalize
@@ -116,22 +148,48 @@ def write_spectra(
         with h5_writer(out_path, out_attrs) as handle:
             handle.create_dataset("train_ids", data=train.ids())
             handle.create_dataset("test_ids", data=test.ids())
-            tick, close = _progress_ticks(progress, 2 * len(list(train.chunks(chunk_rows))))
-            eigenvalues, left, blocks = stream_factors(
-                train, test, chunk_rows, out_attrs["form"], tick
-            )
             group = handle.create_group("members/0")
-            group.create_dataset("eigenvalues", data=eigenvalues)
-            group.create_dataset("left", data=left)
-            right = _create_right(group, train.shape[0], left.shape[1])
-            norms = np.empty(train.shape[0], dtype=np.float64)
-            for start, stop, block, row_norms in blocks:
-                right[start:stop] = block.astype(np.float32)
-                norms[start:stop] = row_norms
-                tick()
-            group.create_dataset("row_norms", data=norms)
+            group.attrs["train_check"] = encode_attr(train_check(train.attrs, train.shape))
+            chunks = len(list(train.chunks(chunk_rows)))
+            if out_attrs["form"] == "primal":
+                tick, close = _progress_ticks(progress, chunks)
+                _write_primal(train, test, group, chunk_rows, tick)
+            else:
+                tick, close = _progress_ticks(progress, 2 * chunks)
+                eigenvalues, left, blocks = stream_factors(train, test, chunk_rows, "dual", tick)
+                group.create_dataset("eigenvalues", data=eigenvalues)
+                group.create_dataset("left", data=left)
+                right = _create_rows(group, "right", train.shape[0], left.shape[1])
+                norms = np.empty(train.shape[0], dtype=np.float64)
+                for start, stop, block, row_norms in blocks:
+                    right[start:stop] = block
+                    norms[start:stop] = row_norms
+                    tick()
+                group.create_dataset("row_norms", data=norms)
             close()
     return Path(out_path)
+
+
+def _write_primal(
+    train: _FeatureFile, test: _FeatureFile, group: h5py.Group, chunk_rows: int, tick: Any
+) -> None:
+    dim = train.shape[1]
+    kernel = np.zeros((dim, dim), dtype=np.float64)
+    norms = np.empty(train.shape[0], dtype=np.float64)
+    for start, stop in train.chunks(chunk_rows):
+        block = train.rows(start, stop)
+        kernel += block.T @ block
+        norms[start:stop] = np.linalg.norm(block, axis=1)
+        tick()
+    eigenvalues, basis = _eigh(kernel)
+    del kernel
+    left = np.empty((test.shape[0], dim), dtype=np.float64)
+    for start, stop in test.chunks(chunk_rows):
+        left[start:stop] = test.rows(start, stop) @ basis
+    group.create_dataset("eigenvalues", data=eigenvalues)
+    group.create_dataset("left", data=left)
+    group.create_dataset("basis", data=basis)
+    group.create_dataset("row_norms", data=norms)
 
 
 def write_spectra_members(
@@ -141,24 +199,26 @@ def write_spectra_members(
     test_ids: np.ndarray,
     attrs: Mapping[str, Any],
     *,
-    form: str,
     normalize: str = "none",
 ) -> Path:
     """Write factorisations computed in memory (e.g. an ensemble's members) as a spectra file."""
     _check_normalize(normalize)
     if not members:
         raise ConfigError("a spectra file needs at least one member factorisation")
+    forms = {"primal" if member.basis is not None else "dual" for member in members}
+    if len(forms) != 1:
+        raise FeatureMismatchError("the members of a spectra file must share one form")
     n_train, n_test = len(train_ids), len(test_ids)
     for index, member in enumerate(members):
-        if member.left.shape[0] != n_test or member.right.shape[0] != n_train:
+        if member.left.shape[0] != n_test or member.row_norms.shape != (n_train,):
             raise FeatureMismatchError(
-                f"member {index}: left {member.left.shape} / right {member.right.shape} do not "
-                f"match {n_test} queries and {n_train} training rows"
+                f"member {index}: left {member.left.shape} / row_norms {member.row_norms.shape} "
+                f"do not match {n_test} queries and {n_train} training rows"
             )
     out_attrs = {
         **attrs,
         "file_kind": FILE_KIND,
-        "form": form,
+        "form": forms.pop(),
         "normalize": normalize,
         "num_members": len(members),
         "n_train": n_train,
@@ -169,19 +229,21 @@ def write_spectra_members(
         handle.create_dataset("test_ids", data=np.asarray(test_ids, dtype=np.int64))
         for index, member in enumerate(members):
             group = handle.create_group(f"members/{index}")
+            group.attrs["train_check"] = encode_attr(member.train_check)
             group.create_dataset("eigenvalues", data=member.eigenvalues)
             group.create_dataset("left", data=member.left)
-            right = _create_right(group, n_train, member.right.shape[1])
-            right[...] = member.right.astype(np.float32)
             group.create_dataset("row_norms", data=member.row_norms)
+            if member.basis is not None:
+                group.create_dataset("basis", data=member.basis)
+            else:
+                rows = _create_rows(group, "right", n_train, member.right.shape[1])
+                rows[...] = member.right
     return Path(out_path)
 
 
-def _create_right(group: h5py.Group, n_train: int, rank: int) -> h5py.Dataset:
-    rows = max(1, min(n_train, ROW_BLOCK, (1 << 22) // max(rank, 1)))
-    return group.create_dataset(
-        "right", shape=(n_train, rank), dtype=np.float32, chunks=(rows, rank)
-    )
+def _create_rows(group: h5py.Group, name: str, n_rows: int, width: int) -> h5py.Dataset:
+    rows = max(1, min(n_rows, ROW_BLOCK, (1 << 21) // max(width, 1)))
+    return group.create_dataset(name, shape=(n_rows, width), dtype=np.float64, chunks=(rows, width))
 
 
 # --------------------------------------------------------------------------- reading
@@ -198,6 +260,7 @@ class GridScores:
     test_ids: np.ndarray
     attrs: dict[str, Any]
     path: Path
+    handle: h5py.File
 
     @property
     def sign(self) -> int:
@@ -269,11 +332,120 @@ class _ScoreFileGrid(GridScores):
             yield start, stop, np.asarray(block, dtype=np.float32)
 
 
+class _MemberReader:
+    """One member of a spectra file: its factors, and the rows of its right factor."""
+
+    def __init__(
+        self, grid: _SpectraGrid, group: h5py.Group, train_path: str | os.PathLike | None
+    ) -> None:
+        self.grid, self.group = grid, group
+        path = grid.path
+        needed = ["eigenvalues", "left", "row_norms", "basis" if grid.form == "primal" else "right"]
+        missing = [name for name in needed if name not in group]
+        if missing:
+            raise CorruptFileError(f"{path}: member {group.name} lacks {missing}")
+        rank = group["eigenvalues"].shape[0]
+        n_train, n_test = len(grid.train_ids), len(grid.test_ids)
+        expected = {"left": (n_test, rank), "row_norms": (n_train,)}
+        expected["basis" if grid.form == "primal" else "right"] = (
+            (rank, rank) if grid.form == "primal" else (n_train, rank)
+        )
+        for name, shape in expected.items():
+            if group[name].shape != shape:
+                raise CorruptFileError(
+                    f"{path}: {group.name}/{name} has shape {group[name].shape}, expected "
+                    f"{shape} for {n_test} queries, {n_train} training rows and rank {rank}"
+                )
+        eigenvalues = _read(path, lambda: group["eigenvalues"][()]).astype(np.float64)
+        self.spectrum = np.clip(eigenvalues, 0.0, None)
+        self.weights = _inverse_spectrum(eigenvalues, grid.lambdas)  # [L, r]
+        self.left = _read(path, lambda: group["left"][()]).astype(np.float64)
+        self.row_norms = _read(path, lambda: group["row_norms"][()]).astype(np.float64)
+        self.train: _FeatureFile | None = None
+        self.basis: np.ndarray | None = None
+        if grid.form == "primal":
+            if train_path is None:
+                raise ConfigError(
+                    f"{path} is a primal spectra file: reading it needs the training features "
+                    f"of member {group.name} (train_paths)"
+                )
+            self.basis = _read(path, lambda: group["basis"][()]).astype(np.float64)
+            self.train = _FeatureFile(train_path, "train")
+            self._check_train(decode_attr(group.attrs.get("train_check", "json:{}")))
+
+    def _check_train(self, expected: Mapping[str, Any]) -> None:
+        assert self.train is not None
+        found = train_check(self.train.attrs, self.train.shape)
+        differing = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+        ids_differ = not np.array_equal(self.train.ids(), self.grid.train_ids)
+        if differing or ids_differ:
+            what = ", ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in differing)
+            raise FeatureMismatchError(
+                f"{self.train.path} is not the training feature file {self.grid.path} was "
+                f"factorised from ({what or 'row ids differ'})"
+            )
+
+    def close(self) -> None:
+        if self.train is not None:
+            self.train.close()
+
+    def _train_rows(self, start: int, stop: int) -> np.ndarray:
+        """Training feature rows [start, stop), checked against the stored row norms."""
+        assert self.train is not None
+        rows = self.train.rows(start, stop)
+        norms = np.linalg.norm(rows, axis=1)
+        if not np.allclose(norms, self.row_norms[start:stop], rtol=1e-6, atol=0.0):
+            raise FeatureMismatchError(
+                f"{self.train.path} is not the training feature file {self.grid.path} was "
+                f"factorised from (the norms of rows {start}:{stop} differ)"
+            )
+        return rows
+
+    def right_blocks(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(start, stop, rows of ΦV or U, ‖Φ_i‖ of those rows), in training-row order."""
+        n_train = len(self.grid.train_ids)
+        for start in range(0, n_train, ROW_BLOCK):
+            stop = min(start + ROW_BLOCK, n_train)
+            norms = self.row_norms[start:stop]
+            if self.train is not None:
+                yield start, stop, self._train_rows(start, stop) @ self.basis, norms
+            else:
+                rows = _read(self.grid.path, lambda s=start, e=stop: self.group["right"][s:e])
+                yield start, stop, np.asarray(rows, dtype=np.float64), norms
+
+    def masked_right(self, masks: np.ndarray) -> np.ndarray:
+        """M R [S, r] (R = ΦV or U), masks already divided by fixed column norms if any."""
+        if self.train is None:
+            total = np.zeros((masks.shape[0], self.left.shape[1]))
+            for start, stop, rows, _ in self.right_blocks():
+                total += masks[:, start:stop] @ rows
+            return total
+        masked_features = np.zeros((masks.shape[0], self.train.shape[1]))
+        for start, stop in self.train.chunks(ROW_BLOCK):
+            masked_features += masks[:, start:stop] @ self._train_rows(start, stop)
+        return masked_features @ self.basis
+
+    def column_norms(self, right: np.ndarray, norms: np.ndarray, rows: Any) -> np.ndarray | None:
+        """Divisors [L', rows] of the columns of τ for the λ of ``rows`` (an index), or None."""
+        normalize, weights = self.grid.normalize, self.weights[rows]
+        if normalize == "none":
+            return None
+        if normalize == "renormalized":
+            return np.broadcast_to(norms, (weights.shape[0], norms.size))
+        scale = weights**2 if self.grid.form == "primal" else self.spectrum[None, :] * weights**2
+        return np.sqrt(np.clip(scale @ (right**2).T, 0.0, None))
+
+
 class _SpectraGrid(GridScores):
     """A spectra file: predictions and score rows from the factorisation(s)."""
 
     def __init__(
-        self, path: Path, handle: h5py.File, attrs: dict[str, Any], lambdas: np.ndarray
+        self,
+        path: Path,
+        handle: h5py.File,
+        attrs: dict[str, Any],
+        lambdas: np.ndarray,
+        train_paths: Sequence[str | os.PathLike] | None,
     ) -> None:
         self.path, self.handle, self.attrs = path, handle, attrs
         self.lambdas = lambdas
@@ -285,93 +457,59 @@ class _SpectraGrid(GridScores):
         self.train_ids = handle["train_ids"][()].astype(np.int64)
         self.test_ids = handle["test_ids"][()].astype(np.int64)
         self.form = str(attrs.get("form"))
+        if self.form not in ("primal", "dual"):
+            raise CorruptFileError(f"{path}: form {self.form!r} is neither primal nor dual")
         self.normalize = _check_normalize(str(attrs.get("normalize", "none")))
-        self.members = [handle["members"][key] for key in sorted(handle["members"], key=int)]
-        for group in self.members:
-            self._check_member(group)
+        groups = [handle["members"][key] for key in sorted(handle["members"], key=int)]
+        paths = list(train_paths) if train_paths else [None] * len(groups)
+        if len(paths) != len(groups):
+            raise ConfigError(
+                f"{path} has {len(groups)} member(s) but {len(paths)} training feature file(s) "
+                "were given"
+            )
+        self.members: list[_MemberReader] = []
+        for group, train_path in zip(groups, paths, strict=True):
+            self.members.append(_MemberReader(self, group, train_path))
 
-    def _check_member(self, group: h5py.Group) -> None:
-        missing = [n for n in ("eigenvalues", "left", "right", "row_norms") if n not in group]
-        if missing:
-            raise CorruptFileError(f"{self.path}: member {group.name} lacks {missing}")
-        rank = group["eigenvalues"].shape[0]
-        expected = {
-            "left": (len(self.test_ids), rank),
-            "right": (len(self.train_ids), rank),
-            "row_norms": (len(self.train_ids),),
-        }
-        for name, shape in expected.items():
-            if group[name].shape != shape:
-                raise CorruptFileError(
-                    f"{self.path}: {group.name}/{name} has shape {group[name].shape}, expected "
-                    f"{shape} for {len(self.test_ids)} queries, {len(self.train_ids)} training "
-                    f"rows and rank {rank}"
-                )
-
-    def _factors(self, group: h5py.Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(clipped eigenvalues, left, weights [L, r] = 1/(s+λ))."""
-        eigenvalues = _read(self.path, lambda: group["eigenvalues"][()]).astype(np.float64)
-        left = _read(self.path, lambda: group["left"][()]).astype(np.float64)
-        return np.clip(eigenvalues, 0.0, None), left, _inverse_spectrum(eigenvalues, self.lambdas)
-
-    def _right_blocks(self, group: h5py.Group) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        n_train = len(self.train_ids)
-        for start in range(0, n_train, ROW_BLOCK):
-            stop = min(start + ROW_BLOCK, n_train)
-            right = _read(self.path, lambda s=start, e=stop: group["right"][s:e])
-            norms = _read(self.path, lambda s=start, e=stop: group["row_norms"][s:e])
-            yield start, stop, np.asarray(right, dtype=np.float64), np.asarray(norms, np.float64)
-
-    def _column_norms(
-        self, right: np.ndarray, row_norms: np.ndarray, spectrum: np.ndarray, weights: np.ndarray
-    ) -> np.ndarray | None:
-        """Divisors [L, rows] of the columns of τ for every λ of ``weights`` [L, r], or None."""
-        if self.normalize == "none":
-            return None
-        if self.normalize == "renormalized":
-            return np.broadcast_to(row_norms, (weights.shape[0], row_norms.size))
-        scale = weights**2 if self.form == "primal" else spectrum[None, :] * weights**2
-        return np.sqrt(np.clip(scale @ (right**2).T, 0.0, None))
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+        super().close()
 
     def predictions(self, masks: np.ndarray) -> np.ndarray:
         mask_matrix = self._masks(masks)
-        total = np.zeros((len(self.lambdas), mask_matrix.shape[0], len(self.test_ids)))
-        for group in self.members:
-            spectrum, left, weights = self._factors(group)
-            if self.normalize == "relative":
-                # c_i depends on λ: one masked product per λ
-                masked = np.zeros((len(self.lambdas), mask_matrix.shape[0], left.shape[1]))
-                for start, stop, right, row_norms in self._right_blocks(group):
-                    divisors = self._column_norms(right, row_norms, spectrum, weights)
-                    for index in range(len(self.lambdas)):
-                        scaled = _divide(mask_matrix[:, start:stop], divisors[index])
-                        masked[index] += scaled @ right
-                for index in range(len(self.lambdas)):
-                    total[index] += (masked[index] * weights[index]) @ left.T
+        n_lambdas = len(self.lambdas)
+        total = np.zeros((n_lambdas, mask_matrix.shape[0], len(self.test_ids)))
+        for member in self.members:
+            if self.normalize == "relative":  # c_i depends on λ: one masked product per λ
+                masked = np.zeros((n_lambdas, mask_matrix.shape[0], member.left.shape[1]))
+                for start, stop, right, norms in member.right_blocks():
+                    divisors = member.column_norms(right, norms, slice(None))
+                    for index in range(n_lambdas):
+                        masked[index] += (
+                            _divide(mask_matrix[:, start:stop], divisors[index]) @ right
+                        )
+                for index in range(n_lambdas):
+                    total[index] += (masked[index] * member.weights[index]) @ member.left.T
                 continue
-            masked = np.zeros((mask_matrix.shape[0], left.shape[1]))
-            for start, stop, right, row_norms in self._right_blocks(group):
-                block = mask_matrix[:, start:stop]
-                if self.normalize == "renormalized":
-                    block = _divide(block, row_norms)
-                masked += block @ right
-            for index in range(len(self.lambdas)):
-                total[index] += (masked * weights[index]) @ left.T
+            scaled = mask_matrix
+            if self.normalize == "renormalized":
+                scaled = _divide(mask_matrix, member.row_norms)
+            masked = member.masked_right(scaled)
+            for index in range(n_lambdas):
+                total[index] += (masked * member.weights[index]) @ member.left.T
         return self.sign * total / len(self.members)
 
     def score_blocks(self, indices: Sequence[int]) -> Iterator[tuple[int, int, np.ndarray]]:
         chosen = list(indices)
-        factors = [self._factors(group) for group in self.members]
-        blocks = [self._right_blocks(group) for group in self.members]
+        blocks = [member.right_blocks() for member in self.members]
         for parts in zip(*blocks, strict=True):
             start, stop = parts[0][0], parts[0][1]
             total = np.zeros((len(chosen), len(self.test_ids), stop - start))
-            for (spectrum, left, weights), (_, _, right, row_norms) in zip(
-                factors, parts, strict=True
-            ):
-                divisors = self._column_norms(right, row_norms, spectrum, weights[chosen])
+            for member, (_, _, right, norms) in zip(self.members, parts, strict=True):
+                divisors = member.column_norms(right, norms, chosen)
                 for position, index in enumerate(chosen):
-                    block = (left * weights[index]) @ right.T
+                    block = (member.left * member.weights[index]) @ right.T
                     if divisors is not None:
                         block = _divide(block, divisors[position])
                     total[position] += block
@@ -394,15 +532,13 @@ def _read(path: Path, reader: Any) -> np.ndarray:
         ) from error
 
 
-def is_spectra(path: str | os.PathLike) -> bool:
-    with open_h5(path) as handle:
-        return decode_attr(handle.attrs.get("file_kind")) == FILE_KIND
-
-
 def open_scores(
-    path: str | os.PathLike, lambdas: Sequence[float] | np.ndarray | None = None
+    path: str | os.PathLike,
+    lambdas: Sequence[float] | np.ndarray | None = None,
+    train_paths: Sequence[str | os.PathLike] | None = None,
 ) -> GridScores:
-    """A spectra file (evaluated on ``lambdas``, required) or a score file (its own λ)."""
+    """A spectra file (evaluated on ``lambdas``, required; a primal one also needs the training
+    feature file of each member, ``train_paths``) or a score file (its own λ)."""
     path = Path(path)
     handle = open_h5(path)
     try:
@@ -413,7 +549,7 @@ def open_scores(
                     f"{path} is a spectra file (a method with a ridge λ): it needs the λ grid "
                     "(scoring.lambdas) to be evaluated"
                 )
-            return _SpectraGrid(path, handle, attrs, validate_lambdas(lambdas))
+            return _SpectraGrid(path, handle, attrs, validate_lambdas(lambdas), train_paths)
         return _ScoreFileGrid(path, handle, attrs)
     except BaseException:
         handle.close()
@@ -466,7 +602,8 @@ def lambda_position(lambdas: Sequence[float] | np.ndarray, value: float, where: 
     matches = np.flatnonzero(np.isclose(grid, float(value), rtol=1e-12, atol=0.0))
     if matches.size == 0:
         raise ConfigError(
-            f"{where}: holds scores at λ {grid.tolist()}, not at λ = {value}. Score files keep "
-            "only the λ values that are used; set scoring.write_all_lambdas: true to keep all"
+            f"{where}: holds scores at λ {grid.tolist()}, not at λ = {value}. The score file "
+            "of a method with a ridge λ holds only its held-out λ; score_grids/ (with "
+            "scoring.write_all_lambdas: true) holds every λ"
         )
     return int(matches[0])

@@ -30,7 +30,6 @@ from diffattr.methods.base import (
 )
 from diffattr.methods.gradient import CHECK_KEYS
 from diffattr.methods.trak import OUTPUT_FN_PARAM
-from diffattr.scoring import choose_form
 
 #: Settings every ensemble member must share (the model digest differs by design).
 SHARED_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "timesteps", "noise_seed")
@@ -75,8 +74,11 @@ class EnsembleTrak(Method):
                 _check_member(first[0], train)
                 if not np.array_equal(first[1].ids, test.ids):
                     raise FeatureMismatchError(f"{test_path}: query rows differ between members")
-            members.append(spectral.member_from_features(train.features, test.features))
-        form = choose_form(*first[0].features.shape)
+            members.append(
+                spectral.member_from_features(
+                    train.features, test.features, train_attrs=train.attrs
+                )
+            )
         spectral.write_spectra_members(
             job.out_path,
             members,
@@ -87,7 +89,6 @@ class EnsembleTrak(Method):
                 "score_kind": self.kind,
                 "member_features": job.input("train"),
             },
-            form=form,
         )
 
 
