@@ -357,6 +357,42 @@ def test_base_model_resolution(base, tmp_path, monkeypatch):
     assert check_base_model({"model": {"kind": "unet", "unet": {}}}) is None
 
 
+def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, trained, tmp_path):
+    """The SD-LoRA counterfactual regenerates a target conditionally: with the original model
+    it reproduces the stored sample bit for bit, and the recorded prompt and guidance scale
+    (not an unconditional pass) decide the image."""
+    from diffattr.counterfactual_jobs import regenerate_job
+
+    dataset = tmp_path / "dataset.h5"
+    _write_captioned_dataset(dataset)
+    samples = tmp_path / "gen.h5"
+    jobs.generate_job(str(trained), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
+                      "cpu", dataset_path=str(dataset), guidance_scale=3.0)  # fmt: skip
+    with h5py.File(samples) as handle:
+        images, prompts = handle["images"][()], [p.decode() for p in handle["prompts"][()]]
+    assert prompts[1] != prompts[2]
+
+    def regenerate(path: Path, target: int) -> np.ndarray:
+        out = tmp_path / f"{path.stem}-{target}.h5"
+        image = regenerate_job(str(trained), str(path), str(out), "trak", target, 8, "cpu")
+        with h5py.File(out) as handle:
+            assert handle.attrs["prompt"] == prompts[target] or path != samples
+        return image
+
+    for target in (1, 2):
+        np.testing.assert_array_equal(regenerate(samples, target), images[target])
+    variants = {"prompts": tmp_path / "swapped.h5", "guidance": tmp_path / "guidance.h5"}
+    for kind, path in variants.items():
+        shutil.copy(samples, path)
+        with h5py.File(path, "r+") as handle:
+            if kind == "prompts":
+                del handle["prompts"]
+                handle.create_dataset("prompts", data=prompts[::-1], dtype=h5py.string_dtype())
+            else:
+                handle.attrs["guidance_scale"] = 1.0
+        assert not np.allclose(regenerate(path, 1), images[1]), kind
+
+
 # --------------------------------------------------------------------------- the workflow
 
 

@@ -57,7 +57,9 @@ def test_cifar2_slurm_dry_run_requests_one_gpu_per_subset_training(tmp_path):
     result = snakemake(tmp_path, configfile, "--profile", "slurm", "-n")
     jobs = [block for block in result.stdout.split("\n\n") if "rule train_subset:" in block]
     lds = [block for block in jobs if "pool=lds" in block]
-    assert len(lds) == 64 * 3 and len(jobs) == 64 * 3 + 32
+    assert len(lds) == 64 * 3 and len(jobs) == 64 * 3 + 32 + 512  # + held-out, retrain pools
+    blocks = result.stdout.split("\n\n")
+    assert sum("rule train_counterfactual:" in block for block in blocks) == 60 * 3
     with open(configfile) as handle:
         config = validate_config(yaml.safe_load(handle))
     runtime = f"runtime={work.training_runtime(config, 'subset')}"
@@ -65,6 +67,60 @@ def test_cifar2_slurm_dry_run_requests_one_gpu_per_subset_training(tmp_path):
         resources = next(line for line in block.splitlines() if "resources:" in line)
         assert "gpu=1" in resources and "slurm_partition=gpu" in resources, resources
         assert runtime in resources, resources
+
+
+#: The baselines protocol §7.2 tabulates for every setting (clip_* need clip.weights).
+PAPER_BASELINES = {
+    "trak": "trak", "dtrak": "trak", "raw_dot": "raw_dot", "raw_cos": "raw_cos",
+    "clip_dot": "clip_dot", "clip_cos": "clip_cos", "grad_dot": "grad_dot", "tracin": "tracin",
+    "grad_cos": "grad_cos", "gas": "gas", "relative_if": "relative_if",
+    "renormalized_if": "renormalized_if", "journey_trak": "journey_trak",
+}  # fmt: skip
+#: Settings with a retrain pool and a counterfactual block (protocol §5, §6): target seed.
+COUNTERFACTUAL_SETTINGS = {"cifar2": 42, "celeba": 0, "artbench2": 0}
+
+
+@pytest.mark.parametrize("name", ["cifar2", "cifar10", "celeba", "artbench2", "artbench5"])
+def test_paper_configs_encode_the_protocol(name):
+    from diffattr.config import validate_config
+
+    with open(ROOT / "experiments" / f"{name}.yaml") as handle:
+        config = validate_config(yaml.safe_load(handle))
+    methods = config["methods"]
+    assert {key: methods[key]["kind"] for key in PAPER_BASELINES} == PAPER_BASELINES
+    assert methods["dtrak"]["output_fn"] == "square" and methods["trak"]["output_fn"] == "loss"
+    assert config["features"]["K"] == [10, 100] and len(config["scoring"]["lambdas"]) == 27
+    block = config["counterfactual"]
+    if name not in COUNTERFACTUAL_SETTINGS:
+        assert "retrain" not in config["subsets"] and not block["enabled"]
+        return
+    assert config["subsets"]["retrain"]["num_subsets"] == 512
+    for fn, prefix in (("loss", "trak"), ("square", "dtrak")):
+        for m in (1, 2, 4, 8):
+            assert methods[f"{prefix}_ens{m}"] == {"kind": "ensemble_trak", "output_fn": fn,
+                                                   "num_models": m}  # fmt: skip
+    for kind, prefix in (("empirical_influence", "emp_infl"), ("datamodels", "datamodels")):
+        for r in (64, 128, 256, 512):
+            assert methods[f"{prefix}_r{r}"]["kind"] == kind
+            assert methods[f"{prefix}_r{r}"]["num_models"] == r
+    assert block["enabled"] and block["num_targets"] == 60 and block["top_k"] == 1000
+    assert block["K"] == 100 and block["target_seed"] == COUNTERFACTUAL_SETTINGS[name]
+    assert block["methods"] == ["dtrak", "trak", "random"]
+
+
+@pytest.mark.slow
+def test_artbench2_counterfactual_dry_run_on_the_tiny_sd_base(tmp_path):
+    """The ArtBench-2 DAG with its counterfactual block, its base model swapped for the tiny SD
+    fixture (the real one is not on a test machine)."""
+    from tests.sd_fixture import build_tiny_sd
+
+    with open(ROOT / "experiments" / "artbench2.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["model"]["base"] = str(build_tiny_sd(tmp_path / "tiny-sd"))
+    jobs = planned_jobs(tmp_path, write_config(tmp_path, config))
+    assert jobs["train_counterfactual"] == jobs["regenerate_counterfactual"] == 60 * 3
+    assert jobs["train_subset"] == 64 * 3 + 32 + 512
+    assert jobs["choose_counterfactual_lambda"] == 2
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
