@@ -95,7 +95,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_every_kind_is_in_the_schema_and_every_output_function_is_known():
     from diffattr.outputs import _REGISTRY
 
-    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (ROOT / "src" / "diffattr" / "schemas" / "config.schema.yaml").read_text()
+    )
     kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert sorted(kinds) == method_kinds()
     assert set(OUTPUT_FNS) == set(_REGISTRY)

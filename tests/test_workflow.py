@@ -240,7 +240,7 @@ def test_impl_version_bump_reruns_only_that_step(finished_run, tmp_path):
 
     workdir, config, _ = finished_run
     workflow = tmp_path / "workflow"
-    for name in ("rules", "schemas", "report", "envs"):
+    for name in ("rules", "report", "envs"):
         shutil.copytree(ROOT / name, workflow / name)
     shutil.copy(ROOT / "Snakefile", workflow / "Snakefile")
     for name in ("scripts", "src"):

@@ -6,7 +6,9 @@ Subcommands:
   scores of every training image for every query image under a pretrained diffusers model,
   without retraining (see :mod:`diffattr.attribute` for the outputs and the default λ);
 * ``diffattr config-docs [--check]``: regenerate (or check) docs/configuration.md from the
-  config schema.
+  config schema;
+* ``diffattr validate CONFIG...``: check workflow configs against the schema (the check every
+  workflow run starts with), without Snakemake.
 
 The benchmark itself runs through Snakemake (``make run``); this entry point covers the
 ad-hoc use. Errors raised on purpose by diffattr are printed as one line and exit with status 2.
@@ -111,14 +113,45 @@ def build_parser() -> argparse.ArgumentParser:
     docs = commands.add_parser(
         "config-docs",
         help="regenerate docs/configuration.md from the config schema",
-        description="Regenerate docs/configuration.md from schemas/config.schema.yaml.",
+        description="Regenerate docs/configuration.md from src/diffattr/schemas/config.schema.yaml.",
     )
     docs.add_argument(
         "--output", default=None, help="where to write (default: docs/configuration.md)"
     )
     docs.add_argument("--check", action="store_true", help="only check that the file is current")
     docs.set_defaults(run=run_config_docs)
+
+    check = commands.add_parser(
+        "validate",
+        help="check workflow config files against the config schema",
+        description="Validate each config file (e.g. config.yaml, experiments/cifar2.yaml) the "
+        "way the workflow does before any job starts.",
+    )
+    check.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file")
+    check.set_defaults(run=run_validate)
     return parser
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from diffattr.config import validate_config
+    from diffattr.errors import ConfigError
+
+    for path in args.configs:
+        try:
+            with open(path) as handle:
+                config = yaml.safe_load(handle)
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of config keys")
+        try:
+            validated = validate_config(config)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        print(f"{path}: valid (experiment {validated['experiment']!r})")
+    return 0
 
 
 def run_attribute(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ datamodels          per-query ridge (CV α) of retrain outputs on masks    –  
 =================== ===================================================== ========== =====
 
 Adding a kind is one module with a registered :class:`~diffattr.methods.base.Method` subclass,
-imported below, plus its ``kind`` in ``schemas/config.schema.yaml``. Methods that use no
+imported below, plus its ``kind`` in ``src/diffattr/schemas/config.schema.yaml``. Methods that use no
 timesteps live under ``K0`` in the results layout (``scores/{method}/K0/{split}.h5``).
 """
 
