@@ -4,7 +4,8 @@ Subcommands:
 
 * ``diffattr attribute --model DIR --train DIR_OR_CSV --query DIR [--method dtrak] [--top-k 10]``:
   scores of every training image for every query image under a pretrained diffusers model,
-  without retraining (see :mod:`diffattr.attribute` for the outputs and the default λ);
+  without retraining; a thin layer over the Python API :class:`diffattr.api.Attributor` (see
+  :mod:`diffattr.attribute` for the outputs and the default λ);
 * ``diffattr config-docs [--check]``: regenerate (or check) docs/configuration.md from the
   config schema;
 * ``diffattr validate CONFIG...``: check workflow configs against the schema (the check every
@@ -55,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "top_k.csv and a gallery to --out.",
     )
     attribute.add_argument(
-        "--model", required=True, help="DDPMPipeline directory (unet/, scheduler/)"
+        "--model",
+        required=True,
+        help="DDPMPipeline checkpoint: a folder (model_index.json, unet/, scheduler/) or a hub id",
     )
     attribute.add_argument(
         "--train", required=True, help="folder of training images, or a CSV with a path column"
@@ -106,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attribute.add_argument(
         "--path-column", default="path", help="CSV column with image paths (default: %(default)s)"
+    )
+    attribute.add_argument(
+        "--cache",
+        default=None,
+        help="folder that keeps the training features for later calls (default: none)",
     )
     attribute.add_argument("--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(run=run_attribute)
@@ -174,6 +182,7 @@ def run_attribute(args: argparse.Namespace) -> int:
         lambda_=args.lambda_,
         batch_size=args.batch_size,
         device=args.device,
+        cache_dir=args.cache,
     )
     for name, path in written.items():
         print(f"{name}: {path}")
