@@ -109,12 +109,28 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(before)
 
 
+def _processor_class() -> type:
+    """CLIP's image processor; the PIL implementation where torchvision is absent (the default
+    class falls back to it then, with a warning)."""
+    import importlib.util
+
+    import transformers
+
+    if importlib.util.find_spec("torchvision") is None and hasattr(
+        transformers, "CLIPImageProcessorPil"
+    ):
+        return transformers.CLIPImageProcessorPil
+    return transformers.CLIPImageProcessor
+
+
 class ClipEncoder:
     """``encoder(images)``: float [n, C, H, W] in [-1, 1] (C = 1 or 3) → float32 [n, D]."""
 
     def __init__(self, weights: str, device: str = "cpu", batch_size: int = 64) -> None:
         import torch
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection
+
+        CLIPImageProcessor = _processor_class()
 
         self.weights = weights
         self.folder = checkpoint_folder(weights)
