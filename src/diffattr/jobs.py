@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from diffattr import data, lds, store
+from diffattr import noise as noise_lib
 from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.progress import STATUS_LOGGER, StatusCollector, status, status_line
 
@@ -391,11 +392,16 @@ def features_job(
     shard: int = 0,
     num_shards: int = 1,
     progress: IO[str] | None = None,
+    noise: str = "independent",
+    noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
+    noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
 ) -> None:
     """Projected per-sample gradient features of one split (or one shard of the train split).
 
     The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
     model); a latent model works on the VAE mode, conditioned on each sample's caption.
+    ``noise`` is the feature-noise scheme (:data:`diffattr.noise.NOISE_SCHEMES`); the
+    ``reference`` scheme groups rows by their position in the whole split, so shards agree.
     """
     from diffattr import features
     from diffattr.models import load_diffusion_model, resolve_device
@@ -408,6 +414,9 @@ def features_job(
     rows = shard_rows(len(ids), shard, num_shards)
     images, ids = images[rows], ids[rows]
     captions = None if captions is None else captions[rows]
+    noise_keys = noise_lib.feature_noise_keys(
+        noise, split, ids, np.arange(rows.start, rows.stop), noise_batch_size, noise_shard_rows
+    )
     steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
     projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
@@ -426,6 +435,7 @@ def features_job(
                 batch_size,
                 cond=cond,
                 progress=progress,
+                noise_keys=noise_keys[chunk],
             )
         )
     matrix = np.concatenate(parts, axis=0)
@@ -436,6 +446,7 @@ def features_job(
         "t_strategy": t_strategy,
         "timesteps": steps,
         "noise_seed": noise_seed,
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
         "model_digest": store.digest_directory(model_dir),
         "model_kind": model.kind,
         "grad_dim": grad_dim,
