@@ -551,7 +551,9 @@ def lds_job(
     sign: int | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
-    benchmark itself. Writes a JSON record with the full curves.
+    benchmark itself; and cross-fitted over the benchmark subsets (``crossfit``: λ chosen on
+    one half, evaluated on the other, and swapped; :func:`diffattr.lds.crossfit_choice`).
+    Writes a JSON record with the full curves.
 
     ``sign`` defaults to the score file's ``lds_sign`` attr (+1 for scores in loss units, such as
     empirical influence and datamodels; −1 otherwise)."""
@@ -564,7 +566,12 @@ def lds_job(
     held = _load_groundtruth(heldout_path, split)
     _check_alignment(score, bench, scores_path)
     _check_alignment(score, held, scores_path)
-    curve = lds.lds_for_grid(score.scores, bench["masks"], bench["measured"], sign)
+    folds = lds.crossfit_folds(bench["masks"].shape[0]) if bench["masks"].shape[0] >= 4 else []
+    everything = np.arange(bench["masks"].shape[0])
+    full, *fold_curves = lds.lds_grid_per_sample_rows(
+        score.scores, bench["masks"], bench["measured"], [everything, *folds], sign
+    )
+    curve = lds.curve_mean(full)
     heldout_curve = lds.lds_for_grid(score.scores, held["masks"], held["measured"], sign)
     record: dict[str, Any] = {
         "method": score.attrs.get("method"),
@@ -599,7 +606,19 @@ def lds_job(
             "boot_std": float(boot["std"]),
             "ci_low": float(boot["ci_low"]),
             "ci_high": float(boot["ci_high"]),
+            "at_grid_edge": lds.at_grid_edge(index, len(score.lambdas)),
         }
+    if fold_curves:
+        crossfit = lds.crossfit_choice(fold_curves, score.lambdas)
+        record["crossfit"] = {
+            **crossfit,
+            "folds": len(folds),
+            "fold_subsets": [len(f) for f in folds],
+            "fold_curves": [lds.curve_mean(c).tolist() for c in fold_curves],
+        }
+    for name, choice in [*record["choices"].items(), ("crossfit", record.get("crossfit"))]:
+        if choice and choice["at_grid_edge"]:
+            status("warning: the %s λ is at the edge of the grid; widen scoring.lambdas", name)
     store.write_json(out_path, record)
     held = record["choices"]["heldout"]
     status(
