@@ -288,7 +288,9 @@ def test_file_that_is_not_an_image(folders):
 
 
 def test_proj_dim_not_positive(folders):
-    with pytest.raises(ConfigError, match=r"features\.proj_dim = 0 is out of range; it must be >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"features\.proj_dim = 0 is out of range; it must be >= 1"
+    ):
         validate_config(tiny_config(**{"features.proj_dim": 0}))
     with pytest.raises(SystemExit):
         main(["attribute", "--model", "m", "--train", "t", "--query", "q", "--proj-dim", "-3"])
@@ -308,7 +310,9 @@ def test_checkpoint_with_another_parameter_count(tiny_unet_config):
     with pytest.raises(
         ConfigError, match=rf"built for grad_dim={count} but the model has {other_count} trainable"
     ):
-        extract_features(other, build_scheduler(SCHEDULER), images, [0, 1], "loss", [0], 0, projector)
+        extract_features(
+            other, build_scheduler(SCHEDULER), images, [0, 1], "loss", [0], 0, projector
+        )
 
 
 # --------------------------------------------------------------------------- config pairs
