@@ -5,10 +5,10 @@ import subprocess
 from tests.workflow_utils import ROOT, SNAKEMAKE
 
 
-def test_snakemake_lint_is_clean():
-    result = subprocess.run(
-        [*SNAKEMAKE, "--lint"], capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
+def test_snakemake_lint_is_clean(tmp_path):
+    command = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
+    command += ["--configfile", str(ROOT / "config.yaml"), "--lint"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
     warnings = [line for line in text.splitlines() if line.startswith("    * ")]
