@@ -8,6 +8,8 @@ Subcommands:
   :mod:`diffattr.attribute` for the outputs and the default λ);
 * ``diffattr config-docs [--check]``: regenerate (or check) docs/configuration.md from the
   config schema;
+* ``diffattr prepare-data cifar10|celeba|artbench [--from DIR]``: put a paper dataset where the
+  configs in experiments/ read it (:mod:`diffattr.prepare`);
 * ``diffattr validate CONFIG...``: check workflow configs against the schema (the check every
   workflow run starts with), without Snakemake.
 
@@ -129,6 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="only check that the file is current")
     docs.set_defaults(run=run_config_docs)
 
+    prep = commands.add_parser(
+        "prepare-data",
+        help="put a paper dataset where the experiments/ configs read it",
+        description="Write CIFAR-10 (data/cifar10), CelebA (data/celeba) or ArtBench-10 "
+        "(data/artbench) under --root, from the hub (online) or from files you have (--from).",
+    )
+    prep.add_argument("dataset", choices=["cifar10", "celeba", "artbench"])
+    prep.add_argument(
+        "--root", default=".", help="the directory Snakemake runs in (default: %(default)s)"
+    )
+    prep.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="offline: a folder with the official files (see docs/reproducing-the-paper.md)",
+    )
+    prep.add_argument("--hub-name", default=None, help="online: the hub dataset to download")
+    prep.add_argument("--copy", action="store_true", help="copy image folders instead of linking")
+    prep.add_argument("--force", action="store_true", help="replace an existing copy")
+    prep.set_defaults(run=run_prepare_data)
+
     check = commands.add_parser(
         "validate",
         help="check workflow config files against the config schema",
@@ -138,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file")
     check.set_defaults(run=run_validate)
     return parser
+
+
+def run_prepare_data(args: argparse.Namespace) -> int:
+    from diffattr.prepare import prepare_data
+
+    written = prepare_data(
+        args.dataset, args.root, args.source, args.hub_name, copy=args.copy, force=args.force
+    )
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
 
 
 def run_validate(args: argparse.Namespace) -> int:
