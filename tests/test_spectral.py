@@ -21,6 +21,9 @@ ATTRS = {
     "output_fn": "loss",
     "timesteps": [0, 500],
     "noise_seed": 0,
+    "noise": "common",
+    "noise_batch_size": 0,
+    "noise_shard_rows": 0,
     "model_digest": "main",
 }
 
