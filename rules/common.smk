@@ -248,6 +248,16 @@ def select_mem_mb(wildcards):
     return work.select_mem_mb(config, wildcards.query, 1)
 
 
+def score_runtime(stage, threads):
+    """Runtime request of a scoring job of ``stage`` (diffattr.resources.score_flops)."""
+
+    def runtime(wildcards):
+        relative = METHODS[wildcards.method]["kind"] == "relative_if"
+        return work.score_runtime(config, wildcards.query, stage, threads, relative)
+
+    return runtime
+
+
 def lds_mem_mb(wildcards):
     return work.lds_mem_mb(config, wildcards.query)
 

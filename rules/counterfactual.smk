@@ -54,7 +54,7 @@ rule choose_counterfactual_lambda:
     threads: 1
     resources:
         mem_mb=attempt_scaled(lambda wildcards: work.lds_mem_mb(config, "gen")),
-        runtime=30,
+        runtime=attempt_scaled(work.score_runtime(config, "gen", "lds")),
     params:
         method=wildcard_text("cf_method"),
         K=cf_method_K,

@@ -44,7 +44,7 @@ rule evaluate_lds:
     threads: 1
     resources:
         mem_mb=attempt_scaled(lds_mem_mb),
-        runtime=30,
+        runtime=attempt_scaled(score_runtime("lds", 1)),
     params:
         split=wildcard_text("query"),
         bootstrap_resamples=config["lds"]["bootstrap_resamples"],

@@ -60,7 +60,7 @@ rule factor_method:
     threads: 2
     resources:
         mem_mb=attempt_scaled(score_mem_mb),
-        runtime=attempt_scaled(60),
+        runtime=attempt_scaled(score_runtime("factor", 2)),
     params:
         kind=method_kind,
         params=method_params,
@@ -90,7 +90,7 @@ rule select_scores:
     threads: 2
     resources:
         mem_mb=attempt_scaled(select_mem_mb),
-        runtime=attempt_scaled(60),
+        runtime=attempt_scaled(score_runtime("select", 2)),
     params:
         split=wildcard_text("query"),
         lambdas=config["scoring"]["lambdas"],
@@ -115,7 +115,7 @@ rule score_grid:
     threads: 2
     resources:
         mem_mb=attempt_scaled(grid_mem_mb),
-        runtime=attempt_scaled(60),
+        runtime=attempt_scaled(score_runtime("grid", 2)),
     params:
         lambdas=config["scoring"]["lambdas"],
         chunk_rows=config["scoring"]["chunk_rows"],

@@ -61,10 +61,23 @@ def test_score_memory_holds_kernel_and_queries(cifar2):
     n, z, q = 5000, cifar2["features"]["proj_dim"], 1000
     chunk = min(n, cifar2["scoring"]["chunk_rows"])
     direct = 2000 + math.ceil(
-        (3 * min(n, z) ** 2 * 8 + 2 * q * max(n, z) * 8 + q * chunk * 8) / 1e6
+        (3 * min(n, z) ** 2 * 8 + 2 * q * max(n, z) * 8 + q * chunk * 8 + chunk * z * 12) / 1e6
     )
     assert work.score_mem_mb(cifar2, "val") == direct
     assert work.merge_mem_mb(cifar2) == 2000 + math.ceil(2 * n * z * 4 / 1e6)
+
+
+def test_scoring_runtime_counts_the_factorisation_flops(cifar2):
+    """CIFAR-2 is dual (N = 5000 < Z): Gram N²Z, cross products 2nNZ, eigendecomposition 9N³."""
+    n, z, q = 5000, cifar2["features"]["proj_dim"], 1000
+    flops = n * n * z + 2 * q * n * z + 9 * n**3
+    assert work.score_flops(cifar2, "val", "factor") == flops
+    seconds = flops / (cifar2["resources"]["scoring_gflops"] * 1e9 * 2)
+    res = cifar2["resources"]
+    expected = max(res["min_runtime"], math.ceil(res["safety"] * seconds / 60))
+    assert work.score_runtime(cifar2, "val", "factor", threads=2) == expected
+    # one score matrix at one λ: 2·n·N·N (dual: no ΦV); the whole grid 27 of them
+    assert work.score_flops(cifar2, "val", "grid") == 27 * work.score_flops(cifar2, "val", "select")
 
 
 def test_unknown_names_are_refused(cifar2):

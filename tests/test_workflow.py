@@ -121,8 +121,12 @@ def test_paper_configs_encode_the_protocol(name):
     assert config["subsets"]["retrain"]["num_subsets"] == 512
     for fn, prefix in (("loss", "trak"), ("square", "dtrak")):
         for m in (1, 2, 4, 8):
-            assert methods[f"{prefix}_ens{m}"] == {"kind": "ensemble_trak", "output_fn": fn,
-                                                   "num_models": m}  # fmt: skip
+            entry = methods[f"{prefix}_ens{m}"]
+            assert (entry["kind"], entry["output_fn"], entry["num_models"]) == (
+                "ensemble_trak",
+                fn,
+                m,
+            )
     for kind, prefix in (("empirical_influence", "emp_infl"), ("datamodels", "datamodels")):
         for r in (64, 128, 256, 512):
             assert methods[f"{prefix}_r{r}"]["kind"] == kind

@@ -84,14 +84,17 @@ def train_shard_rows(config: Mapping[str, Any]) -> int:
 
 
 def score_mem_mb(config: Mapping[str, Any], split: str) -> int:
-    """The TRAK kernel and its eigenvectors (min(N, Z)² each, float64), the query features
-    and their projection, and one output block, plus the interpreter and libraries."""
+    """The TRAK kernel and its eigenvectors (min(N, Z)² each, float64; with syevd's workspace
+    3·min(N, Z)² in all), the query features and their projection, one chunk of training rows
+    and one output block, plus the interpreter and libraries."""
     n_train, n_query = query_count(config, "train"), query_count(config, split)
     dim = int(config["features"]["proj_dim"])
     kernel = 3 * min(n_train, dim) ** 2 * 8
     queries = 2 * n_query * max(n_train, dim) * 8
-    block = n_query * min(n_train, int(config["scoring"]["chunk_rows"])) * 8
-    return 2000 + math.ceil((kernel + queries + block) / MB)
+    chunk = min(n_train, int(config["scoring"]["chunk_rows"]))
+    block = n_query * chunk * 8
+    rows = chunk * dim * 12  # one chunk of training rows, read as float32, used as float64
+    return 2000 + math.ceil((kernel + queries + block + rows) / MB)
 
 
 def select_mem_mb(config: Mapping[str, Any], split: str, written: int = 1) -> int:
@@ -104,6 +107,51 @@ def select_mem_mb(config: Mapping[str, Any], split: str, written: int = 1) -> in
     factors = 2 * n_query * rank * 8 + 2 * block * rank * 8
     output = (written + 2) * n_query * block * 12
     return 2000 + math.ceil((factors + output) / MB)
+
+
+#: Floating-point operations of a symmetric eigendecomposition with eigenvectors (syevd), per r³.
+EIGH_FLOPS = 9.0
+#: Threads of the scoring jobs (rules/scores.smk).
+SCORE_THREADS = 2
+
+
+def score_flops(config: Mapping[str, Any], split: str, stage: str, relative: bool = False) -> float:
+    """Floating-point operations of one scoring job (``stage``: ``factor`` the spectra file,
+    ``lds`` the grid's LDS curves, ``select`` the score file at one λ, ``grid`` at every λ).
+
+    primal (Z <= N): kernel N·Z², eigendecomposition 9·Z³, query projection 2·n·Z²; the LDS
+    needs (MΦ)V (S·N·Z + S·Z²) and S·Z·n per λ, relative IF also ΦV (2·N·Z²) and S·N·Z per λ;
+    a score matrix is ΦV plus 2·n·Z·N per λ. dual (N < Z): Gram and cross products N²·Z +
+    2·n·N·Z, eigendecomposition 9·N³, 2·n·N² for the query factor; the rest with r = N.
+    """
+    n_train, n_query = query_count(config, "train"), query_count(config, split)
+    dim = int(config["features"]["proj_dim"])
+    lambdas = len(config["scoring"]["lambdas"])
+    subsets = max(int(config["subsets"][pool]["num_subsets"]) for pool in ("lds", "heldout"))
+    primal = dim <= n_train
+    rank = dim if primal else n_train
+    if stage == "factor":
+        if primal:
+            return n_train * dim**2 + EIGH_FLOPS * dim**3 + 2 * n_query * dim**2
+        return n_train**2 * dim + 2 * n_query * n_train * dim + EIGH_FLOPS * n_train**3
+    right = 2 * n_train * dim**2 if primal else 0.0  # ΦV, block by block
+    if stage == "lds":
+        masked = subsets * n_train * dim + subsets * rank**2
+        if relative:
+            masked = right + lambdas * subsets * n_train * rank
+        return 2 * (masked + lambdas * subsets * rank * n_query)
+    written = {"select": 1, "grid": lambdas}.get(stage)
+    if written is None:
+        raise ValueError(f"unknown scoring stage {stage!r}; valid: factor, lds, select, grid")
+    return right + written * 2 * n_query * rank * n_train
+
+
+def score_runtime(
+    config: Mapping[str, Any], split: str, stage: str, threads: int = 1, relative: bool = False
+) -> int:
+    """Runtime request (minutes) of a scoring job from :func:`score_flops`."""
+    rate = float(config["resources"]["scoring_gflops"]) * 1e9 * max(1, threads)
+    return _minutes(config, score_flops(config, split, stage, relative) / rate)
 
 
 def lds_mem_mb(config: Mapping[str, Any], split: str) -> int:
