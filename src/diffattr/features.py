@@ -311,6 +311,108 @@ def mean_gradients(
     return torch.cat([total[name].reshape(batch, -1) for name in params], dim=1).mul_(scale)
 
 
+def projected_mean_gradients(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timesteps: Sequence[int],
+    output_fn: str | OutputFn,
+    noise_seed: int,
+    projector: Any,
+    cond: torch.Tensor | None = None,
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+) -> torch.Tensor:
+    """The features of one batch: ``projector`` applied to (1/K) Σ_t ∇_θ f, [B, Z] float32.
+
+    The one code path of every feature producer. A dense projector (:mod:`diffattr.projection`)
+    projects :func:`mean_gradients`; a structured one
+    (:mod:`diffattr.projection_structured`) goes through :func:`structured_mean_features`, which
+    never forms the [B, P] gradient.
+    """
+    if getattr(projector, "projection", "dense") == "structured":
+        return structured_mean_features(
+            model,
+            scheduler,
+            x0,
+            sample_ids,
+            timesteps,
+            output_fn,
+            noise_seed,
+            projector,
+            cond=cond,
+            max_evaluations=max_evaluations,
+        ).float()
+    mean_grad = mean_gradients(
+        model,
+        scheduler,
+        x0,
+        sample_ids,
+        timesteps,
+        output_fn,
+        noise_seed,
+        cond=cond,
+        max_evaluations=max_evaluations,
+    )
+    mean_grad = mean_grad.to(torch.float64 if mean_grad.dtype == torch.float64 else torch.float32)
+    return projector.project(mean_grad).float()
+
+
+def structured_mean_features(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timesteps: Sequence[int],
+    output_fn: str | OutputFn,
+    noise_seed: int,
+    projector: Any,
+    cond: torch.Tensor | None = None,
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+) -> torch.Tensor:
+    """(1/K) Σ_t of the structured projections of ∇_θ f at (x0, t), [B, Z] in the model dtype.
+
+    The (sample, timestep) pairs are evaluated as one plain batch per chunk of timesteps (up to
+    ``max_evaluations`` pairs); one backward pass down to the layer outputs gives every
+    per-evaluation projected gradient (``evaluation``, [B, k, Z] below) before the average.
+    """
+    fn = _resolve_output_fn(output_fn)
+    if not timesteps:
+        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
+    if (
+        isinstance(max_evaluations, bool)
+        or not isinstance(max_evaluations, int)
+        or (max_evaluations < 1)
+    ):
+        raise ConfigError(f"max_evaluations must be a positive integer, got {max_evaluations!r}")
+    _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
+    batch, device = len(ids), x0.device
+    per_call = max(1, max_evaluations // batch)
+    total = None
+    with _eval_mode(model):
+        for start in range(0, len(timesteps), per_call):
+            chunk = timesteps[start : start + per_call]
+            count = len(chunk)
+            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            shape = tuple(x0.shape[1:])
+            x_flat = x_t.reshape(batch * count, *shape).detach().requires_grad_(True)
+            eps_flat = eps.reshape(batch * count, *shape)
+            t_flat = torch.tensor(chunk, dtype=torch.long, device=device).repeat(batch)
+            kwargs = {}
+            if cond is not None:
+                kwargs["encoder_hidden_states"] = cond.repeat_interleave(count, dim=0)
+
+            def run_loss(x_flat=x_flat, eps_flat=eps_flat, t_flat=t_flat, kwargs=kwargs):
+                eps_pred = model(x_flat, t_flat, **kwargs).sample
+                return fn(eps_pred, eps_flat, t_flat, scheduler).sum(), x_flat
+
+            evaluation = projector.evaluation_features(model, run_loss, batch * count)
+            evaluation = evaluation.reshape(batch, count, -1)
+            chunk_sum = evaluation.sum(dim=1)
+            total = chunk_sum if total is None else total.add_(chunk_sum)
+    return total.mul_(1.0 / len(timesteps))
+
+
 def _progress_reporter(
     progress: Callable[[int, int], Any] | Any | None, total: int
 ) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -385,7 +487,7 @@ def extract_features(
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch_cond = None if cond is None else cond[start:stop]
-            mean_grad = mean_gradients(
+            feats = projected_mean_gradients(
                 model,
                 scheduler,
                 images[start:stop],
@@ -393,13 +495,11 @@ def extract_features(
                 timesteps,
                 fn,
                 noise_seed,
+                projector,
                 cond=batch_cond,
                 max_evaluations=max_evaluations,
             )
-            mean_grad = mean_grad.to(
-                torch.float64 if mean_grad.dtype == torch.float64 else torch.float32
-            )
-            out[start:stop] = projector.project(mean_grad).cpu().numpy()
+            out[start:stop] = feats.cpu().numpy()
             update(stop)
     finally:
         close()
@@ -503,8 +603,10 @@ __all__ = [
     "merge_feature_shards",
     "num_trainable_parameters",
     "per_sample_gradients",
+    "projected_mean_gradients",
     "read_features",
     "select_timesteps",
+    "structured_mean_features",
     "timesteps_per_call",
     "trainable_parameters",
     "vmap_safe_attention",
