@@ -21,5 +21,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.device,
         shard=p.shard,
         num_shards=p.num_shards,
+        projection=p.projection,
+        allocation=p.proj_allocation,
         progress=log,
     )

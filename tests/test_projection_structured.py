@@ -298,3 +298,23 @@ def test_counter_projector_blocks_and_formula():
     grads = torch.randn(4, 50, dtype=torch.float64)
     np.testing.assert_allclose(proj.project(grads).numpy(), grads.numpy() @ reference, 1e-10)
     assert proj.describe()["kind"] == "dense_counter-normal"
+
+
+def test_journey_trajectory_features_with_structured_projection(scheduler):
+    from diffattr.methods.journey import trajectory_gradients
+
+    model = tiny_unet(seed=2).double()
+    trajectory = np.random.default_rng(0).uniform(-1, 1, (3, 2, 1, 8, 8))
+    timesteps, ids = np.array([700, 0]), np.array([4, 7, 9])
+    projector = make_structured_projector(model, 100, seed=4)
+    got = trajectory_gradients(
+        model, scheduler, trajectory, timesteps, ids, "loss", 3, projector, batch_size=2
+    )
+    per_step = [
+        slow_mean_gradients(
+            model, scheduler, torch.from_numpy(trajectory[:, s]), ids, [t], "loss", 3
+        )
+        for s, t in enumerate(timesteps.tolist())
+    ]
+    expected = torch.stack(per_step).mean(0) @ projector.dense_equivalent(model)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)

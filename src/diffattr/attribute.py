@@ -183,7 +183,7 @@ def attribute(
     """TRAK / D-TRAK scores of every training image for every query image (no retraining)."""
     from diffattr import features
     from diffattr.models import load_model, model_kind, resolve_device
-    from diffattr.projection import make_projector
+    from diffattr.projection_structured import make_feature_projector
     from diffattr.scoring import trak_scores, validate_lambdas
 
     if method not in METHOD_OUTPUT_FNS:
@@ -199,7 +199,7 @@ def attribute(
     resolution, channels = model_image_shape(model, model_dir)
     steps = features.select_timesteps(K, "uniform", int(scheduler.config.num_train_timesteps))
     grad_dim = features.num_trainable_parameters(model)
-    projector = make_projector("normal", grad_dim, proj_dim, proj_seed)
+    projector = make_feature_projector(model, proj_dim, proj_seed, "normal", "auto")
     output_fn = METHOD_OUTPUT_FNS[method]
 
     matrices, ids = {}, {}
