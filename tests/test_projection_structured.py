@@ -24,6 +24,7 @@ from diffattr.projection_structured import (
     factor_dims,
     make_feature_projector,
     make_structured_projector,
+    read_layout,
 )
 
 
@@ -318,3 +319,20 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
     ]
     expected = torch.stack(per_step).mean(0) @ projector.dense_equivalent(model)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_provenance_is_written_and_read_back(tmp_path, monkeypatch):
+    from diffattr import projection_structured
+    from diffattr.features import read_features, write_features
+
+    projector = make_structured_projector(tiny_unet(), 64, seed=1, allocation="sqrt")
+    for limit in (10**6, 10):  # plain JSON, and the compressed form of long layouts
+        monkeypatch.setattr(projection_structured, "MAX_LAYOUT_CHARS", limit)
+        attrs = {f"proj_{k}" if not k.startswith("proj") else k: v
+                 for k, v in projector.describe().items()}  # fmt: skip
+        write_features(tmp_path / "f.h5", np.zeros((1, 64), np.float32), [0], attrs)
+        _, _, back = read_features(tmp_path / "f.h5")
+        assert back["projection"] == "structured" and back["proj_kind"] == "structured-normal"
+        assert back["proj_allocation"] == "sqrt"
+        layout = read_layout(back)
+        assert layout["proj_dim"] == 64 and len(layout["blocks"]) == len(projector.layout.blocks)

@@ -35,9 +35,11 @@ mean (the place for per-timestep normalisation).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +178,25 @@ def build_layout(model: torch.nn.Module, proj_dim: int, allocation: str = "propo
     return Layout(tuple(blocks), tuple(rest), rest_dim, offset, proj_dim, allocation)
 
 
+#: Longer layouts are stored zlib-compressed (base64): HDF5 attributes are limited to 64 KiB.
+MAX_LAYOUT_CHARS = 48_000
+
+
+def _layout_attr(text: str) -> dict[str, str]:
+    if len(text) <= MAX_LAYOUT_CHARS:
+        return {"layout": text}
+    return {"layout_zlib_b64": base64.b64encode(zlib.compress(text.encode(), 9)).decode()}
+
+
+def read_layout(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The layout a feature file records (``proj_layout`` or ``proj_layout_zlib_b64``)."""
+    if "proj_layout" in attrs:
+        return json.loads(attrs["proj_layout"])
+    if "proj_layout_zlib_b64" in attrs:
+        return json.loads(zlib.decompress(base64.b64decode(attrs["proj_layout_zlib_b64"])))
+    raise ConfigError("these features record no structured projection layout")
+
+
 class StructuredProjector:
     """Projects per-sample gradients of ``model`` layer by layer; build it with
     :func:`make_structured_projector`. ``grad_dim`` and ``proj_dim`` as for the dense one."""
@@ -220,7 +241,7 @@ class StructuredProjector:
             "grad_dim": self.grad_dim,
             "allocation": self.layout.allocation,
             "layout_digest": self.layout.digest(),
-            "layout": self.layout.as_json(),
+            **_layout_attr(self.layout.as_json()),
         }
 
     def dense_equivalent(self, model: torch.nn.Module) -> torch.Tensor:
@@ -417,4 +438,5 @@ __all__ = [
     "build_layout",
     "factor_dims",
     "make_structured_projector",
+    "read_layout",
 ]
