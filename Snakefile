@@ -6,7 +6,7 @@ right is that answer? The D-TRAK protocol as a DAG of files under results/<exper
     models/main, models/{pool}/{k}/seed{s}   trained models (diffusers layout)
     samples/gen.h5, samples/gen.png          generated queries
     measured/{pool}/{k}/seed{s}.h5           measured outputs (LDS ground truth)
-    features/{fn}/K{K}/{split}.h5            projected gradient features
+    features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5  projected gradient features
     scores/{method}/K{K}/{split}.h5          score matrices for the whole λ grid
     lds/{method}/K{K}/{split}.json           LDS curves, held-out and oracle λ, bootstrap
     summary.csv, summary.md                  the results table

@@ -24,4 +24,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         projection=p.projection,
         allocation=p.proj_allocation,
         progress=log,
+        noise=p.noise,
+        noise_batch_size=p.noise_geometry["batch_size"],
+        noise_shard_rows=p.noise_geometry["shard_rows"],
     )

@@ -32,6 +32,9 @@ FEATURE_ATTRS = {
     "output_fn": "loss",
     "timesteps": [0, 500],
     "noise_seed": 0,
+    "noise": "common",
+    "noise_batch_size": 0,
+    "noise_shard_rows": 0,
     "model_digest": "main",
 }
 
@@ -121,10 +124,12 @@ def test_defaults_are_filled_per_kind():
             subsets={**tiny()["subsets"], "retrain": {"num_subsets": 4, "seed": 9}},
         )
     )
-    assert config["methods"]["t"] == {"kind": "trak", "output_fn": "loss"}
+    noise = config["features"]["noise"]
+    assert config["methods"]["t"] == {"kind": "trak", "noise": noise, "output_fn": "loss"}
     assert config["methods"]["g"] == {
         "kind": "gas",
         "K": [2, 10],
+        "noise": noise,
         "output_fn": "loss",
         "checkpoints": [25, 50, 75, 100],
     }
@@ -208,7 +213,11 @@ def test_targets_and_needs_follow_each_kind():
     assert {n.fields["split"] for n in needs["test"]} == {"val"}
     with pytest.raises(ConfigError, match="not scored at K=10"):
         methods.method_needs(config, "tr", 10, "val")
-    assert methods.job_params(config, "tr") == {"output_fn": "loss", "checkpoints": [50, 100]}
+    assert methods.job_params(config, "tr") == {
+        "noise": config["features"]["noise"],
+        "output_fn": "loss",
+        "checkpoints": [50, 100],
+    }
 
 
 # --------------------------------------------------------------------------- gradient-feature scorers
@@ -312,6 +321,7 @@ def test_trajectory_gradients_average_per_step_gradients():
 
     from diffattr.features import per_sample_gradients
     from diffattr.methods.journey import trajectory_gradients
+    from diffattr.noise import feature_noise_keys
     from diffattr.projection import make_projector
 
     torch.manual_seed(0)
@@ -334,9 +344,17 @@ def test_trajectory_gradients_average_per_step_gradients():
     got = trajectory_gradients(
         unet, scheduler, trajectory, timesteps, ids, "loss", 3, projector, batch_size=2
     )
+    keys = feature_noise_keys("independent", "gen", ids, np.arange(3))
     per_step = [
         per_sample_gradients(
-            unet, scheduler, torch.from_numpy(trajectory[:, s]), ids, int(t), "loss", 3
+            unet,
+            scheduler,
+            torch.from_numpy(trajectory[:, s]),
+            ids,
+            int(t),
+            "loss",
+            3,
+            noise_keys=keys,
         )
         for s, t in enumerate(timesteps)
     ]

@@ -519,9 +519,18 @@ def load_diffusion_model(
             f"{path}: not a diffattr model directory (expected unet/ and scheduler/, or "
             f"{MODEL_FILE}, inside)"
         )
-    model = UNet2DModel.from_pretrained(path / "unet").to(device)
+    try:
+        model = UNet2DModel.from_pretrained(path / "unet").to(device)
+        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+    except (OSError, ValueError, RuntimeError) as error:  # bad JSON, truncated safetensors
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CorruptFileError(
+            f"{path}: the saved model cannot be loaded ({first}); expected a complete diffusers "
+            "DDPMPipeline directory (unet/config.json + weights, scheduler/). Delete it and "
+            "rerun the rule that trains it (or save the pipeline again)."
+        ) from error
     model.eval()
-    return DiffusionModel(model, DDPMScheduler.from_pretrained(path / "scheduler"))
+    return DiffusionModel(model, scheduler)
 
 
 def load_model(

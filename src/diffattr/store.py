@@ -35,6 +35,9 @@ FEATURE_CHECK_KEYS: tuple[str, ...] = (
     "output_fn",
     "timesteps",
     "noise_seed",
+    "noise",
+    "noise_batch_size",
+    "noise_shard_rows",
     "model_digest",
 )
 
