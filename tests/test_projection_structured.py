@@ -145,8 +145,10 @@ def tiny_unet(seed=0):
     ).eval()
 
 
-def slow_mean_gradients(model, scheduler, x0, ids, timesteps, f_name, seed, cond=None):
-    """(1/K) Σ_t of per-sample gradients, one backward per (sample, t), x_t by hand."""
+def slow_mean_gradients(model, scheduler, x0, ids, timesteps, f_name, seed, cond=None, keys=None):
+    """(1/K) Σ_t of per-sample gradients, one backward per (sample, t), x_t by hand; sample i's
+    noise key is keys[i] (default: its id)."""
+    keys = list(ids) if keys is None else list(keys)
     fn = get_output_fn(f_name)
     params = list(trainable_parameters(model).values())
     dtype = params[0].dtype
@@ -154,8 +156,8 @@ def slow_mean_gradients(model, scheduler, x0, ids, timesteps, f_name, seed, cond
     for t in timesteps:
         abar = scheduler.alphas_cumprod.to(dtype)[t]
         rows = []
-        for i, sample_id in enumerate(ids):
-            eps = sample_noise("features", seed, t, [sample_id], x0.shape[1:]).to(dtype)
+        for i in range(len(ids)):
+            eps = sample_noise("features", seed, t, [keys[i]], x0.shape[1:]).to(dtype)
             x_t = abar.sqrt() * x0[i : i + 1].to(dtype) + (1 - abar).sqrt() * eps
             kw = {} if cond is None else {"encoder_hidden_states": cond[i : i + 1].to(dtype)}
             out = fn(model(x_t, torch.tensor([t]), **kw).sample, eps, torch.tensor([t]), scheduler)
@@ -311,9 +313,12 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
     got = trajectory_gradients(
         model, scheduler, trajectory, timesteps, ids, "loss", 3, projector, batch_size=2
     )
+    from diffattr.noise import feature_noise_keys
+
+    keys = feature_noise_keys("independent", "gen", ids, np.arange(len(ids)))
     per_step = [
         slow_mean_gradients(
-            model, scheduler, torch.from_numpy(trajectory[:, s]), ids, [t], "loss", 3
+            model, scheduler, torch.from_numpy(trajectory[:, s]), ids, [t], "loss", 3, keys=keys
         )
         for s, t in enumerate(timesteps.tolist())
     ]
@@ -336,3 +341,16 @@ def test_provenance_is_written_and_read_back(tmp_path, monkeypatch):
         assert back["proj_allocation"] == "sqrt"
         layout = read_layout(back)
         assert layout["proj_dim"] == 64 and len(layout["blocks"]) == len(projector.layout.blocks)
+
+
+def test_noise_keys_reach_the_structured_path(scheduler):
+    model = tiny_unet(seed=3).double()
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    ids, keys, steps = [1, 2], np.array([77, 77], dtype=np.uint64), [300]
+    projector = make_structured_projector(model, 80, seed=0)
+    ours = extract_features(
+        model, scheduler, x0, ids, "loss", steps, 0, projector, 2, noise_keys=keys
+    )
+    slow = slow_mean_gradients(model, scheduler, x0, ids, steps, "loss", 0, keys=keys.tolist())
+    expected = slow @ projector.dense_equivalent(model)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
