@@ -307,8 +307,11 @@ class StructuredProjector:
             assert numel == rest_sizes[name]
             rest[:, start : start + numel] += value.reshape(evaluations, numel)
 
+        input_bytes = [0]
+
         def callback(entry: TrackedModule, x: torch.Tensor, delta: torch.Tensor) -> None:
             module = entry.module
+            input_bytes[0] += x.numel() * x.element_size()
             if entry.kind == "norm":
                 xhat = normalized_input(module, x)
                 if isinstance(module, torch.nn.GroupNorm):
@@ -347,6 +350,8 @@ class StructuredProjector:
         with capture(tracked, callback) as sources:
             loss, inputs = run_loss()
             backward_to_outputs(loss, inputs, sources)
+        #: bytes of the tracked layers' inputs in this call (sizes the next calls' batches)
+        self.last_input_bytes = input_bytes[0]
         if rest is not None and self.layout.rest_dim:
             start = self.layout.rest_offset
             out[:, start : start + self.layout.rest_dim] = rest @ self._rest_matrix(device, dtype)
