@@ -189,7 +189,6 @@ rule embed_clip:
     params:
         impl_version=IMPL_VERSION["features"],
         split=wildcard_text("split"),
-        model=config["clip"]["model"],
         weights=config["clip"]["weights"],
         device=config["device"],
     script:

@@ -11,7 +11,7 @@ renormalized_if     TRAK, column i / ‖Φ_i‖                                K
 grad_dot, grad_cos  ΨΦᵀ or cosine at the final checkpoint                 K          −1
 tracin, gas         dot or cosine averaged over the 25/50/75/100% ckpts   K          −1
 raw_dot, raw_cos    flattened images in [-1, 1] (latents: VAE mode)       –          −1
-clip_dot, clip_cos  CLIP image embeddings (local open_clip weights)       –          −1
+clip_dot, clip_cos  CLIP image embeddings (transformers, diffattr.clip)   –          −1
 journey_trak        TRAK, gen features along the DDIM trajectory (gen)    K, grid    −1
 ensemble_trak       TRAK averaged over M retrain-pool models              K, grid    −1
 empirical_influence mean y with row i − mean y without, retrain pool      –          +1
@@ -19,7 +19,7 @@ datamodels          per-query ridge (CV α) of retrain outputs on masks    –  
 =================== ===================================================== ========== =====
 
 Adding a kind is one module with a registered :class:`~diffattr.methods.base.Method` subclass,
-imported below, plus its ``kind`` in ``schemas/config.schema.yaml``. Methods that use no
+imported below, plus its ``kind`` in ``src/diffattr/schemas/config.schema.yaml``. Methods that use no
 timesteps live under ``K0`` in the results layout (``scores/{method}/K0/{split}.h5``).
 """
 
