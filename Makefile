@@ -40,7 +40,7 @@ bench: setup
 # config through `snakemake --profile slurm` and compares the results with a local run.
 SLURM_LIMIT ?= 3600
 test-slurm: setup
-	tests/slurm/run_slurm_test.sh --limit $(SLURM_LIMIT) tests/config-tiny.yaml $(ARGS)
+	tests/slurm/run_slurm_test.sh --faults --limit $(SLURM_LIMIT) tests/config-tiny.yaml $(ARGS)
 
 test-slurm-toy: setup
 	tests/slurm/run_slurm_test.sh --toy $(ARGS)
