@@ -123,7 +123,7 @@ def test_end_to_end_summary(finished_run):
     results = workdir / "results" / "tiny"
     with open(results / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 2 * 1 * 2  # methods x splits x K x λ-choices
+    assert len(rows) == 2 * 2 * 1 * 3  # methods x splits x K x λ-choices
     for column in (
         "method",
         "split",
@@ -135,10 +135,12 @@ def test_end_to_end_summary(finished_run):
         "lds_boot_std",
     ):
         assert column in rows[0]
-    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle"}
+    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle", "crossfit"}
     assert {r["method"] for r in rows} == {"trak", "dtrak"}
     for row in rows:  # the values themselves: test_lds_recomputed_from_subsets_and_measurements
-        assert math.isfinite(float(row["lds"])) and math.isfinite(float(row["lds_boot_std"]))
+        assert math.isfinite(float(row["lds"]))
+        if row["lambda_choice"] != "crossfit":
+            assert math.isfinite(float(row["lds_boot_std"]))
         assert float(row["lambda"]) in (0.1, 1, 10, 100)
     summary = (results / "summary.md").read_text()
     assert "noise ceiling" in summary and "| trak |" in summary
@@ -206,12 +208,20 @@ def test_two_more_subsets_train_only_the_new_ones(finished_run):
 
 
 @pytest.mark.slow
-def test_new_method_computes_only_its_own_jobs(finished_run):
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"kind": "trak", "output_fn": "l2"},
+        # a method differing only in its noise scheme has feature files of its own
+        {"kind": "trak", "output_fn": "square", "noise": "independent"},
+    ],
+)
+def test_new_method_computes_only_its_own_jobs(finished_run, new):
     workdir, _, _ = finished_run
     methods = {
         "trak": {"kind": "trak", "output_fn": "loss"},
         "dtrak": {"kind": "trak", "output_fn": "square"},
-        "l2": {"kind": "trak", "output_fn": "l2"},
+        "new": new,
     }
     config = write_config(workdir, tiny_config(methods=methods), "method.yaml")
     jobs = planned_jobs(workdir, config)
