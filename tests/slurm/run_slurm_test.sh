@@ -195,7 +195,7 @@ config_args=(--configfile "${CONFIGS[@]}")
 # harmless, so by default every rule gets it.
 # Every rule is also capped to the test node (mem/runtime; threads via --max-threads);
 # the node does not enforce memory, so this only affects scheduling.
-rules=$(cd "$SLURM_RUN" && "$SNAKEMAKE" --list-rules "${config_args[@]}" 2>/dev/null) ||
+rules=$(cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" "$SNAKEMAKE" --list-rules "${config_args[@]}" 2>/dev/null) ||
     die "snakemake --list-rules failed in $SLURM_RUN"
 rules=$(awk '/^[A-Za-z_][A-Za-z0-9_]*$/' <<<"$rules")
 [[ -n $rules ]] || die "snakemake --list-rules listed no rules"
@@ -265,10 +265,10 @@ if ((FAULTS)); then
     deadline=$((SECONDS + 600))
     while [[ -n $(timeout 10 squeue -h -t PD,R,CG -o %i 2>/dev/null) ]] && ((SECONDS < deadline)); do sleep 2; done
     # the killed driver's lock is still there: a plain restart is refused
-    (cd "$SLURM_RUN" && timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}") >"$WORK/slurm-locked.log" 2>&1 &&
+    (cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}") >"$WORK/slurm-locked.log" 2>&1 &&
         die "a restart was not refused by the killed driver's lock"
     grep -q "cannot be locked" "$WORK/slurm-locked.log" || die "no lock message (see $WORK/slurm-locked.log)"
-    (cd "$SLURM_RUN" && timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}" --unlock) >>"$WORK/slurm-locked.log" 2>&1 ||
+    (cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}" --unlock) >>"$WORK/slurm-locked.log" 2>&1 ||
         die "snakemake --unlock failed"
     rc=0
     run_snakemake "$WORK/slurm-restart.log" "$SLURM_RUN" "${slurm_args[@]}" || rc=$?
@@ -291,7 +291,7 @@ grep -qE "has been submitted with SLURM jobid|Submitted array job" "$WORK/slurm.
 log "SLURM run OK in ${slurm_wall}s"
 
 # nothing may be left to do (catches outputs SLURM jobs failed to register)
-(cd "$SLURM_RUN" && timeout -k 10 300 "$SNAKEMAKE" --profile slurm -n "${common_args[@]}" \
+(cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" --profile slurm -n "${common_args[@]}" \
     --directory "$SLURM_RUN" "$TARGET") >"$WORK/slurm-dryrun.log" 2>&1 ||
     die "dry run after the SLURM run failed (see $WORK/slurm-dryrun.log)"
 grep -q "Nothing to be done" "$WORK/slurm-dryrun.log" ||
