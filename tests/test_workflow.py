@@ -141,7 +141,8 @@ def test_end_to_end_summary(finished_run):
         assert math.isfinite(float(row["lds"]))
         if row["lambda_choice"] != "crossfit":
             assert math.isfinite(float(row["lds_boot_std"]))
-        assert float(row["lambda"]) in (0.1, 1, 10, 100)
+        # crossfit: one λ per fold, "a/b"
+        assert {float(v) for v in row["lambda"].split("/")} <= {0.1, 1, 10, 100}, row
     summary = (results / "summary.md").read_text()
     assert "noise ceiling" in summary and "| trak |" in summary
     assert "Linear datamodeling score" in result.stdout, "the main command prints the table"
@@ -397,13 +398,22 @@ def test_scores_equal_a_direct_solve_per_lambda(finished_run):
     """τ_λ = Ψ (ΦᵀΦ + λI)⁻¹ Φᵀ from the feature files, one float64 solve per λ."""
     workdir, _, _ = finished_run
     results = workdir / "results" / "tiny"
+    import h5py
+
+    def feature_file(path, role):  # the score file names the feature files it was made from
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs[f"{role}_features"]
+        value = value.decode() if isinstance(value, bytes) else value
+        assert value.startswith("json:"), value
+        return workdir / json.loads(value[len("json:") :])["path"]
+
     for method, output_fn in SCORED.items():
-        features = results / "features" / "main" / output_fn / "K2"
-        train = _h5(features / "train.h5")
-        phi = train["features"].astype(np.float64)
         for split in ("val", "gen"):
-            query = _h5(features / f"{split}.h5")
-            score = _h5(results / "scores" / method / "K2" / f"{split}.h5")
+            path = results / "scores" / method / "K2" / f"{split}.h5"
+            train_path, query_path = feature_file(path, "train"), feature_file(path, "test")
+            assert f"/main/{output_fn}/" in str(train_path), train_path
+            train, query, score = _h5(train_path), _h5(query_path), _h5(path)
+            phi = train["features"].astype(np.float64)
             np.testing.assert_array_equal(score["train_ids"], train["ids"])
             np.testing.assert_array_equal(score["test_ids"], query["ids"])
             psi = query["features"].astype(np.float64)
