@@ -108,6 +108,7 @@ METHOD_INPUT_PATHS = {
     "samples": f"{RESULTS}/samples/gen.h5",
     "main_model": f"{RESULTS}/models/main",
     "groundtruth": f"{RESULTS}/groundtruth/{{pool}}.h5",
+    "residuals": f"{RESULTS}/residuals/main/S{{S}}.h5",
 }
 
 

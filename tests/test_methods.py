@@ -121,11 +121,17 @@ def test_defaults_are_filled_per_kind():
             subsets={**tiny()["subsets"], "retrain": {"num_subsets": 4, "seed": 9}},
         )
     )
-    assert config["methods"]["t"] == {"kind": "trak", "output_fn": "loss"}
+    assert config["methods"]["t"] == {
+        "kind": "trak",
+        "output_fn": "loss",
+        "timestep_norm": False,
+        "readout": "signed",
+    }
     assert config["methods"]["g"] == {
         "kind": "gas",
         "K": [2, 10],
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [25, 50, 75, 100],
     }
     assert config["methods"]["d"] == {
@@ -208,7 +214,11 @@ def test_targets_and_needs_follow_each_kind():
     assert {n.fields["split"] for n in needs["test"]} == {"val"}
     with pytest.raises(ConfigError, match="not scored at K=10"):
         methods.method_needs(config, "tr", 10, "val")
-    assert methods.job_params(config, "tr") == {"output_fn": "loss", "checkpoints": [50, 100]}
+    assert methods.job_params(config, "tr") == {
+        "output_fn": "loss",
+        "timestep_norm": False,
+        "checkpoints": [50, 100],
+    }
 
 
 # --------------------------------------------------------------------------- gradient-feature scorers

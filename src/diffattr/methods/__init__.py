@@ -14,6 +14,7 @@ raw_dot, raw_cos    flattened images in [-1, 1] (latents: VAE mode)       –   
 clip_dot, clip_cos  CLIP image embeddings (local open_clip weights)       –          −1
 journey_trak        TRAK, gen features along the DDIM trajectory (gen)    K, grid    −1
 ensemble_trak       TRAK averaged over M retrain-pool models              K, grid    −1
+das                 TRAK on unit-norm grads of mean(ε̂), column i × w_i     K, grid    −1
 empirical_influence mean y with row i − mean y without, retrain pool      –          +1
 datamodels          per-query ridge (CV α) of retrain outputs on masks    –          +1
 =================== ===================================================== ========== =====
@@ -30,7 +31,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffattr.errors import ConfigError
-from diffattr.methods import ensemble, gradient, journey, retrain, similarity, trak  # noqa: F401
+from diffattr.methods import (  # noqa: F401
+    das,
+    ensemble,
+    gradient,
+    journey,
+    retrain,
+    similarity,
+    trak,
+)
 from diffattr.methods.base import (
     Method,
     Need,

@@ -41,6 +41,7 @@ NEED_FILES: dict[str, tuple[str, ...]] = {
     "samples": (),
     "main_model": (),
     "groundtruth": ("pool",),
+    "residuals": ("S",),  # DAS's residual profiles of the training set (diffattr.residuals)
 }
 
 _REQUIRED = object()
