@@ -1,6 +1,7 @@
-"""DAS's residual profiles of the training set (forward passes only, diffattr.residuals):
+"""Model passes that DAS and EK-FAC add (diffattr.residuals, diffattr.ekfac):
 
-residuals/main/S{S}.h5     RMSE of ε̂ at S uniform timesteps per training image, and w_i
+    residuals/main/S{S}.h5          DAS: RMSE of ε̂ at S uniform timesteps per training image, w_i
+    ekfac/main/T{T}-{strategy}/     kronfluence factors of the main model (T timesteps per image)
 """
 
 
@@ -32,3 +33,35 @@ rule compute_residuals:
         device=config["device"],
     script:
         "../scripts/compute_residuals.py"
+
+
+rule fit_ekfac_factors:
+    input:
+        model=rules.train_main.output.model,
+        dataset=rules.prepare_data.output.dataset,
+    output:
+        factors=directory(f"{RESULTS}/ekfac/main/T{{T}}-{{strategy}}"),
+    log:
+        f"{LOGS}/fit_ekfac_factors/T{{T}}-{{strategy}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fit_ekfac_factors/T{{T}}-{{strategy}}.tsv"
+    wildcard_constraints:
+        T=r"\d+",
+        strategy="ekfac|kfac|diagonal|identity",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(8000),
+        runtime=attempt_scaled(
+            lambda wildcards: 3 * work.residuals_runtime(config, int(wildcards.T))
+        ),
+        gpu=GPU,
+    params:
+        impl_version=IMPL_VERSION["features"],
+        T=wildcard_int("T"),
+        strategy=wildcard_text("strategy"),
+        noise_seed=config["features"]["noise_seed"],
+        device=config["device"],
+    script:
+        "../scripts/fit_ekfac_factors.py"

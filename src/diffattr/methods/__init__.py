@@ -15,6 +15,7 @@ clip_dot, clip_cos  CLIP image embeddings (local open_clip weights)       –   
 journey_trak        TRAK, gen features along the DDIM trajectory (gen)    K, grid    −1
 ensemble_trak       TRAK averaged over M retrain-pool models              K, grid    −1
 das                 TRAK on unit-norm grads of mean(ε̂), column i × w_i     K, grid    −1
+ekfac               kronfluence EK-FAC influence of the diffusion loss        K, damping −1
 empirical_influence mean y with row i − mean y without, retrain pool      –          +1
 datamodels          per-query ridge (CV α) of retrain outputs on masks    –          +1
 =================== ===================================================== ========== =====
@@ -33,6 +34,7 @@ from typing import Any
 from diffattr.errors import ConfigError
 from diffattr.methods import (  # noqa: F401
     das,
+    ekfac,
     ensemble,
     gradient,
     journey,
@@ -191,6 +193,7 @@ def score_method_job(
     lambdas: list[float],
     chunk_rows: int,
     progress: Any = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Score one (method, K, split): ``inputs`` maps each input name to a path or paths;
     ``progress`` (the job's log stream) receives the TRAK family's progress bar."""
@@ -208,6 +211,7 @@ def score_method_job(
         list(lambdas),
         chunk_rows,
         progress,
+        dict(settings or {}),
     )
     get_method(kind).score(job)
 
