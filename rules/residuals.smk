@@ -1,7 +1,7 @@
 """Model passes that DAS and EK-FAC add (diffattr.residuals, diffattr.ekfac):
 
-    residuals/main/S{S}.h5          DAS: RMSE of ε̂ at S uniform timesteps per training image, w_i
-    ekfac/main/T{T}-{strategy}/     kronfluence factors of the main model (T timesteps per image)
+residuals/main/{noise}/S{S}.h5        DAS: RMSE of ε̂ at S uniform timesteps per training image, w_i
+ekfac/main/{noise}/T{T}-{strategy}/   kronfluence factors of the main model (T timesteps per image)
 """
 
 
@@ -10,11 +10,11 @@ rule compute_residuals:
         model=rules.train_main.output.model,
         dataset=rules.prepare_data.output.dataset,
     output:
-        residuals=f"{RESULTS}/residuals/main/S{{S}}.h5",
+        residuals=f"{RESULTS}/residuals/main/{{noise}}/S{{S}}.h5",
     log:
-        f"{LOGS}/compute_residuals/S{{S}}.log",
+        f"{LOGS}/compute_residuals/{{noise}}/S{{S}}.log",
     benchmark:
-        f"{BENCHMARKS}/compute_residuals/S{{S}}.tsv"
+        f"{BENCHMARKS}/compute_residuals/{{noise}}/S{{S}}.tsv"
     wildcard_constraints:
         S=r"\d+",
     conda:
@@ -30,6 +30,8 @@ rule compute_residuals:
         impl_version=IMPL_VERSION["features"],
         S=wildcard_int("S"),
         noise_seed=config["features"]["noise_seed"],
+        noise=wildcard_text("noise"),
+        noise_geometry=noise_geometry,
         device=config["device"],
     script:
         "../scripts/compute_residuals.py"
@@ -40,11 +42,11 @@ rule fit_ekfac_factors:
         model=rules.train_main.output.model,
         dataset=rules.prepare_data.output.dataset,
     output:
-        factors=directory(f"{RESULTS}/ekfac/main/T{{T}}-{{strategy}}"),
+        factors=directory(f"{RESULTS}/ekfac/main/{{noise}}/T{{T}}-{{strategy}}"),
     log:
-        f"{LOGS}/fit_ekfac_factors/T{{T}}-{{strategy}}.log",
+        f"{LOGS}/fit_ekfac_factors/{{noise}}/T{{T}}-{{strategy}}.log",
     benchmark:
-        f"{BENCHMARKS}/fit_ekfac_factors/T{{T}}-{{strategy}}.tsv"
+        f"{BENCHMARKS}/fit_ekfac_factors/{{noise}}/T{{T}}-{{strategy}}.tsv"
     wildcard_constraints:
         T=r"\d+",
         strategy="ekfac|kfac|diagonal|identity",
@@ -62,6 +64,8 @@ rule fit_ekfac_factors:
         T=wildcard_int("T"),
         strategy=wildcard_text("strategy"),
         noise_seed=config["features"]["noise_seed"],
+        noise=wildcard_text("noise"),
+        noise_geometry=noise_geometry,
         device=config["device"],
     script:
         "../scripts/fit_ekfac_factors.py"

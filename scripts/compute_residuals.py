@@ -14,4 +14,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         snakemake.config["features"]["batch_size"],  # performance only: not a param
         p.device,
         progress=log,
+        noise=p.noise,
+        noise_batch_size=p.noise_geometry["batch_size"],
+        noise_shard_rows=p.noise_geometry["shard_rows"],
     )

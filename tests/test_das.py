@@ -99,6 +99,9 @@ def test_das_scores_match_the_definition(tmp_path, scheduler, readout):
         "timestep_norm": True,
         "timesteps": STEPS,
         "noise_seed": 0,
+        "noise": "common",  # the noise keyed by ids here; any recorded scheme will do
+        "noise_batch_size": 0,
+        "noise_shard_rows": 0,
         "model_digest": "m",
     }
     for name, x, ids in (("train", x_train, train_ids), ("val", x_test, test_ids)):
@@ -110,7 +113,13 @@ def test_das_scores_match_the_definition(tmp_path, scheduler, readout):
     store.write_h5(
         tmp_path / "res.h5",
         {"residuals": r, "weights": das_weights(r), "ids": train_ids, "timesteps": STEPS},
-        {"model_digest": "m", "noise_seed": 0, "timesteps": STEPS, "S": 4},
+        {
+            "model_digest": "m",
+            "noise_seed": 0,
+            **{"noise": "common", "noise_batch_size": 0, "noise_shard_rows": 0},
+            "timesteps": STEPS,
+            "S": 4,
+        },
     )
     config = {"methods": {"das": {"kind": "das", "readout": readout, "residual_timesteps": 250}}}
     params = validate_methods(config)["das"]

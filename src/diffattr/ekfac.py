@@ -95,7 +95,8 @@ def make_task(scheduler: Any, timesteps: Sequence[int], noise_seed: int, modules
         def _loss(self, batch: dict, model: nn.Module, sample: bool) -> torch.Tensor:
             from diffattr.noise import sample_noise
 
-            x0, ids = batch["x0"], batch["ids"].cpu().numpy()
+            x0 = batch["x0"]
+            ids = batch["key"].cpu().numpy().view(np.uint64)  # the rows' feature-noise keys
             cond = batch.get("cond")
             kwargs = {} if cond is None else {"encoder_hidden_states": cond}
             if "t" in batch:  # one (image, timestep) pair per row
@@ -155,9 +156,16 @@ def _pair_noise(
 class SampleDataset(torch.utils.data.Dataset):
     """Images (and conditions) as dict batches; with ``timesteps`` one row per (image, t)."""
 
-    def __init__(self, x0, ids, cond=None, timesteps: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, x0, ids, cond=None, timesteps: Sequence[int] | None = None, noise_keys=None
+    ) -> None:
         self.x0 = torch.as_tensor(np.asarray(x0))
         self.ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+        keys = np.asarray(ids if noise_keys is None else noise_keys).astype(np.uint64)
+        if keys.shape != (len(self.ids),):
+            raise ConfigError(f"noise_keys must hold one key per row, got {keys.shape}")
+        # uint64 keys travel as their int64 bit pattern (torch batches int64)
+        self.keys = torch.as_tensor(keys.view(np.int64))
         self.cond = None if cond is None else torch.as_tensor(cond)
         self.timesteps = None if timesteps is None else [int(t) for t in timesteps]
 
@@ -170,7 +178,7 @@ class SampleDataset(torch.utils.data.Dataset):
         else:
             row, k = divmod(index, len(self.timesteps))
             item = {"t": torch.tensor(self.timesteps[k])}
-        item.update(x0=self.x0[row], ids=self.ids[row])
+        item.update(x0=self.x0[row], ids=self.ids[row], key=self.keys[row])
         if self.cond is not None:
             item["cond"] = self.cond[row]
         return item
@@ -345,10 +353,15 @@ def fit_factors_job(
     noise_seed: int,
     batch_size: int,
     device: str,
+    noise: str = "common",
+    noise_batch_size: int = 0,
+    noise_shard_rows: int = 0,
 ) -> dict[str, Any]:
     """The factors of the main model: every training image at ``factor_timesteps`` uniform
-    timesteps, each (image, t) one example (forward + backward passes, no scores)."""
+    timesteps, each (image, t) one example (forward + backward passes, no scores), with the
+    training features' noise under scheme ``noise``."""
     from diffattr import features, store
+    from diffattr import noise as noise_lib
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import status
 
@@ -358,7 +371,10 @@ def fit_factors_job(
         int(factor_timesteps), "uniform", scheduler.config.num_train_timesteps
     )
     x0, ids, cond = _train_inputs(model, dataset_path, batch_size)
-    dataset = SampleDataset(x0, ids, cond, timesteps=steps)
+    keys = noise_lib.feature_noise_keys(
+        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
+    )
+    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=keys)
     provenance = fit_factors(
         model.denoiser,
         scheduler,
@@ -371,6 +387,7 @@ def fit_factors_job(
             "model_digest": store.digest_directory(model_dir),
             "factor_timesteps": steps,
             "n_train": len(ids),
+            **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
         },
     )
     status(
@@ -396,19 +413,28 @@ def scores_job(
     noise_seed: int,
     batch_size: int,
     device: str,
+    noise: str = "common",
+    noise_batch_size: int = 0,
+    noise_shard_rows: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """([L, n, N] scores, train ids, query ids, provenance) of one (K, query split)."""
     from diffattr import features, store
+    from diffattr import noise as noise_lib
     from diffattr.errors import FeatureMismatchError
     from diffattr.jobs import load_queries, load_query_captions
     from diffattr.models import load_diffusion_model, resolve_device
 
     provenance = read_provenance(factors_dir)
     digest = store.digest_directory(model_dir)
-    if provenance.get("model_digest") != digest or provenance.get("noise_seed") != noise_seed:
+    if (
+        provenance.get("model_digest") != digest
+        or provenance.get("noise_seed") != noise_seed
+        or provenance.get("noise", noise) != noise
+    ):
         raise FeatureMismatchError(
             f"{factors_dir}: factors of model {provenance.get('model_digest')} with noise seed "
-            f"{provenance.get('noise_seed')}, but the scores use {digest} and {noise_seed}; "
+            f"{provenance.get('noise_seed')} ({provenance.get('noise')}), but the scores use "
+            f"{digest} and {noise_seed} ({noise}); "
             "refit the factors"
         )
     model = load_diffusion_model(model_dir, resolve_device(device))
@@ -418,12 +444,18 @@ def scores_job(
     images, query_ids = load_queries(split, dataset_path, samples_path)
     captions = load_query_captions(split, dataset_path, samples_path) if model.conditional else None
     qx0, query_ids, qcond = _encode(model, images, query_ids, captions, batch_size)
+
+    def keys(split_name, ids):
+        return noise_lib.feature_noise_keys(
+            noise, split_name, ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
+        )
+
     scores = influence_scores(
         model.denoiser,
         scheduler,
         factors_dir,
-        SampleDataset(x0, train_ids, cond),
-        SampleDataset(qx0, query_ids, qcond),
+        SampleDataset(x0, train_ids, cond, noise_keys=keys("train", train_ids)),
+        SampleDataset(qx0, query_ids, qcond, noise_keys=keys(split, query_ids)),
         steps,
         list(dampings),
         noise_seed,
@@ -432,6 +464,7 @@ def scores_job(
     info = {
         "timesteps": steps,
         "noise_seed": int(noise_seed),
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
         "model_digest": digest,
         "factors": str(factors_dir),
         "factor_strategy": provenance["strategy"],

@@ -1,17 +1,19 @@
 """DAS's per-training-sample residual weight (Lin et al. 2025, ``CIFAR2/07_score.py::load_error``).
 
 For training image i and each of S uniform timesteps s, with the feature stage's noise ε_s
-(the same draw the gradient features use, :func:`diffattr.features._noisy_samples`):
+under the method's noise scheme (the draw its gradient features use,
+:func:`diffattr.noise.feature_noise_keys` and :func:`diffattr.features._noisy_samples`):
 
     r_{i,s} = sqrt(mean over pixels of (ε_θ(x_{i,s}, s) − ε_s)²)      (the RMSE at s)
     w_i     = (1/S) Σ_s r_{i,s} / ‖r_i‖₂                                (‖·‖₂ across s)
 
 w_i is a shape statistic of the residual profile (a flat profile gives 1/√S, a peaked one less),
 not its magnitude. The pass is forward only (no gradients) and is its own job and file
-(``residuals/main/S{S}.h5``), so adding DAS to a finished run computes only this and its scores.
+(``residuals/main/{noise}/S{S}.h5``), so adding DAS to a finished run computes only this and its scores.
 
 File layout: ``residuals`` float32 [N, S], ``weights`` float64 [N], ``ids`` int64 [N],
-``timesteps`` int64 [S]; attrs ``model_digest``, ``noise_seed``, ``timesteps``, ``S``.
+``timesteps`` int64 [S]; attrs ``model_digest``, ``noise_seed``, the noise scheme's attrs
+(:func:`diffattr.noise.feature_noise_attrs`), ``timesteps``, ``S``.
 """
 
 from __future__ import annotations
@@ -49,18 +51,21 @@ def residual_profile(
     noise_seed: int,
     cond: torch.Tensor | None = None,
     max_evaluations: int = MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
-    """[B, S] RMSE of ε_θ(x_t, t) against the feature noise ε_t at each of the S timesteps."""
-    from diffattr.features import _eval_mode, _noisy_samples, _prepare_batch
+    """[B, S] RMSE of ε_θ(x_t, t) against the feature noise ε_t at each of the S timesteps;
+    ``noise_keys`` as in :func:`diffattr.features.mean_gradients`."""
+    from diffattr.features import _eval_mode, _noise_keys, _noisy_samples, _prepare_batch
 
     _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
+    keys = _noise_keys(ids, noise_keys)
     batch = len(ids)
     per_call = max(1, max_evaluations // max(1, batch))
     out = torch.empty(batch, len(timesteps), dtype=torch.float64)
     with _eval_mode(model):
         for start in range(0, len(timesteps), per_call):
             chunk = timesteps[start : start + per_call]
-            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            x_t, eps = _noisy_samples(scheduler, x0, keys, chunk, noise_seed)
             count = len(chunk)
             flat_t = torch.tensor(chunk * batch, dtype=torch.long, device=x0.device)
             kwargs = {}
@@ -82,9 +87,14 @@ def residuals_job(
     batch_size: int,
     device: str,
     progress: IO[str] | None = None,
+    noise: str = "common",
+    noise_batch_size: int = 0,
+    noise_shard_rows: int = 0,
 ) -> None:
-    """Residual profiles [N, S] and DAS weights of every training image (forward passes only)."""
+    """Residual profiles [N, S] and DAS weights of every training image (forward passes only),
+    with the training features' noise under scheme ``noise``."""
     from diffattr import features, store
+    from diffattr import noise as noise_lib
     from diffattr.jobs import encoded_queries, load_queries, load_query_captions
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import progress_bar, status
@@ -94,6 +104,9 @@ def residuals_job(
     steps = features.select_timesteps(int(S), "uniform", scheduler.config.num_train_timesteps)
     images, ids = load_queries("train", dataset_path, None)
     captions = load_query_captions("train", dataset_path, None) if model.conditional else None
+    keys = noise_lib.feature_noise_keys(
+        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
+    )
     residuals = np.empty((len(ids), len(steps)), dtype=np.float64)
     update, close = progress_bar(progress, len(ids), "residuals", unit="sample")
     try:
@@ -111,6 +124,7 @@ def residuals_job(
                     steps,
                     noise_seed,
                     batch_cond,
+                    noise_keys=keys[rows][start:stop],
                 ).numpy()
                 update(rows.start + stop)
     finally:
@@ -118,6 +132,7 @@ def residuals_job(
     attrs = {
         "model_digest": store.digest_directory(model_dir),
         "noise_seed": int(noise_seed),
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
         "timesteps": steps,
         "S": int(S),
         "n_rows": len(ids),

@@ -8,7 +8,7 @@
 * the TRAK kernel: τ = Ψ(ΦᵀΦ + λI)⁻¹Φᵀ over the λ grid;
 * the residual weight (``residual_weight``): column i times w_i = mean_s(r_{i,s} / ‖r_i‖₂), r_{i,s}
   the RMSE of ε̂ at S = ``residual_timesteps`` uniform timesteps (:mod:`diffattr.residuals`,
-  its own forward-only job ``residuals/main/S{S}.h5``);
+  its own forward-only job ``residuals/main/{noise}/S{S}.h5``, with the features' noise);
 * ``readout``: ``signed`` τ·w (DAS1) or ``squared`` (τ·w)² (DAS1squ, what its code reports).
 
 The reference also divides (K + λI)⁻¹ by mean|(K + λI)⁻¹| per λ: one positive constant per λ,
@@ -27,6 +27,7 @@ from diffattr.methods.base import (
     Param,
     ScoreJob,
     features_need,
+    method_noise,
     one_of,
     register,
 )
@@ -43,14 +44,24 @@ from diffattr.methods.trak import (
 DAS_OUTPUT_FNS = ("mean", "l1", "square")
 
 
+#: What the residual file and the training features must share.
+RESIDUAL_CHECK_KEYS = (
+    "model_digest",
+    "noise_seed",
+    "noise",
+    "noise_batch_size",
+    "noise_shard_rows",
+)
+
+
 def _check_S(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or 1000 % value:
         return f"must be a positive integer dividing 1000 (uniform timesteps), got {value!r}"
     return None
 
 
-def residuals_need(S: int) -> Need:
-    return Need("residuals", {"S": int(S)})
+def residuals_need(S: int, noise: str) -> Need:
+    return Need("residuals", {"noise": noise, "S": int(S)})
 
 
 @register
@@ -81,13 +92,13 @@ class DAS(Method):
     uses_lambdas = True
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn = feature_fn(params)
+        fn, noise = feature_fn(params), method_noise(params)
         needs = {
-            "train": [features_need("main", fn, K, "train")],
-            "test": [features_need("main", fn, K, split)],
+            "train": [features_need("main", fn, K, "train", noise)],
+            "test": [features_need("main", fn, K, split, noise)],
         }
         if params["residual_weight"]:
-            needs["residuals"] = [residuals_need(params["residual_timesteps"])]
+            needs["residuals"] = [residuals_need(params["residual_timesteps"], noise)]
         return needs
 
     def score(self, job: ScoreJob) -> None:
@@ -101,7 +112,8 @@ class DAS(Method):
         if job.params["residual_weight"]:
             path = job.one_input("residuals")
             with open_h5(job.one_input("train")) as handle:
-                attrs = {k: decode_attr(handle.attrs[k]) for k in ("model_digest", "noise_seed")}
+                keys = [k for k in RESIDUAL_CHECK_KEYS if k in handle.attrs]
+                attrs = {k: decode_attr(handle.attrs[k]) for k in keys}
                 train_ids = handle["ids"][()]
             weights = read_weights(path, train_ids, attrs)
             extra = {"residuals": path, "residual_timesteps": job.params["residual_timesteps"]}

@@ -1,7 +1,7 @@
 """EK-FAC influence of the diffusion loss through kronfluence (:mod:`diffattr.ekfac`).
 
 τ(q, i) = ∇L_q ᵀ (F̂ + δI)⁻¹ ∇L_i with F̂ kronfluence's EK-FAC (or K-FAC, diagonal, identity)
-approximation of the MC-Fisher, fitted once per model (``ekfac/main/T{T}-{strategy}``), and L
+approximation of the MC-Fisher, fitted once per model and noise scheme (``ekfac/main/{noise}/T{T}-{strategy}``), and L
 the loss at the K scored timesteps with the feature stage's noise. The damping δ plays the role
 of λ: the score file's λ axis holds ``dampings`` and the LDS job chooses one on the held-out
 subsets (and reports the oracle). τ > 0: upweighting row i lowers the query's loss.
@@ -17,6 +17,7 @@ from diffattr.methods.base import (
     Need,
     Param,
     ScoreJob,
+    method_noise,
     one_of,
     positive_numbers,
     register,
@@ -72,7 +73,11 @@ class EKFAC(Method):
             "factors": [
                 Need(
                     "ekfac_factors",
-                    {"T": int(params["factor_timesteps"]), "strategy": params["strategy"]},
+                    {
+                        "noise": method_noise(params),
+                        "T": int(params["factor_timesteps"]),
+                        "strategy": params["strategy"],
+                    },
                 )
             ],
         }
@@ -84,6 +89,8 @@ class EKFAC(Method):
         from diffattr import ekfac
 
         settings = job.settings
+        scheme = job.params.get("noise", "common")
+        geometry = settings.get("reference_noise", {}) if scheme == "reference" else {}
         scores, train_ids, test_ids, info = ekfac.scores_job(
             job.one_input("model"),
             job.one_input("dataset"),
@@ -93,9 +100,12 @@ class EKFAC(Method):
             job.K,
             settings.get("t_strategy", "uniform"),
             job.params["dampings"],
-            int(settings.get("noise_seed", 0)),
+            int(job.params.get("noise_seed", settings.get("noise_seed", 0))),
             int(settings.get("batch_size", 32)),
             settings.get("device", "cpu"),
+            noise=scheme,
+            noise_batch_size=int(geometry.get("batch_size", 0)),
+            noise_shard_rows=int(geometry.get("shard_rows", 0)),
         )
         readout = job.params.get("readout", "signed")
         write_score_grid(
