@@ -202,12 +202,16 @@ def fit_factors(
     batch_size: int,
     extra_provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit kronfluence factors of ``model`` on ``dataset`` (pairs) into ``out_dir``; provenance."""
+    """Fit kronfluence factors of ``model`` on ``dataset`` (pairs) into ``out_dir``; provenance.
+
+    kronfluence's ``prepare_model`` wraps the tracked modules of ``model`` in place and freezes
+    its parameters: pass a model that is not used afterwards."""
     from kronfluence.arguments import FactorArguments
 
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown EK-FAC strategy {strategy!r}; valid: {list(STRATEGIES)}")
     modules, uncovered = tracked_modules(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not modules:
         raise ConfigError(f"{type(model).__name__} has no trainable Linear/Conv2d module")
     task = make_task(scheduler, [], noise_seed, modules)
@@ -241,10 +245,7 @@ def fit_factors(
             "tracked_modules": modules,
             "uncovered": uncovered,
             "uncovered_parameters": int(sum(uncovered.values())),
-            "covered_parameters": int(
-                sum(p.numel() for p in model.parameters() if p.requires_grad)
-                - sum(uncovered.values())
-            ),
+            "covered_parameters": int(trainable - sum(uncovered.values())),
             "peak_rss_mb": peak_rss_mb(),
             **(extra_provenance or {}),
         }
