@@ -13,7 +13,7 @@ pytest.importorskip("kronfluence")
 
 from diffattr import ekfac  # noqa: E402
 from diffattr.noise import sample_noise  # noqa: E402
-from tests.test_features import images, tiny_unet  # noqa: E402
+from tests.test_features import images, tiny_cond_unet, tiny_unet  # noqa: E402
 
 STEPS = [100, 600]
 FACTOR_STEPS = [0, 250, 500, 750]
@@ -32,7 +32,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def module_gradients(model, scheduler, x0, ids, steps, modules):
+def module_gradients(model, scheduler, x0, ids, steps, modules, cond=None):
     """Per sample, {module: [out, in(+1 bias)]} of (1/K) Σ_t mean (ε̂ − ε)², by autograd."""
     named = dict(model.named_modules())
     out = []
@@ -43,7 +43,8 @@ def module_gradients(model, scheduler, x0, ids, steps, modules):
             abar = scheduler.alphas_cumprod.double()[t]
             eps = sample_noise("features", 0, t, [sample_id], x0.shape[1:]).double()
             x_t = abar.sqrt() * x0[i : i + 1] + (1 - abar).sqrt() * eps
-            loss = loss + (model(x_t, torch.tensor([t])).sample - eps).pow(2).mean()
+            kwargs = {} if cond is None else {"encoder_hidden_states": cond[i : i + 1]}
+            loss = loss + (model(x_t, torch.tensor([t]), **kwargs).sample - eps).pow(2).mean()
         (loss / len(steps)).backward()
         grads = {}
         for name in modules:
@@ -127,3 +128,40 @@ def test_ekfac_scores_match_the_fitted_factors(tmp_path, scheduler):
                     want[a, b] += float((pre * g[m]).sum())
         np.testing.assert_allclose(got[index], want, rtol=1e-6, atol=1e-10 * abs(want).max())
     assert not np.allclose(got[0], got[1])  # the damping matters
+
+
+def test_conditional_unet_with_frozen_parameters(tmp_path, scheduler):
+    """The SD-LoRA path: a conditional UNet, captions' embeddings in the batch, and only the
+    trainable modules tracked (here: the cross-attention projections)."""
+
+    def model():
+        unet = tiny_cond_unet().double()
+        for name, p in unet.named_parameters():
+            p.requires_grad_("attn2" in name)
+        return unet
+
+    x, ids = images(3, seed=1).double(), np.arange(3)
+    xq, qids = images(2, seed=2).double(), np.array([5, 6])
+    gen = torch.Generator().manual_seed(4)
+    cond = torch.randn(3, 5, 6, generator=gen, dtype=torch.float64)
+    qcond = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64)
+    modules, _ = ekfac.tracked_modules(model())
+    assert modules and all("attn2" in m for m in modules)
+    out = tmp_path / "identity"
+    data = ekfac.SampleDataset(x, ids, cond, timesteps=FACTOR_STEPS)
+    ekfac.fit_factors(model(), scheduler, data, out, "identity", 0, batch_size=6)
+    got = ekfac.influence_scores(
+        model(),
+        scheduler,
+        out,
+        ekfac.SampleDataset(x, ids, cond),
+        ekfac.SampleDataset(xq, qids, qcond),
+        STEPS,
+        [0.0],
+        0,
+        batch_size=3,
+    )[0]
+    gi = module_gradients(model(), scheduler, x, ids, STEPS, modules, cond)
+    gq = module_gradients(model(), scheduler, xq, qids, STEPS, modules, qcond)
+    want = np.array([[sum(float((q[m] * g[m]).sum()) for m in modules) for g in gi] for q in gq])
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12 * abs(want).max())
