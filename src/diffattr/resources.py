@@ -108,3 +108,9 @@ def merge_mem_mb(config: Mapping[str, Any]) -> int:
     """The merged train feature matrix (float32), held once while it is written."""
     size = query_count(config, "train") * int(config["features"]["proj_dim"]) * 4
     return 2000 + math.ceil(2 * size / MB)
+
+
+def residuals_runtime(config: Mapping[str, Any], timesteps: int) -> int:
+    """Minutes for DAS's residual pass: one forward per training image and timestep."""
+    evaluations = int(config["data"]["train_size"]) * int(timesteps)
+    return _minutes(config, evaluations * config["resources"]["forward_seconds"])
