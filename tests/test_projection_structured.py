@@ -354,3 +354,19 @@ def test_noise_keys_reach_the_structured_path(scheduler):
     slow = slow_mean_gradients(model, scheduler, x0, ids, steps, "loss", 0, keys=keys.tolist())
     expected = slow @ projector.dense_equivalent(model)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_timestep_normalisation_divides_each_projected_gradient(scheduler):
+    model = tiny_unet(seed=4).double()
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    ids, steps, dim = [5, 6], [0, 600], 90
+    projector = make_structured_projector(model, dim, seed=2)
+    ours = extract_features(
+        model, scheduler, x0, ids, "loss", steps, 0, projector, 2, normalize_timesteps=True
+    )
+    dense = projector.dense_equivalent(model)
+    expected = 0
+    for t in steps:
+        phi = slow_mean_gradients(model, scheduler, x0, ids, [t], "loss", 0) @ dense
+        expected = expected + phi / (phi.norm(dim=1, keepdim=True) / dim**0.5 + 1e-8)
+    np.testing.assert_allclose(ours, (expected / len(steps)).numpy(), rtol=1e-5, atol=1e-6)
