@@ -110,6 +110,8 @@ METHOD_INPUT_PATHS = {
     "samples": f"{RESULTS}/samples/gen.h5",
     "main_model": f"{RESULTS}/models/main",
     "groundtruth": f"{RESULTS}/groundtruth/{{pool}}.h5",
+    "residuals": f"{RESULTS}/residuals/main/{{noise}}/S{{S}}.h5",
+    "ekfac_factors": f"{RESULTS}/ekfac/main/{{noise}}/T{{T}}-{{strategy}}",
 }
 
 
@@ -128,8 +130,19 @@ def method_uses_lambdas(name):
     return get_method(METHODS[name]["kind"]).uses_lambdas
 
 
-# Methods with a ridge λ: factor_method, then select_scores (rules/scores.smk).
-LAMBDA_METHODS = [name for name in METHODS if method_uses_lambdas(name)]
+def method_writes_spectra(name):
+    from diffattr.methods import get_method
+
+    return get_method(METHODS[name]["kind"]).writes_spectra(METHODS[name])
+
+
+# Methods with a ridge λ factorised once: factor_method, then select_scores (rules/scores.smk).
+# Other λ methods (squared readout, DAS) score the whole grid in score_method.
+LAMBDA_METHODS = [
+    name
+    for name in METHODS
+    if method_uses_lambdas(name) and method_writes_spectra(name)
+]
 
 
 def method_pattern(names, invert=False):
@@ -182,11 +195,31 @@ def method_params(wildcards):
 
 def lambda_grid(method):
     """The λ grid for methods with a ridge λ, [] otherwise (so a new grid reruns only those)."""
-    return config["scoring"]["lambdas"] if method in LAMBDA_METHODS else []
+    return config["scoring"]["lambdas"] if method_uses_lambdas(method) else []
 
 
 def method_lambdas(wildcards):
     return lambda_grid(wildcards.method)
+
+
+def method_settings(wildcards):
+    """Feature settings for kinds that run the model in their scoring job (EK-FAC), else {}."""
+    from diffattr.methods import get_method
+
+    if not get_method(METHODS[wildcards.method]["kind"]).uses_model:
+        return {}
+    return {
+        "device": config["device"],
+        "noise_seed": config["features"]["noise_seed"],
+        "t_strategy": config["features"]["t_strategy"],
+        "reference_noise": dict(config["features"]["reference_noise"]),
+    }
+
+
+def method_gpu(wildcards):
+    from diffattr.methods import get_method
+
+    return GPU if get_method(METHODS[wildcards.method]["kind"]).uses_model else 0
 
 
 def main_snapshot_dirs():

@@ -32,14 +32,16 @@ rule score_method:
     resources:
         mem_mb=attempt_scaled(score_mem_mb),
         runtime=attempt_scaled(60),
+        gpu=method_gpu,
     params:
         kind=method_kind,
         params=method_params,
-        lambdas=[],
+        lambdas=method_lambdas,
         chunk_rows=config["scoring"]["chunk_rows"],
         method=wildcard_text("method"),
         K=wildcard_int("K"),
         split=wildcard_text("query"),
+        settings=method_settings,
     script:
         "../scripts/score_method.py"
 

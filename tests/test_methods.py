@@ -73,7 +73,7 @@ def run(
     out = tmp_path / f"{kind}.h5"
     params = params if params is not None else {"output_fn": "loss"}
     score_method_job(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
-    if not get_method(kind).uses_lambdas:
+    if not get_method(kind).writes_spectra(params):
         return read_scores(out)
     scores = tmp_path / f"{kind}-scores.h5"
     train = inputs["train"]
@@ -133,12 +133,19 @@ def test_defaults_are_filled_per_kind():
         )
     )
     noise = config["features"]["noise"]
-    assert config["methods"]["t"] == {"kind": "trak", "noise": noise, "output_fn": "loss"}
+    assert config["methods"]["t"] == {
+        "kind": "trak",
+        "noise": noise,
+        "output_fn": "loss",
+        "timestep_norm": False,
+        "readout": "signed",
+    }
     assert config["methods"]["g"] == {
         "kind": "gas",
         "K": [2, 10],
         "noise": noise,
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [25, 50, 75, 100],
     }
     assert config["methods"]["d"] == {
@@ -225,6 +232,7 @@ def test_targets_and_needs_follow_each_kind():
     assert methods.job_params(config, "tr") == {
         "noise": config["features"]["noise"],
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [50, 100],
     }
 

@@ -30,7 +30,12 @@ from diffattr.methods.base import (
     register,
 )
 from diffattr.methods.gradient import CHECK_KEYS
-from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.methods.trak import (
+    OUTPUT_FN_PARAM,
+    TIMESTEP_NORM_PARAM,
+    check_timestep_norm,
+    feature_fn,
+)
 
 #: Settings every ensemble member must share (the model digest differs by design).
 SHARED_KEYS = (
@@ -55,16 +60,20 @@ class EnsembleTrak(Method):
     summary = "TRAK scores averaged over M retrain-pool models (each at its own weights)"
     params = {
         "output_fn": OUTPUT_FN_PARAM,
+        "timestep_norm": TIMESTEP_NORM_PARAM,
         "num_models": Param("M: retrain-pool models 0..M-1 in the ensemble.", check=positive_int),
     }
     uses_lambdas = True
     needs_retrain_pool = True
 
+    def writes_spectra(self, params: Mapping[str, Any]) -> bool:
+        return True
+
     def retrain_models(self, params: Mapping[str, Any]) -> int:
         return int(params["num_models"])
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn, members, noise = params["output_fn"], range(params["num_models"]), method_noise(params)
+        fn, members, noise = feature_fn(params), range(params["num_models"]), method_noise(params)
         return {
             "train": [features_need(retrain_checkpoint(m), fn, K, "train", noise) for m in members],
             "test": [features_need(retrain_checkpoint(m), fn, K, split, noise) for m in members],
@@ -74,6 +83,9 @@ class EnsembleTrak(Method):
         """A spectra file with one factorisation per member (the mean is taken when read)."""
         from diffattr import spectral
 
+        check_timestep_norm(
+            job.input("train") + job.input("test"), job.params.get("timestep_norm", False)
+        )
         members, first = [], None
         for train_path, test_path in zip(job.input("train"), job.input("test"), strict=True):
             train, test = read_feature_pair(train_path, test_path, CHECK_KEYS)
