@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from diffattr.base_model import (
     DEFAULT_BASE,
@@ -34,6 +33,7 @@ from diffattr.base_model import (
     check_base_model,
     resolve_base_model,
 )
+from diffattr.diffusers_imports import DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError, CorruptFileError
 from diffattr.store import atomic_dir
 
@@ -84,7 +84,28 @@ def build_scheduler(scheduler_config: dict[str, Any]) -> DDPMScheduler:
 def save_model(model: UNet2DModel, scheduler: DDPMScheduler, path: str | os.PathLike) -> None:
     """Save atomically as a DDPMPipeline directory (safetensors weights)."""
     with atomic_dir(path) as tmp:
-        DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+        write_pipeline_layout(model, scheduler, tmp)
+
+
+def write_pipeline_layout(model: UNet2DModel, scheduler: DDPMScheduler, path: Path) -> None:
+    """What ``DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(path)`` writes.
+
+    Written here so that a training job does not import the pipeline machinery (diffusers'
+    loaders and ``scipy.stats``: about a second of CPU per job); ``DDPMPipeline.from_pretrained``
+    reads it (tests/test_training.py compares the two layouts).
+    """
+    import diffusers
+
+    path = Path(path)
+    model.save_pretrained(path / "unet", safe_serialization=True)
+    scheduler.save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "DDPMPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "unet": ["diffusers", type(model).__name__],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

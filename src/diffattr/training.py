@@ -29,9 +29,9 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm import tqdm
 
+from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
     DiffusionModel,
