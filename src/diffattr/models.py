@@ -39,6 +39,7 @@ from diffattr.store import atomic_dir
 
 MODEL_KINDS: tuple[str, ...] = ("unet", "sd_lora")
 MODEL_FILE = "diffattr_model.json"
+TRAINING_FILE = "diffattr_training.json"  # which weights were saved (EMA or last step), and how
 LORA_DIR = "lora"
 DEFAULT_LORA = {
     "rank": 128,
@@ -81,10 +82,34 @@ def build_scheduler(scheduler_config: dict[str, Any]) -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config)
 
 
-def save_model(model: UNet2DModel, scheduler: DDPMScheduler, path: str | os.PathLike) -> None:
-    """Save atomically as a DDPMPipeline directory (safetensors weights)."""
+def save_model(
+    model: UNet2DModel,
+    scheduler: DDPMScheduler,
+    path: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+) -> None:
+    """Save atomically as a DDPMPipeline directory (safetensors weights); ``training`` (which
+    weights these are, see :func:`diffattr.training.train_diffusion_model`) goes to
+    ``diffattr_training.json`` beside them."""
     with atomic_dir(path) as tmp:
         write_pipeline_layout(model, scheduler, tmp)
+        write_training_record(tmp, training)
+
+
+def write_training_record(path: Path, training: dict[str, Any] | None) -> None:
+    if training is not None:
+        (path / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
+
+
+def training_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training record of a saved model directory (None for models saved without one)."""
+    file = Path(path) / TRAINING_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptFileError(f"{file}: unreadable ({error})") from error
 
 
 def write_pipeline_layout(model: UNet2DModel, scheduler: DDPMScheduler, path: Path) -> None:
@@ -196,8 +221,8 @@ class DiffusionModel:
     def _schedule(self) -> dict[str, Any]:
         return {"scheduler": _public(self.scheduler.config)}
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model(self.denoiser, self.scheduler, path)
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
+        save_model(self.denoiser, self.scheduler, path, training)
 
 
 class LoRAStableDiffusion(DiffusionModel):
@@ -415,7 +440,7 @@ class LoRAStableDiffusion(DiffusionModel):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": self.base, "lora": self.lora, **self._schedule()}
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
         """The adapter only (peft layout, safetensors), the schedule and the base's name."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -429,6 +454,7 @@ class LoRAStableDiffusion(DiffusionModel):
             self.scheduler.save_pretrained(tmp / "scheduler")
             record = {"kind": self.kind, "base": self.base, "lora": self.lora}
             (tmp / MODEL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_training_record(tmp, training)
 
 
 def _public(config: Any) -> dict[str, Any]:
