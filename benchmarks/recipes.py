@@ -21,8 +21,9 @@ import torch
 import yaml
 
 from diffattr import data
+from diffattr.jobs import save_png
 from diffattr.models import load_diffusion_model
-from diffattr.sample_quality import quality_record
+from diffattr.sample_quality import quality_record, sample_sheet
 from diffattr.sampling import generate, sample_seeds
 from diffattr.training import TrainingSettings, train_model
 
@@ -38,6 +39,10 @@ RECIPES = {
     "E": ({"epochs": 200, "random_flip": False}, SMALL),
     "F": ({"epochs": 100, "random_flip": False, "lr": 0.002}, SMALL),
     "G": ({"epochs": 60, "random_flip": False}, WIDE),
+    "H": ({"epochs": 100, "random_flip": False, "ema_decay": 0.995}, SMALL),
+    "I": ({"epochs": 200, "random_flip": False, "ema_decay": 0.995}, SMALL),
+    "J": ({"epochs": 100, "random_flip": False, "ema_decay": 0.995, "lr": 0.002}, SMALL),
+    "K": ({"epochs": 60, "random_flip": False, "ema_decay": 0.99}, SMALL),
 }
 
 
@@ -45,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipes", nargs="+", default=sorted(RECIPES))
     parser.add_argument("--dataset", required=True, help="data/dataset.h5 of the default config")
+    parser.add_argument("--save", help="folder for each recipe's samples (.npy) and sheet (.png)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -73,6 +79,10 @@ def main() -> None:
             cpu = time.process_time()
             images = generate(model, sample_seeds(100, 0), 50)["images"]
             gen_cpu = time.process_time() - cpu
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            np.save(Path(args.save) / f"{name}.npy", images)
+            save_png(str(Path(args.save) / f"{name}.png"), sample_sheet(images), scale=1)
         record = quality_record(train.images, train.labels, val.images, val.labels, images)
         row = {
             "recipe": name,

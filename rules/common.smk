@@ -193,6 +193,7 @@ def final_outputs():
         f"{RESULTS}/samples/gen.png",
         *report_outputs(),  # rules/report.smk
         *counterfactual_outputs(),  # rules/counterfactual.smk
+        *checks_outputs(),  # rules/checks.smk
     ]
 
 

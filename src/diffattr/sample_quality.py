@@ -1,10 +1,12 @@
 """Are the generated samples recognisable, and are they copies? (the sample-quality figure)
 
-A small scikit-learn classifier (an RBF support-vector machine with sigmoid-calibrated
-probabilities) is fitted on the real training images and scores two sets of images: the
-generated samples and the real val images. A sample counts as *recognised* when the classifier
-gives its top class a probability of at least ``threshold`` (0.8); the same fraction on real val
-images is the yardstick. Each image's distance to its nearest training image (RMS over pixels
+A small scikit-learn classifier — the 10 nearest training images in pixel space vote — is
+fitted on the real training images and scores two sets of images: the generated samples and the
+real val images. A sample counts as *recognised* when at least ``threshold`` (0.8, i.e. 8 of 10)
+of its neighbours share one class; the same fraction on real val images is the yardstick. Why
+neighbours and not a sharper model: probabilities of an SVM or an MLP stay high on noisy blobs
+far from every digit (on the old 400-step demo model an SVM "recognised" 62 % of samples that a
+person reads as noise, the 10-neighbour vote 36 %), while a blob's neighbours disagree. Each image's distance to its nearest training image (RMS over pixels
 in [0, 1]) shows whether samples are copies of training images: a copy sits at 0, a real val
 image at the typical distance of a new digit.
 
@@ -23,7 +25,8 @@ from diffattr import store
 from diffattr.errors import ConfigError, FeatureMismatchError
 
 THRESHOLD = 0.8
-CLASSIFIER = "CalibratedClassifierCV(SVC(rbf), sigmoid, ensemble=False) on flattened pixels"
+NEIGHBOURS = 10
+CLASSIFIER = f"KNeighborsClassifier({NEIGHBOURS}) on flattened pixels"
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -33,16 +36,16 @@ def _flat(images: np.ndarray) -> np.ndarray:
     return array.reshape(len(array), -1)
 
 
-def fit_classifier(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Any:
+def fit_classifier(images: np.ndarray, labels: np.ndarray) -> Any:
     """The digit classifier: fitted on ``images`` [n, C, H, W] in [-1, 1] and their labels."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.svm import SVC
+    from sklearn.neighbors import KNeighborsClassifier
 
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ConfigError("the sample-quality classifier needs at least two classes")
-    classifier = CalibratedClassifierCV(SVC(kernel="rbf", random_state=seed), ensemble=False)
-    return classifier.fit(_flat(images), labels)
+    if len(labels) < NEIGHBOURS:
+        raise ConfigError(f"{len(labels)} training images; the classifier needs {NEIGHBOURS}")
+    return KNeighborsClassifier(NEIGHBOURS).fit(_flat(images), labels)
 
 
 def classify(classifier: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +102,13 @@ def plot_quality(record: dict[str, Any], out_path: str | os.PathLike) -> None:
     left, right = figure.subplots(1, 2)
     threshold = record["threshold"]
     styles = {"gen": ("tab:blue", "generated"), "val": ("tab:gray", "real val")}
-    bins = np.linspace(0, 1, 21)
+    bins = np.linspace(0, 1, 12) - 0.05
     for split, (color, name) in styles.items():
         part = record[split]
         label = f"{name}: {100 * part['recognised_fraction']:.0f}% ≥ {threshold:g}"
         left.hist(part["confidence"], bins=bins, color=color, alpha=0.55, label=label)
+    left.set_xlabel("share of the 10 nearest training images in the top class")
     left.axvline(threshold, color="black", linestyle="--", linewidth=1)
-    left.set_xlabel("classifier probability of its top class")
     left.set_ylabel("images")
     left.set_title("are the samples recognisable digits?", fontsize=9)
     left.legend(fontsize=7, loc="upper left")
@@ -160,3 +163,58 @@ def sample_quality_job(
         100 * record["val"]["recognised_fraction"],
     )
     return record
+
+
+def sample_sheet(
+    generated: np.ndarray,
+    real: np.ndarray | None = None,
+    columns: int = 10,
+    cell: int = 40,
+    gap: int = 6,
+) -> np.ndarray:
+    """A readable picture of samples: a grid of ``generated`` images [n, C, H, W] in [-1, 1],
+    each enlarged to ``cell`` pixels with ``gap`` pixels between them, and, when ``real`` is
+    given, a grid of as many real images beside it for comparison. Returns uint8 [H, W, 3]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if columns < 1 or cell < 1 or gap < 0:
+        raise ConfigError(f"columns = {columns}, cell = {cell}, gap = {gap}: need positive sizes")
+
+    def grid(images: np.ndarray) -> Image.Image:
+        images = np.asarray(images, dtype=np.float32)
+        rows = -(-len(images) // columns)
+        side = gap + columns * (cell + gap), gap + rows * (cell + gap)
+        canvas = Image.new("RGB", side, (255, 255, 255))
+        pixels = ((images.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8)
+        for i, image in enumerate(pixels):
+            array = image.transpose(1, 2, 0)
+            array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
+            tile = Image.fromarray(array).resize((cell, cell), Image.NEAREST)
+            r, c = divmod(i, columns)
+            canvas.paste(tile, (gap + c * (cell + gap), gap + r * (cell + gap)))
+        return canvas
+
+    panels = [("generated samples", grid(generated))]
+    if real is not None and len(real):
+        panels.append(("real training images", grid(real)))
+    font = ImageFont.load_default(size=16)
+    header, margin = 26, 24
+    width = sum(p.width for _, p in panels) + margin * (len(panels) - 1)
+    height = header + max(p.height for _, p in panels)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for title, panel in panels:
+        draw.text((x + gap, 4), title, fill=(0, 0, 0), font=font)
+        sheet.paste(panel, (x, header))
+        x += panel.width + margin
+    return np.asarray(sheet)
+
+
+def real_examples(dataset_path: str, count: int) -> np.ndarray:
+    """``count`` train images spread evenly over the train split (for comparison sheets)."""
+    from diffattr import data
+
+    train = data.load_split(dataset_path, "train")
+    rows = np.unique(np.linspace(0, len(train) - 1, min(count, len(train))).round().astype(int))
+    return train.images[rows]
