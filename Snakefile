@@ -6,7 +6,7 @@ right is that answer? The D-TRAK protocol as a DAG of files under results/<exper
     models/main, models/{pool}/{k}/seed{s}   trained models (diffusers layout)
     samples/gen.h5, samples/gen.png          generated queries
     measured/{pool}/{k}/seed{s}.h5           measured outputs (LDS ground truth)
-    features/{fn}/K{K}/{split}.h5            projected gradient features
+    features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5  projected gradient features
     scores/{method}/K{K}/{split}.h5          score matrices for the whole λ grid
     lds/{method}/K{K}/{split}.json           LDS curves, held-out and oracle λ, bootstrap
     summary.csv, summary.md                  the results table
@@ -16,17 +16,21 @@ Without --configfile the embedded default (config.yaml, a CPU demo) runs. A --co
 """
 
 import os
+import sys
 
 from snakemake.utils import min_version
 
 min_version("9.19")
 
-# Jobs import diffattr from this checkout's src/ (also inside conda envs and SLURM jobs).
+# Snakemake and every job import diffattr from this checkout's src/, whether or not the package
+# is installed (a conda-installed Snakemake, a deployed workflow, a SLURM job step).
 _src = os.path.join(workflow.basedir, "src")
-_pythonpath = [
-    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _src
-]
-os.environ["PYTHONPATH"] = os.pathsep.join([_src, *_pythonpath])
+if _src not in sys.path:
+    sys.path.insert(0, _src)
+
+from diffattr.jobenv import use_source_tree
+
+use_source_tree(_src)
 
 
 report: "report/workflow.rst"

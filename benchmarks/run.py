@@ -417,6 +417,9 @@ def write_random_features(path: Path, rows: int, dim: int, seed: int) -> None:
         "output_fn": "square",
         "timesteps": list(range(0, 1000, 100)),
         "noise_seed": 0,
+        "noise": "common",
+        "noise_batch_size": 0,
+        "noise_shard_rows": 0,
         "model_digest": "benchmark",
         "split": "benchmark",
     }

@@ -5,6 +5,7 @@ import sys
 
 from diffattr.config import validate_config
 from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
+from diffattr.noise import NOISE_SCHEMES
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
 from diffattr.base_model import check_base_model
 from diffattr import resources as work
@@ -27,7 +28,7 @@ GPU = 0 if config["device"] == "cpu" else 1
 # Implementation version of each expensive step. Bump one in the commit that changes the step's
 # algorithm (in scripts/ or src/): its jobs and their dependents rerun (params trigger), nothing
 # else. A checkout that only changes file times reruns nothing under the slurm profile.
-IMPL_VERSION = {"training": 1, "generation": 1, "measurement": 1, "features": 1}
+IMPL_VERSION = {"training": 1, "generation": 1, "measurement": 1, "features": 2}
 # Software of every job under `--sdm conda` (ignored otherwise: jobs use the running Python).
 CONDA_ENV = "../envs/cpu.yaml" if config["device"] == "cpu" else "../envs/cuda.yaml"
 
@@ -41,6 +42,7 @@ wildcard_constraints:
     shard=r"\d+",
     K=r"\d+",
     fn=r"[a-z0-9_]+",
+    noise="|".join(NOISE_SCHEMES),
     method="|".join(re.escape(name) for name in METHODS) or "^$",
     ckpt=r"main|main-\d+|retrain-\d+",
 
@@ -104,7 +106,7 @@ def lds_targets():
 
 # Paths of the files a method may read (diffattr.methods.base.NEED_FILES).
 METHOD_INPUT_PATHS = {
-    "features": f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/{{split}}.h5",
+    "features": f"{RESULTS}/features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/{{split}}.h5",
     "trajectory_features": f"{RESULTS}/features/main/{{fn}}/trajectory/gen.h5",
     "clip_embeddings": f"{RESULTS}/features/clip/{{split}}.h5",
     "dataset": f"{RESULTS}/data/dataset.h5",
@@ -159,6 +161,14 @@ def feature_model_dir(wildcards):
         return f"{RESULTS}/models/main-checkpoints/{name[len('main-'):]}"
     seed = pool_seeds("retrain")[0]
     return model_dir("retrain", name[len("retrain-") :], seed)
+
+
+def noise_geometry(wildcards):
+    """The reference scheme's (batch_size, shard_rows); zeros for the other schemes, so changing
+    features.reference_noise reruns only reference-noise features."""
+    if wildcards.noise != "reference":
+        return {"batch_size": 0, "shard_rows": 0}
+    return dict(config["features"]["reference_noise"])
 
 
 def attempt_scaled(base):

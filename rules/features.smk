@@ -1,8 +1,10 @@
 """Features that methods score: projected per-sample gradients, trajectory and CLIP embeddings.
 
-    features/{ckpt}/{fn}/K{K}/{split}.h5     gradients of f at K timesteps, projected; ckpt is
+    features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5
+                                             gradients of f at K timesteps, projected; ckpt is
                                              main, main-25/50/75 (TracIn, GAS) or retrain-<m>
-                                             (ensembles, each at its own weights)
+                                             (ensembles, each at its own weights); noise is the
+                                             feature-noise scheme (docs/noise.md)
     features/main/{fn}/trajectory/gen.h5     Journey-TRAK gen features along the DDIM trajectory
     features/clip/{split}.h5                 CLIP image embeddings
     samples/gen-trajectory.h5                x̂0 at every DDIM step of the gen samples
@@ -17,11 +19,11 @@ rule extract_query_features:
         dataset=rules.prepare_data.output.dataset,
         samples=rules.generate_samples.output.samples,
     output:
-        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/{{query}}.h5",
     log:
-        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.log",
+        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/{{query}}.log",
     benchmark:
-        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/{{query}}.tsv"
+        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/{{query}}.tsv"
     conda:
         CONDA_ENV
     threads: 1
@@ -39,6 +41,8 @@ rule extract_query_features:
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
+        noise=wildcard_text("noise"),
+        noise_geometry=noise_geometry,
         device=config["device"],
         shard=0,
         num_shards=1,
@@ -51,11 +55,11 @@ use rule extract_query_features as extract_train_features with:
         model=feature_model_dir,
         dataset=rules.prepare_data.output.dataset,
     output:
-        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/train-shards/{{shard}}.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/train-shards/{{shard}}.h5",
     log:
-        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.log",
+        f"{LOGS}/extract_features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/train-{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/K{{K}}/train-{{shard}}.tsv"
+        f"{BENCHMARKS}/extract_features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/train-{{shard}}.tsv"
     resources:
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(train_features_runtime),
@@ -70,6 +74,8 @@ use rule extract_query_features as extract_train_features with:
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
         noise_seed=config["features"]["noise_seed"],
+        noise=wildcard_text("noise"),
+        noise_geometry=noise_geometry,
         device=config["device"],
         shard=wildcard_int("shard"),
         num_shards=config["features"]["train_shards"],
@@ -78,13 +84,13 @@ use rule extract_query_features as extract_train_features with:
 rule merge_train_features:
     input:
         shards=expand(
-            f"{RESULTS}/features/{{{{ckpt}}}}/{{{{fn}}}}/K{{{{K}}}}/train-shards/{{shard}}.h5",
+            f"{RESULTS}/features/{{{{ckpt}}}}/{{{{fn}}}}/{{{{noise}}}}/K{{{{K}}}}/train-shards/{{shard}}.h5",
             shard=range(config["features"]["train_shards"]),
         ),
     output:
-        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/K{{K}}/train.h5",
+        features=f"{RESULTS}/features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}/train.h5",
     log:
-        f"{LOGS}/merge_train_features/{{ckpt}}/{{fn}}/K{{K}}.log",
+        f"{LOGS}/merge_train_features/{{ckpt}}/{{fn}}/{{noise}}/K{{K}}.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -177,7 +183,6 @@ rule embed_clip:
     params:
         impl_version=IMPL_VERSION["features"],
         split=wildcard_text("split"),
-        model=config["clip"]["model"],
         weights=config["clip"]["weights"],
         device=config["device"],
     script:

@@ -22,4 +22,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         shard=p.shard,
         num_shards=p.num_shards,
         progress=log,
+        noise=p.noise,
+        noise_batch_size=p.noise_geometry["batch_size"],
+        noise_shard_rows=p.noise_geometry["shard_rows"],
     )

@@ -44,3 +44,70 @@ def tiny_unet_config() -> dict:
 def tiny_config() -> dict:
     with open(ROOT / "tests" / "config-tiny.yaml") as handle:
         return yaml.safe_load(handle)
+
+
+# --------------------------------------------------------------------------- the checkout
+# The suite must leave the checkout as it found it (README: `make run` then `make test`): no
+# test may write a run's state into it or touch its code, which would make Snakemake rerun a
+# finished run. Checked once for the whole session; a failure lists the changed paths.
+RUN_STATE = ("results", "logs", ".snakemake", ".checkpoints")
+_SKIP = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+def _checkout_state() -> dict[str, tuple[int, int, str]]:
+    """(mtime, size, content digest) of every file of the checkout outside caches and .venv
+    (no digest in a run's state folders, where any change counts)."""
+    import hashlib
+    import os
+
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP and not d.endswith(".egg-info")]
+        for name in filenames:
+            path = Path(dirpath) / name
+            relative = str(path.relative_to(ROOT))
+            try:
+                info = path.lstat()
+                run_state = relative.split(os.sep, 1)[0] in RUN_STATE
+                content = b"" if run_state or info.st_size > 1 << 24 else path.read_bytes()
+            except OSError:
+                continue
+            digest = hashlib.sha1(content).hexdigest()
+            state[relative] = (info.st_mtime_ns, info.st_size, digest)
+    return state
+
+
+def checkout_changes(before: dict, after: dict) -> list[str]:
+    """Paths a test changed: anything in a run's state folders, and code files touched (a new
+    mtime, the same content). Content edits of code are left out: a merge into the checkout
+    while the suite runs is not the suite's doing."""
+    changed = []
+    for path in sorted(before.keys() | after.keys()):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        if path.split("/", 1)[0] in RUN_STATE:
+            changed.append(f"{path} (run state)")
+        elif old and new and old[1:] == new[1:]:
+            changed.append(f"{path} (touched)")
+    return changed
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_BEFORE] = _checkout_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = checkout_changes(session.config.stash[_BEFORE], _checkout_state())
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n  ".join(changed[:30])
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"FAILED: the tests changed {len(changed)} path(s) of the checkout:\n  {lines}",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[dict]()

@@ -6,11 +6,13 @@ workflow and `diffattr attribute` do. Other test files cover the same checks in 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from diffattr import store
 from diffattr.cli import main
@@ -103,6 +105,9 @@ def _feature_file(path: Path, seed: int, **changes) -> None:
         "output_fn": "square",
         "timesteps": [0, 500],
         "noise_seed": 0,
+        "noise": "common",
+        "noise_batch_size": 0,
+        "noise_shard_rows": 0,
         "proj_kind": "normal",
         "proj_seed": 42,
         "proj_dim": 4,
@@ -209,3 +214,161 @@ def _cli(*argv: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+# --------------------------------------------------------------------------- diffattr attribute
+# Each call writes into an --out folder that already holds an earlier result: a refused input
+# must leave it as it was.
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A random-weight tiny model, 6 digit PNGs to train on, 1 query and an earlier result."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from diffattr.models import build_scheduler, build_unet, save_model
+    from tests.conftest import TINY_UNET
+
+    root = tmp_path_factory.mktemp("attribute")
+    torch.manual_seed(0)
+    save_model(build_unet(TINY_UNET), build_scheduler(SCHEDULER), root / "model")
+    pixels = np.round(load_digits().images * (255 / 16)).astype(np.uint8)
+    for name, rows in (("train", range(6)), ("query", [100])):
+        (root / name).mkdir()
+        for i in rows:
+            Image.fromarray(pixels[i]).save(root / name / f"{i}.png")
+    (root / "out").mkdir()
+    (root / "out" / "scores.h5").write_bytes(b"an earlier result")
+    return root
+
+
+def _attribute(folders, **paths) -> tuple[int, str]:
+    given = {"model": "model", "train": "train", "query": "query", **paths}
+    argv = ["attribute", "--out", str(folders / "out"), "--K", "2", "--proj-dim", "8"]
+    argv += ["--device", "cpu", "--quiet"]
+    for flag, value in given.items():
+        argv += [f"--{flag}", str(folders / value)]
+    code, _, err = _cli(*argv)
+    assert (folders / "out" / "scores.h5").read_bytes() == b"an earlier result"
+    return code, err
+
+
+def test_missing_model_folder(folders):
+    code, err = _attribute(folders, model="no-such-model")
+    assert code == 2 and "--model '" in err and "no-such-model': no such model directory" in err
+
+
+def test_corrupt_model_folder(folders):
+    """A model folder cut short (bad config JSON, truncated weights) or of another layout."""
+    broken = folders / "broken"
+    shutil.copytree(folders / "model", broken)
+    (broken / "unet" / "config.json").write_text("{not json")
+    code, err = _attribute(folders, model="broken")
+    assert code == 2 and "broken: the saved model cannot be loaded" in err, err
+    assert "expected a complete diffusers DDPMPipeline directory" in err
+    shutil.copy(folders / "model" / "unet" / "config.json", broken / "unet" / "config.json")
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, err = _attribute(folders, model="broken")
+    assert code == 2 and "cannot be loaded (Unable to load weights" in err, err
+    code, err = _attribute(folders, model="train")
+    assert code == 2 and "not a diffattr model directory (expected unet/ and scheduler/" in err
+
+
+def test_query_folder_without_images(folders):
+    (folders / "empty").mkdir(exist_ok=True)
+    (folders / "empty" / "notes.txt").write_text("no images here")
+    code, err = _attribute(folders, query="empty")
+    assert code == 2 and "--query '" in err and "the folder holds no image files (.png" in err
+
+
+def test_file_that_is_not_an_image(folders):
+    shutil.copytree(folders / "train", folders / "with-junk")
+    (folders / "with-junk" / "zz.png").write_text("not a png")
+    code, err = _attribute(folders, train="with-junk")
+    assert code == 2 and "zz.png: cannot be read as an image" in err, err
+
+
+def test_proj_dim_not_positive(folders):
+    with pytest.raises(
+        ConfigError, match=r"features\.proj_dim = 0 is out of range; it must be >= 1"
+    ):
+        validate_config(tiny_config(**{"features.proj_dim": 0}))
+    with pytest.raises(SystemExit):
+        main(["attribute", "--model", "m", "--train", "t", "--query", "q", "--proj-dim", "-3"])
+
+
+def test_checkpoint_with_another_parameter_count(tiny_unet_config):
+    """Features projected for one model's gradient size, taken at a checkpoint of another."""
+    from diffattr.features import extract_features, num_trainable_parameters
+    from diffattr.models import build_scheduler, build_unet
+    from diffattr.projection import make_projector
+
+    model = build_unet(tiny_unet_config)
+    other = build_unet({**tiny_unet_config, "block_out_channels": [8, 24]})
+    count, other_count = num_trainable_parameters(model), num_trainable_parameters(other)
+    projector = make_projector("normal", count, 4, 42)
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(
+        ConfigError, match=rf"built for grad_dim={count} but the model has {other_count} trainable"
+    ):
+        extract_features(
+            other, build_scheduler(SCHEDULER), images, [0, 1], "loss", [0], 0, projector
+        )
+
+
+# --------------------------------------------------------------------------- config pairs
+# Checked by validate_config, which the Snakefile runs before any job: a finished run is safe.
+
+
+def test_K_that_does_not_divide_T(tmp_path):
+    config = tiny_config(**{"features.K": [2, 3]})
+    with pytest.raises(
+        ConfigError,
+        match=r"features\.K = 3 does not divide scheduler\.num_train_timesteps = 1000.*"
+        r"valid K: 1, 2, 4, 5, 8, 10",
+    ):
+        validate_config(config)
+    _refused_by_the_workflow(tmp_path, config, "features.K = 3 does not divide")
+
+
+def test_model_sample_size_differs_from_the_data_resolution():
+    config = tiny_config(**{"model.unet.sample_size": 16})
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.unet\.sample_size = 16 differs from data\.resolution = 8.*"
+        r"set model\.unet\.sample_size: 8",
+    ):
+        validate_config(config)
+    with pytest.raises(ConfigError, match=r"model\.unet\.in_channels = 3 differs from data\.chan"):
+        validate_config(tiny_config(**{"model.unet.in_channels": 3}))
+
+
+def test_class_filter_naming_a_class_the_source_lacks(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    rows = ["path,label"]
+    for i, label in enumerate(["cat", "dog"] * 3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        rows.append(f"{i}.png,{label}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    source = {"source": "imagefolder", "path": str(tmp_path / "images")}
+    source |= {"csv": str(tmp_path / "data.csv"), "classes": ["cat", "zebra"]}
+    with pytest.raises(DataError, match=r"'zebra' is not in the dataset; available.*cat.*dog"):
+        load_source(source)
+
+
+def _refused_by_the_workflow(tmp_path: Path, config: dict, message: str) -> None:
+    """A real (not dry) run with this config fails before any job and keeps what exists."""
+    earlier = tmp_path / "results" / "tiny" / "data" / "dataset.h5"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier result")
+    path = write_config(tmp_path, config)
+    command = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
+    command += ["--configfile", str(path), "--cores", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert earlier.read_bytes() == b"an earlier result"
+    assert not (tmp_path / "logs").exists(), "no job ran"

@@ -23,7 +23,7 @@ from diffattr.features import (
     vmap_safe_attention,
     write_features,
 )
-from diffattr.noise import sample_noise
+from diffattr.noise import feature_noise_keys, sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import make_projector
 
@@ -215,6 +215,49 @@ def test_features_independent_of_batch_size_and_order(scheduler):
     perm = np.array([3, 0, 4, 1, 2])
     shuffled = _features(model, scheduler, x[perm].numpy(), ids[perm], 2)
     np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
+
+
+def _split_keys(scheme, split, ids):
+    return feature_noise_keys(scheme, split, ids, np.arange(len(ids)), batch_size=2, shard_rows=4)
+
+
+@pytest.mark.parametrize("scheme", ["independent", "reference", "common"])
+def test_noise_schemes_independent_of_batch_size_and_order(scheduler, scheme):
+    model = tiny_unet()
+    x, ids = images(5), np.array([10, 11, 12, 13, 14])
+    keys = _split_keys(scheme, "train", ids)
+    one = _features(model, scheduler, x, ids, 1, noise_keys=keys)
+    np.testing.assert_allclose(
+        _features(model, scheduler, x, ids, 3, noise_keys=keys), one, rtol=1e-5, atol=1e-5
+    )
+    perm = np.array([3, 0, 4, 1, 2])
+    shuffled = _features(model, scheduler, x[perm].numpy(), ids[perm], 2, noise_keys=keys[perm])
+    np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_training_row_and_query_share_noise_only_under_common(scheduler):
+    """The same image with the same id as a training row and as a gen query: equal features
+    exactly when the noise is shared (common), different under independent noise."""
+    model = tiny_unet()
+    x, ids = images(3), np.array([0, 1, 2])
+
+    def feats(scheme, split):
+        return _features(model, scheduler, x, ids, 3, noise_keys=_split_keys(scheme, split, ids))
+
+    for scheme in ("independent", "common"):
+        train, gen = feats(scheme, "train"), feats(scheme, "gen")
+        same = np.isclose(train, gen, rtol=1e-6, atol=1e-7).all(axis=1)
+        assert same.tolist() == [scheme == "common"] * 3, scheme
+    # common: every sample sees the same ε at each timestep (checked against a slow loop)
+    keys = _split_keys("common", "val", ids)
+    got = mean_gradients(model, scheduler, x, ids, [300], "loss", 0, noise_keys=keys)
+    shared = slow_gradients(model, scheduler, x, [keys[0]] * 3, 300, "loss", 0)
+    np.testing.assert_allclose(got.numpy(), shared.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_noise_keys_must_match_the_batch(scheduler):
+    with pytest.raises(ConfigError, match="one key per sample"):
+        mean_gradients(tiny_unet(), scheduler, images(2), [0, 1], [3], "loss", 0, noise_keys=[1])
 
 
 def test_features_are_projected_mean_gradient(scheduler):

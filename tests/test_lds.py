@@ -139,3 +139,39 @@ def test_choose_lambda_argmax_ties_to_smallest() -> None:
     assert lds.choose_lambda([0.3, 0.1, 0.3, np.nan], lambdas) == (2, 1.0)
     with pytest.raises(FeatureMismatchError, match=r"\(3,\).*\(4,\)"):
         lds.choose_lambda([0.1, 0.2, 0.3], lambdas)
+
+
+def _scipy_lds(scores, masks, measured):
+    pred = masks.astype(float) @ (-scores).T
+    return np.mean([spearmanr(pred[:, j], measured[:, j]).statistic for j in range(pred.shape[1])])
+
+
+def test_crossfit_chooses_on_one_half_and_evaluates_on_the_other() -> None:
+    """Against a direct loop: fold f's λ maximises the other fold's LDS; its value is fold f's."""
+    rng = np.random.default_rng(3)
+    scores, masks, measured = synthetic(n_subsets=12, noise=1.0)
+    lambdas = np.array([0.1, 1.0, 10.0, 100.0])
+    grid = np.stack([scores + rng.standard_normal(scores.shape) * lam for lam in lambdas / 10])
+    folds = lds.crossfit_folds(12)
+    assert [f.tolist() for f in folds] == [list(range(0, 12, 2)), list(range(1, 12, 2))]
+    full, *fold_curves = lds.lds_grid_per_sample_rows(
+        grid, masks, measured, [np.arange(12), *folds]
+    )
+    np.testing.assert_allclose(full, lds.lds_grid_per_sample(grid, masks, measured))
+    direct = [[_scipy_lds(g, masks[f], measured[f]) for g in grid] for f in folds]
+    np.testing.assert_allclose([lds.curve_mean(c) for c in fold_curves], direct, atol=1e-12)
+    result = lds.crossfit_choice(fold_curves, lambdas)
+    for fold, other in ((0, 1), (1, 0)):
+        best = int(np.argmax(direct[other]))
+        assert result["lambda_indices"][fold] == best
+        assert result["per_fold"][fold] == pytest.approx(direct[fold][best])
+    assert result["lds"] == pytest.approx(np.mean(result["per_fold"]))
+    assert result["at_grid_edge"] == any(i in (0, 3) for i in result["lambda_indices"])
+
+
+def test_crossfit_needs_enough_subsets() -> None:
+    with pytest.raises(Exception, match="at least 4 benchmark subsets"):
+        lds.crossfit_folds(3)
+    with pytest.raises(ConfigError, match="folds >= 2"):
+        lds.crossfit_folds(10, folds=1)
+    assert lds.at_grid_edge(0, 5) and lds.at_grid_edge(4, 5) and not lds.at_grid_edge(2, 5)

@@ -128,6 +128,9 @@ def test_scores_killed_mid_write_leave_no_file(tmp_path):
         "output_fn": "loss",
         "timesteps": [0],
         "noise_seed": 0,
+        "noise": "common",
+        "noise_batch_size": 0,
+        "noise_shard_rows": 0,
         "model_digest": "x",
     }
     rng = np.random.default_rng(0)

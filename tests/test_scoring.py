@@ -19,6 +19,9 @@ FEATURE_ATTRS = {
     "output_fn": "loss",
     "timesteps": [0, 100, 200],
     "noise_seed": 3,
+    "noise": "common",
+    "noise_batch_size": 0,
+    "noise_shard_rows": 0,
     "model_digest": "abc123",
 }
 

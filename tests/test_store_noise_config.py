@@ -9,7 +9,7 @@ import yaml
 from diffattr import store
 from diffattr.config import load_config, validate_config
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
-from diffattr.noise import sample_noise
+from diffattr.noise import NOISE_SCHEMES, feature_noise_keys, sample_noise
 from tests.conftest import ROOT
 
 # --------------------------------------------------------------------------- store
@@ -81,6 +81,57 @@ def test_noise_is_standard_normal():
     assert stats.kstest(x[:20000], "norm").pvalue > 1e-3
 
 
+def _split_noise(scheme, split, n, t, **geometry):
+    keys = feature_noise_keys(scheme, split, np.arange(n), np.arange(n), **geometry)
+    return sample_noise("features", 0, t, keys, (3,)).numpy()
+
+
+def test_independent_feature_noise_never_shared_across_splits():
+    """Training row i and query i (same id) must not share noise: the split is in the key."""
+    for t in (0, 500):
+        draws = np.concatenate(
+            [_split_noise("independent", s, 200, t) for s in ("train", "val", "gen")]
+        )
+        assert len(np.unique(draws, axis=0)) == len(draws) == 600
+
+
+def test_common_feature_noise_is_one_draw_per_timestep():
+    for t in (0, 999):
+        draws = np.concatenate([_split_noise("common", s, 50, t) for s in ("train", "val", "gen")])
+        assert (draws == draws[0]).all()
+    assert not np.array_equal(
+        _split_noise("common", "val", 1, 0), _split_noise("common", "val", 1, 1)
+    )
+
+
+def test_reference_feature_noise_follows_batch_positions():
+    """Slow model of the reference loop: shards of ``shard_rows`` rows processed in batches of
+    ``batch_size``, one batch-wide draw per timestep, so noise is a function of batch position."""
+    batch, shard, n = 7, 30, 100
+    position = []
+    for start in range(0, n, shard):
+        rows = range(start, min(start + shard, n))
+        for b in range(0, len(rows), batch):
+            position.extend(range(len(rows[b : b + batch])))
+    train = _split_noise("reference", "train", n, 3, batch_size=batch, shard_rows=shard)
+    val = _split_noise("reference", "val", 40, 3, batch_size=batch, shard_rows=shard)
+    for i in range(n):
+        for j in range(n):
+            assert np.array_equal(train[i], train[j]) == (position[i] == position[j])
+        for j in range(40):  # splits share the batch-position draws
+            assert np.array_equal(train[i], val[j]) == (position[i] == position[j])
+    assert len(np.unique(train, axis=0)) == batch
+
+
+def test_feature_noise_schemes_do_not_overlap_and_are_checked():
+    keys = [feature_noise_keys(s, "train", np.arange(60), np.arange(60)) for s in NOISE_SCHEMES]
+    assert len(np.unique(np.concatenate(keys))) == 60 + 52 + 1
+    with pytest.raises(ConfigError, match="valid: \\['independent', 'reference', 'common'\\]"):
+        feature_noise_keys("shared", "train", [0], [0])
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        feature_noise_keys("reference", "train", [0], [0], batch_size=0)
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -111,6 +162,9 @@ def test_defaults_are_filled():
         ({"subsets": {"alpha": 1.5}}, "subsets.alpha = 1.5 is out of range"),
         ({"features": {"K": "ten"}}, "features.K = 'ten' has the wrong type"),
         ({"methods": {"x": {"kind": "trak", "output_fn": "lossy"}}}, "methods.x.output_fn"),
+        ({"methods": {"x": {"kind": "trak", "noise": "shared"}}}, "methods.x.noise = 'shared'"),
+        ({"features": {"noise": "per_batch"}}, "features.noise = 'per_batch' is not valid"),
+        ({"methods": {"x": {"kind": "raw_cos", "noise": "common"}}}, "key 'noise' is not a"),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -129,3 +183,28 @@ def test_bad_values_are_named(override, message):
 def test_missing_required_key():
     with pytest.raises(ConfigError, match="required"):
         validate_config({"experiment": "x"})
+
+
+def test_noise_scheme_is_a_method_parameter_and_part_of_the_feature_path():
+    from diffattr.methods import method_needs
+    from diffattr.methods.base import DEFAULT_NOISE
+
+    schema = yaml.safe_load(
+        (ROOT / "src" / "diffattr" / "schemas" / "config.schema.yaml").read_text()
+    )
+    assert schema["properties"]["features"]["properties"]["noise"]["default"] == DEFAULT_NOISE
+    with open(ROOT / "tests" / "config-tiny.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["features"]["noise"] = "independent"
+    config["methods"] = {
+        "a": {"kind": "trak", "output_fn": "square"},
+        "b": {"kind": "trak", "output_fn": "square", "noise": "reference"},
+        "c": {"kind": "raw_cos"},
+    }
+    config = validate_config(config)
+    assert config["methods"]["a"]["noise"] == "independent"
+    assert config["methods"]["b"]["noise"] == "reference"
+    assert "noise" not in config["methods"]["c"]
+    K = config["features"]["K"][0]
+    fields = [method_needs(config, m, K, "val")["test"][0].fields for m in ("a", "b")]
+    assert [f["noise"] for f in fields] == ["independent", "reference"]

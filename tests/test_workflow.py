@@ -9,9 +9,24 @@ import shutil
 import pytest
 import yaml
 
-from tests.workflow_utils import ROOT, planned_jobs, snakemake, tiny_config, write_config
+from tests.workflow_utils import (
+    ROOT,
+    copy_workflow,
+    planned_jobs,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
-SLURM_TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
+
+def profile_triggers(path):
+    with open(path) as handle:
+        return yaml.safe_load(handle)["rerun-triggers"]
+
+
+# The cluster profile's rerun policy; local runs read the same one from profiles/default.
+SLURM_TRIGGERS = ("--rerun-triggers", *profile_triggers(ROOT / "slurm" / "profile.yaml"))
+TRAININGS = {"train_main", "train_subset", "train_counterfactual"}
 # Report pages (rules/report.smk) follow any change of the LDS records; the config page follows
 # any config change. plot_attribution_grid runs once per changed LDS record.
 REPORT_JOBS = {"plot_lds": 1, "tabulate_runtimes": 1, "write_overview": 1, "dump_config": 1}
@@ -41,9 +56,18 @@ def test_dry_run_plans_every_stage(tmp_path):
         assert jobs[rule] == 2 * 3, rule
 
 
-def test_default_config_dry_run():
-    result = snakemake(ROOT, ROOT / "config.yaml", "-n", "--quiet", "rules")
+def test_default_config_dry_run(tmp_path):
+    """The embedded default, planned in an empty directory (whatever the checkout holds)."""
+    result = snakemake(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert "train_subset" in result.stdout
+
+
+def test_local_runs_follow_the_cluster_rerun_policy():
+    """profiles/default (read by every local run) has the slurm profile's rerun triggers,
+    without `code`: a touched script reruns nothing, IMPL_VERSION decides."""
+    local = profile_triggers(ROOT / "profiles" / "default" / "config.yaml")
+    assert local == profile_triggers(ROOT / "slurm" / "profile.yaml")
+    assert "code" not in local and {"params", "input"} <= set(local)
 
 
 def test_cifar2_slurm_dry_run_requests_one_gpu_per_subset_training(tmp_path):
@@ -86,7 +110,7 @@ def test_end_to_end_summary(finished_run):
     results = workdir / "results" / "tiny"
     with open(results / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 2 * 1 * 2  # methods x splits x K x λ-choices
+    assert len(rows) == 2 * 2 * 1 * 3  # methods x splits x K x λ-choices
     for column in (
         "method",
         "split",
@@ -98,10 +122,12 @@ def test_end_to_end_summary(finished_run):
         "lds_boot_std",
     ):
         assert column in rows[0]
-    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle"}
+    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle", "crossfit"}
     assert {r["method"] for r in rows} == {"trak", "dtrak"}
     for row in rows:
-        assert -100 <= float(row["lds"]) <= 100 and math.isfinite(float(row["lds_boot_std"]))
+        assert -100 <= float(row["lds"]) <= 100
+        if row["lambda_choice"] != "crossfit":
+            assert math.isfinite(float(row["lds_boot_std"]))
         assert float(row["lambda"]) in (0.1, 1, 10, 100)
     oracle = {
         (r["method"], r["split"]): float(r["lds"]) for r in rows if r["lambda_choice"] == "oracle"
@@ -178,12 +204,20 @@ def test_two_more_subsets_train_only_the_new_ones(finished_run):
 
 
 @pytest.mark.slow
-def test_new_method_computes_only_its_own_jobs(finished_run):
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"kind": "trak", "output_fn": "l2"},
+        # a method differing only in its noise scheme has feature files of its own
+        {"kind": "trak", "output_fn": "square", "noise": "independent"},
+    ],
+)
+def test_new_method_computes_only_its_own_jobs(finished_run, new):
     workdir, _, _ = finished_run
     methods = {
         "trak": {"kind": "trak", "output_fn": "loss"},
         "dtrak": {"kind": "trak", "output_fn": "square"},
-        "l2": {"kind": "trak", "output_fn": "l2"},
+        "new": new,
     }
     config = write_config(workdir, tiny_config(methods=methods), "method.yaml")
     jobs = planned_jobs(workdir, config)
@@ -223,13 +257,19 @@ def test_new_lambda_grid_reruns_scores_not_models(finished_run):
 
 
 @pytest.mark.slow
-def test_touched_code_plans_no_training_under_slurm_triggers(finished_run, tmp_path):
+def test_touched_code_plans_no_training(finished_run, tmp_path):
+    """A copy of the workflow whose every script and module is newer than the finished run's
+    outputs (as after a checkout) plans no training under the default workflow profile, while
+    Snakemake's `code` trigger, which the profiles leave out, would retrain."""
     workdir, config, _ = finished_run
+    snakefile = copy_workflow(tmp_path / "workflow")
     for folder in ("scripts", "src"):
-        for path in (ROOT / folder).rglob("*.py"):
+        for path in (tmp_path / "workflow" / folder).rglob("*.py"):
             path.touch()
-    jobs = planned_jobs(workdir, config, *SLURM_TRIGGERS)
-    assert not {"train_main", "train_subset", "train_counterfactual"} & set(jobs), jobs
+    jobs = planned_jobs(workdir, config, snakefile=snakefile)
+    assert not TRAININGS & set(jobs), jobs
+    with_code = planned_jobs(workdir, config, *SLURM_TRIGGERS, "code", snakefile=snakefile)
+    assert TRAININGS <= set(with_code), with_code
 
 
 @pytest.mark.slow
@@ -239,17 +279,12 @@ def test_impl_version_bump_reruns_only_that_step(finished_run, tmp_path):
     from diffattr.config import validate_config
 
     workdir, config, _ = finished_run
-    workflow = tmp_path / "workflow"
-    for name in ("rules", "schemas", "report", "envs"):
-        shutil.copytree(ROOT / name, workflow / name)
-    shutil.copy(ROOT / "Snakefile", workflow / "Snakefile")
-    for name in ("scripts", "src"):
-        (workflow / name).symlink_to(ROOT / name)
-    common = workflow / "rules" / "common.smk"
+    snakefile = copy_workflow(tmp_path / "workflow", link=("scripts", "src"))
+    common = tmp_path / "workflow" / "rules" / "common.smk"
     text = common.read_text()
     assert '"measurement": 1' in text
     common.write_text(text.replace('"measurement": 1', '"measurement": 2'))
-    jobs = planned_jobs(workdir, config, *SLURM_TRIGGERS, snakefile=workflow / "Snakefile")
+    jobs = planned_jobs(workdir, config, snakefile=snakefile)
     pools = validate_config(tiny_config())["subsets"]
     models = sum(len(pools[p]["train_seeds"]) * pools[p]["num_subsets"] for p in ("lds", "heldout"))
     assert jobs["measure_outputs"] == models

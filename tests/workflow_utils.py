@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,24 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# Everything `snakemake --snakefile <copy>/Snakefile` reads from the workflow folder.
+WORKFLOW_PARTS = ("rules", "report", "envs", "profiles", "slurm", "scripts", "src")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+
+def copy_workflow(dest: Path, link: tuple[str, ...] = ()) -> Path:
+    """A copy of the workflow (Snakefile, config.yaml and WORKFLOW_PARTS) in ``dest``, so a test
+    can edit or touch it without changing the checkout; parts named in ``link`` are symlinks
+    to the checkout instead (read only). Returns the copy's Snakefile."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in WORKFLOW_PARTS:
+        if name in link:
+            (dest / name).symlink_to(ROOT / name)
+        else:
+            shutil.copytree(ROOT / name, dest / name, ignore=_IGNORE)
+    return dest / "Snakefile"
 
 
 def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Path:

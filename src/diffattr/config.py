@@ -1,4 +1,4 @@
-"""Config validation against ``schemas/config.schema.yaml``: defaults filled, clear errors.
+"""Config validation against ``src/diffattr/schemas/config.schema.yaml``: defaults filled, clear errors.
 
 The schema is the single source of truth for keys and defaults. Errors name the offending key
 path, the bad value and what would be valid; unknown keys are rejected with the list of known
@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from diffattr.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
@@ -61,11 +61,39 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(e.path)))
     if errors:
         raise ConfigError(describe_error(_most_specific(errors[0]), schema))
+    _check_consistency(config)
     if "methods" in config:  # per-kind params and defaults live with each method kind
         from diffattr.methods import validate_methods
 
         config["methods"] = validate_methods(config)
     return config
+
+
+def _check_consistency(config: dict[str, Any]) -> None:
+    """Cross-key checks the schema cannot express, so a bad pair fails before any job runs."""
+    model = config.get("model") or {}
+    data = config.get("data") or {}
+    if model.get("kind", "unet") == "unet" and isinstance(model.get("unet"), dict):
+        pairs = (("sample_size", "resolution"), ("in_channels", "channels"))
+        for unet_key, data_key in pairs:
+            value, expected = model["unet"].get(unet_key), data.get(data_key)
+            if value is not None and expected is not None and value != expected:
+                raise ConfigError(
+                    f"config: model.unet.{unet_key} = {value!r} differs from data.{data_key} = "
+                    f"{expected!r}; the UNet sees the preprocessed images, so set "
+                    f"model.unet.{unet_key}: {expected!r} (or data.{data_key}: {value!r})"
+                )
+        features = config.get("features") or {}
+        steps = (config.get("scheduler") or {}).get("num_train_timesteps")
+        if features.get("t_strategy", "uniform") == "uniform" and isinstance(steps, int):
+            bad = [K for K in features.get("K", []) if steps % K]
+            if bad:
+                valid = [d for d in range(1, steps + 1) if steps % d == 0]
+                raise ConfigError(
+                    f"config: features.K = {bad[0]!r} does not divide scheduler."
+                    f"num_train_timesteps = {steps} (uniform timesteps are range(0, T, T // K)); "
+                    f"valid K: {', '.join(map(str, valid))}"
+                )
 
 
 def _most_specific(error: ValidationError) -> ValidationError:

@@ -2,8 +2,11 @@
 
 For a sample x0 with id i and each timestep t of the K selected ones:
 
-* ε = ``sample_noise("features", noise_seed, t, i)``: a function of the sample's key only, so
-  features do not depend on batch size or order (the reference re-seeded per batch instead);
+* ε = ``sample_noise("features", noise_seed, t, key_i)``: a function of the sample's noise key
+  only, so features do not depend on batch size or order (the reference re-seeded per batch
+  instead). The key comes from the method's noise scheme
+  (:func:`diffattr.noise.feature_noise_keys`: ``independent``, ``reference`` or ``common``,
+  docs/noise.md); without ``noise_keys`` it is the sample id itself, unique only within one call;
 * x_t = ``scheduler.add_noise(x0, ε, t)`` and ε̂ = ε_θ(x_t, t[, c]);
 * g_t = ∇_θ f(ε̂, ε, t) over the **trainable** parameters only (the LoRA adapters for SD-LoRA),
   computed per sample with ``torch.func`` (``vmap(grad(...))`` over ``functional_call``).
@@ -23,7 +26,8 @@ Feature files (HDF5, written atomically by :func:`write_features`):
 
 * ``features``: float32 [n, Z], row r belongs to sample ``ids[r]``;
 * ``ids``: int64 [n];
-* attributes: the provenance the caller passes (output_fn, timesteps, K, noise_seed, projection,
+* attributes: the provenance the caller passes (output_fn, timesteps, K, noise_seed, noise
+  scheme and its reference geometry, projection,
   model digest, split, ...) plus ``n_rows`` and ``proj_dim``.
 """
 
@@ -183,10 +187,24 @@ def _prepare_batch(
     return params, ids, x0, cond, [int(t) for t in timesteps]
 
 
+def _noise_keys(ids: np.ndarray, noise_keys: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """The per-sample noise keys: ``noise_keys`` (checked against the batch), else the ids."""
+    if noise_keys is None:
+        return ids
+    keys = np.asarray(noise_keys, dtype=np.uint64).reshape(-1)
+    if keys.shape != ids.shape:
+        raise ConfigError(
+            f"noise_keys must hold one key per sample ({len(ids)}), got {keys.shape[0]}"
+        )
+    return keys
+
+
 def _noisy_samples(
     scheduler: Any, x0: torch.Tensor, ids: np.ndarray, timesteps: Sequence[int], noise_seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_t, ε), each [B, len(timesteps), C, H, W]: sample b at timestep timesteps[k]."""
+    """(x_t, ε), each [B, len(timesteps), C, H, W]: sample b at timestep timesteps[k].
+
+    ``ids`` are the samples' noise keys: samples with equal keys share ε at every timestep."""
     batch, shape = x0.shape[0], tuple(x0.shape[1:])
     eps = torch.stack(
         [sample_noise(NOISE_PURPOSE, noise_seed, t, ids, shape) for t in timesteps], dim=1
@@ -208,14 +226,26 @@ def per_sample_gradients(
     output_fn: str | OutputFn,
     noise_seed: int,
     cond: torch.Tensor | None = None,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
     """∇_θ f for each sample at one timestep: [B, P], P = number of trainable parameters.
 
     Columns follow :func:`trainable_parameters` order, each parameter flattened. ``cond`` is the
     ``encoder_hidden_states`` [B, L, D] of a conditional UNet, or None for ``UNet2DModel``.
-    Gradients are in the model's dtype, on the model's device.
+    ``noise_keys`` as in :func:`mean_gradients`. Gradients are in the model's dtype, on the
+    model's device.
     """
-    return mean_gradients(model, scheduler, x0, sample_ids, [timestep], output_fn, noise_seed, cond)
+    return mean_gradients(
+        model,
+        scheduler,
+        x0,
+        sample_ids,
+        [timestep],
+        output_fn,
+        noise_seed,
+        cond,
+        noise_keys=noise_keys,
+    )
 
 
 def timesteps_per_call(
@@ -252,9 +282,15 @@ def mean_gradients(
     noise_seed: int,
     cond: torch.Tensor | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
     """(1/K) Σ_t ∇_θ f at the K ``timesteps``, per sample: [B, P], columns as
     :func:`per_sample_gradients`.
+
+    Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``; the
+    keys (uint64, one per sample) come from :func:`diffattr.noise.feature_noise_keys`. Without
+    them the key is the sample id, unique only within one split (``independent`` keys add the
+    split, so a training row and a query never share noise by accident).
 
     One ``vmap`` over the samples evaluates the model on a chunk of timesteps of each sample at
     once, so a call handles up to ``max_evaluations`` (sample, timestep) pairs and returns the
@@ -276,6 +312,7 @@ def mean_gradients(
     params, ids, x0, cond, timesteps = _prepare_batch(
         model, scheduler, x0, sample_ids, timesteps, cond
     )
+    keys = _noise_keys(ids, noise_keys)
     batch, device = len(ids), x0.device
     probe = device.type == "cuda" and len(timesteps) > 1
     per_call = 1 if probe else timesteps_per_call(batch, max_evaluations)
@@ -286,7 +323,7 @@ def mean_gradients(
     with _eval_mode(model), vmap_safe_attention(model):
         while start < len(timesteps):
             chunk = timesteps[start : start + per_call]
-            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            x_t, eps = _noisy_samples(scheduler, x0, keys, chunk, noise_seed)
             t_chunk = torch.tensor(chunk, dtype=torch.long, device=device)
 
             def f_sum(p, x, e, c, t_chunk=t_chunk):
@@ -346,8 +383,12 @@ def extract_features(
     cond: torch.Tensor | None = None,
     progress: Callable[[int, int], Any] | Any | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is sample_ids[r].
+
+    ``noise_keys`` [n]: row r's feature-noise key (:func:`diffattr.noise.feature_noise_keys`,
+    which applies the method's noise scheme); None keys the noise by ``sample_ids``.
 
     For each batch: g = (1/K) Σ_t ∇_θ f at t (:func:`mean_gradients`, which evaluates up to
     ``max_evaluations`` (sample, timestep) pairs per call), then ``projector.project(g)``. Rows do
@@ -378,6 +419,7 @@ def extract_features(
             f"{grad_dim} trainable parameters"
         )
 
+    keys = _noise_keys(ids, noise_keys)
     n = len(ids)
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
     update, close = _progress_reporter(progress, n)
@@ -395,6 +437,7 @@ def extract_features(
                 noise_seed,
                 cond=batch_cond,
                 max_evaluations=max_evaluations,
+                noise_keys=keys[start:stop],
             )
             mean_grad = mean_grad.to(
                 torch.float64 if mean_grad.dtype == torch.float64 else torch.float32

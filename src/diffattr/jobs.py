@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from diffattr import data, lds, store
+from diffattr import noise as noise_lib
 from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.progress import STATUS_LOGGER, StatusCollector, status, status_line
 
@@ -394,11 +395,16 @@ def features_job(
     shard: int = 0,
     num_shards: int = 1,
     progress: IO[str] | None = None,
+    noise: str = "independent",
+    noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
+    noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
 ) -> None:
     """Projected per-sample gradient features of one split (or one shard of the train split).
 
     The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
     model); a latent model works on the VAE mode, conditioned on each sample's caption.
+    ``noise`` is the feature-noise scheme (:data:`diffattr.noise.NOISE_SCHEMES`); the
+    ``reference`` scheme groups rows by their position in the whole split, so shards agree.
     """
     from diffattr import features
     from diffattr.models import load_diffusion_model, resolve_device
@@ -411,6 +417,9 @@ def features_job(
     rows = shard_rows(len(ids), shard, num_shards)
     images, ids = images[rows], ids[rows]
     captions = None if captions is None else captions[rows]
+    noise_keys = noise_lib.feature_noise_keys(
+        noise, split, ids, np.arange(rows.start, rows.stop), noise_batch_size, noise_shard_rows
+    )
     steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
     projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
@@ -429,6 +438,7 @@ def features_job(
                 batch_size,
                 cond=cond,
                 progress=progress,
+                noise_keys=noise_keys[chunk],
             )
         )
     matrix = np.concatenate(parts, axis=0)
@@ -439,6 +449,7 @@ def features_job(
         "t_strategy": t_strategy,
         "timesteps": steps,
         "noise_seed": noise_seed,
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
         "model_digest": store.digest_directory(model_dir),
         "model_kind": model.kind,
         "grad_dim": grad_dim,
@@ -543,7 +554,9 @@ def lds_job(
     sign: int | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
-    benchmark itself. Writes a JSON record with the full curves.
+    benchmark itself; and cross-fitted over the benchmark subsets (``crossfit``: λ chosen on
+    one half, evaluated on the other, and swapped; :func:`diffattr.lds.crossfit_choice`).
+    Writes a JSON record with the full curves.
 
     ``sign`` defaults to the score file's ``lds_sign`` attr (+1 for scores in loss units, such as
     empirical influence and datamodels; −1 otherwise)."""
@@ -556,7 +569,12 @@ def lds_job(
     held = _load_groundtruth(heldout_path, split)
     _check_alignment(score, bench, scores_path)
     _check_alignment(score, held, scores_path)
-    curve = lds.lds_for_grid(score.scores, bench["masks"], bench["measured"], sign)
+    folds = lds.crossfit_folds(bench["masks"].shape[0]) if bench["masks"].shape[0] >= 4 else []
+    everything = np.arange(bench["masks"].shape[0])
+    full, *fold_curves = lds.lds_grid_per_sample_rows(
+        score.scores, bench["masks"], bench["measured"], [everything, *folds], sign
+    )
+    curve = lds.curve_mean(full)
     heldout_curve = lds.lds_for_grid(score.scores, held["masks"], held["measured"], sign)
     record: dict[str, Any] = {
         "method": score.attrs.get("method"),
@@ -591,7 +609,19 @@ def lds_job(
             "boot_std": float(boot["std"]),
             "ci_low": float(boot["ci_low"]),
             "ci_high": float(boot["ci_high"]),
+            "at_grid_edge": lds.at_grid_edge(index, len(score.lambdas)),
         }
+    if fold_curves:
+        crossfit = lds.crossfit_choice(fold_curves, score.lambdas)
+        record["crossfit"] = {
+            **crossfit,
+            "folds": len(folds),
+            "fold_subsets": [len(f) for f in folds],
+            "fold_curves": [lds.curve_mean(c).tolist() for c in fold_curves],
+        }
+    for name, choice in [*record["choices"].items(), ("crossfit", record.get("crossfit"))]:
+        if choice and choice["at_grid_edge"]:
+            status("warning: the %s λ is at the edge of the grid; widen scoring.lambdas", name)
     store.write_json(out_path, record)
     held = record["choices"]["heldout"]
     status(

@@ -372,3 +372,101 @@ def choose_lambda(
     candidates = np.nonzero(valid & (curve == best))[0]
     index = int(candidates[np.argmin(grid[candidates])])
     return index, float(grid[index])
+
+
+# --------------------------------------------------------------------------- honest λ from curves
+#
+# Everything below works on *curves*: per-query correlations [L, n] for each λ of the grid,
+# from :func:`lds_grid_per_sample` (or any faster producer of the same numbers).
+
+
+def crossfit_folds(num_subsets: int, folds: int = 2) -> list[np.ndarray]:
+    """Subset indices of each cross-fitting fold: subset s goes to fold ``s mod folds``.
+
+    The benchmark subsets are independent random draws, so interleaving is a random split; all
+    training seeds of a subset stay in its fold (the measured outputs are per subset).
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"cross-fitting needs an integer number of folds >= 2, got {folds!r}")
+    if num_subsets < 2 * folds:
+        raise DataError(
+            f"cross-fitting over {folds} folds needs at least {2 * folds} benchmark subsets "
+            f"(2 per fold for a Spearman correlation), got {num_subsets}"
+        )
+    return [np.arange(fold, num_subsets, folds) for fold in range(folds)]
+
+
+def lds_grid_per_sample_rows(
+    score_grid: Any,
+    masks: np.ndarray,
+    measured: np.ndarray,
+    row_sets: Sequence[np.ndarray],
+    sign: int = -1,
+) -> list[np.ndarray]:
+    """Per-query LDS [L, n] for every λ, once for each set of benchmark subsets (rows of
+    ``masks``/``measured``) in ``row_sets``; each λ's predictions are formed once."""
+    factor = _check_sign(sign)
+    shape = tuple(score_grid.shape)
+    if len(shape) != 3:
+        raise DataError(f"score_grid must be [L, n, N], got shape {shape}")
+    mask_matrix, outputs = _check_inputs(shape, masks, measured)
+    rows = [np.asarray(r, dtype=np.int64) for r in row_sets]
+    for r in rows:
+        _check_subsets(r.size)
+    measured_ranks = [_ranks(outputs[r]) for r in rows]
+    result = [np.empty((shape[0], shape[1]), dtype=np.float64) for _ in rows]
+    for index in range(shape[0]):
+        matrix = _score_matrix(score_grid[index], f"score_grid[{index}]")
+        prediction = factor * (mask_matrix @ matrix.T)
+        for out, r, ranks in zip(result, rows, measured_ranks, strict=True):
+            out[index] = _pearson_centred(_ranks(prediction[r]), ranks)
+    return result
+
+
+def curve_mean(per_sample_curve: np.ndarray) -> np.ndarray:
+    """LDS curve [L] (``nanmean`` over queries) of a per-query curve [L, n]; NaN where all are."""
+    curve = np.asarray(per_sample_curve, dtype=np.float64)
+    if curve.ndim != 2:
+        raise DataError(f"a per-query LDS curve must be [L, n], got shape {curve.shape}")
+    return np.array([summarise(row)["lds"] for row in curve], dtype=np.float64)
+
+
+def crossfit_choice(
+    fold_curves: Sequence[np.ndarray], lambdas: Sequence[float] | np.ndarray
+) -> dict[str, Any]:
+    """Cross-fitted λ: for each fold f, choose λ on the other folds, evaluate on fold f.
+
+    ``fold_curves[f]`` is the per-query LDS [L, n] on fold f's subsets (:func:`crossfit_folds`).
+    λ for fold f maximises the mean of the other folds' LDS curves (:func:`choose_lambda`); the
+    result is fold f's LDS at that λ. Nothing is evaluated on the subsets its λ was chosen on,
+    and no subset beyond the benchmark is needed. Each fold's LDS is a Spearman over fewer
+    subsets than the full benchmark, so it is noisier than a full-benchmark number.
+
+    Returns ``lds`` (mean over folds), ``per_fold`` LDS, ``lambdas`` and ``lambda_indices``
+    (the λ chosen for each fold) and ``at_grid_edge`` (any choice at the first or last λ).
+    """
+    curves = [curve_mean(c) for c in fold_curves]
+    grid = np.asarray(lambdas, dtype=np.float64)
+    if len(curves) < 2:
+        raise ConfigError(f"cross-fitting needs at least 2 fold curves, got {len(curves)}")
+    per_fold, indices = [], []
+    for fold, curve in enumerate(curves):
+        others = np.array([c for g, c in enumerate(curves) if g != fold])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # λ where every other fold is NaN
+            choosing = np.nanmean(others, axis=0)
+        index, _ = choose_lambda(choosing, grid)
+        indices.append(index)
+        per_fold.append(float(curve[index]))
+    return {
+        "lds": float(np.nanmean(per_fold)),
+        "per_fold": per_fold,
+        "lambdas": [float(grid[i]) for i in indices],
+        "lambda_indices": indices,
+        "at_grid_edge": any(i in (0, grid.size - 1) for i in indices),
+    }
+
+
+def at_grid_edge(index: int, num_lambdas: int) -> bool:
+    """Whether a chosen λ is the first or last of the grid (the optimum may lie beyond it)."""
+    return num_lambdas > 1 and index in (0, num_lambdas - 1)

@@ -19,6 +19,7 @@ the features' parameters), ``scheduler``, ``encode`` (images → x0: identity, o
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ from diffattr.base_model import (
 from diffattr.diffusers_imports import DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError, CorruptFileError
 from diffattr.store import atomic_dir
+
+logger = logging.getLogger(__name__)
 
 MODEL_KINDS: tuple[str, ...] = ("unet", "sd_lora")
 MODEL_FILE = "diffattr_model.json"
@@ -133,11 +136,32 @@ def write_pipeline_layout(model: UNet2DModel, scheduler: DDPMScheduler, path: Pa
     (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; an explicit device that is absent is an error."""
+def resolve_device(name: str = "auto", gpu_requested: bool | None = None) -> torch.device:
+    """``auto`` picks CUDA when present; an explicit device that is absent is an error.
+
+    In a job that requested a GPU (``gpu_requested``; by default
+    :func:`diffattr.jobenv.gpu_requested`: a Snakemake job whose rule has ``resources: gpu=1``,
+    which every GPU rule has unless ``device: cpu``), ``auto`` without a visible CUDA device is
+    an error too, instead of a silent run on the CPU.
+    """
+    from diffattr.jobenv import gpu_requested as job_requested_gpu
+
+    available = torch.cuda.is_available()
+    if gpu_requested is None:
+        gpu_requested = name != "cpu" and job_requested_gpu()
+    if gpu_requested and not available and (name == "auto" or name.startswith("cuda")):
+        raise ConfigError(
+            f"device = {name!r}: this job requested a GPU (resources gpu=1) but torch "
+            f"{torch.__version__} sees no CUDA device (CUDA build: {torch.version.cuda}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); check "
+            "the GPU partition / --gpus of the cluster profile and the CUDA build of torch, or "
+            "set device: cpu to run on the CPU on purpose"
+        )
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        if not available:
+            logger.info("device auto: no CUDA device, using the CPU")
+        return torch.device("cuda" if available else "cpu")
+    if name.startswith("cuda") and not available:
         raise ConfigError(f"device = {name!r} but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
@@ -566,9 +590,18 @@ def load_diffusion_model(
             f"{path}: not a diffattr model directory (expected unet/ and scheduler/, or "
             f"{MODEL_FILE}, inside)"
         )
-    model = UNet2DModel.from_pretrained(path / "unet").to(device)
+    try:
+        model = UNet2DModel.from_pretrained(path / "unet").to(device)
+        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+    except (OSError, ValueError, RuntimeError) as error:  # bad JSON, truncated safetensors
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CorruptFileError(
+            f"{path}: the saved model cannot be loaded ({first}); expected a complete diffusers "
+            "DDPMPipeline directory (unet/config.json + weights, scheduler/). Delete it and "
+            "rerun the rule that trains it (or save the pipeline again)."
+        ) from error
     model.eval()
-    return DiffusionModel(model, DDPMScheduler.from_pretrained(path / "scheduler"))
+    return DiffusionModel(model, scheduler)
 
 
 def load_model(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -73,5 +76,88 @@ def sample_noise(
     """
     sample_ids = np.asarray(sample_ids)
     timesteps = np.broadcast_to(np.asarray(timesteps), sample_ids.shape)
+    import torch
+
     keys = sample_keys(purpose, seed, timesteps, sample_ids)
     return torch.from_numpy(standard_normal(keys, shape))
+
+
+# --------------------------------------------------------------------------- feature noise schemes
+
+#: How feature noise is shared between samples (``features.noise``, per method; docs/noise.md).
+#:
+#: * ``independent``: no two samples share noise; the key is (split, sample id), so a training
+#:   row and a query with the same id draw different noise;
+#: * ``reference``: the reference code's structure as a pure function of the row position r in
+#:   its split: group ``(r mod shard_rows) mod batch_size`` (it re-seeded one batch-wide draw per
+#:   timestep, so the sample at batch position b of every batch of every split shared noise);
+#: * ``common``: one draw per timestep shared by every sample of every split (common random
+#:   numbers between queries and training rows).
+NOISE_SCHEMES: tuple[str, ...] = ("independent", "reference", "common")
+
+#: The reference's gradient batch size (CIFAR) and shard size, the defaults of ``reference``.
+REFERENCE_BATCH_SIZE = 52
+REFERENCE_SHARD_ROWS = 1000
+
+#: Purpose of the feature noise (the measured outputs use their own purposes).
+FEATURE_PURPOSE = "features"
+
+
+def _code(text: str) -> np.uint64:
+    return _splitmix64(np.full((), _purpose_code(text), dtype=np.uint64))
+
+
+def feature_noise_keys(
+    scheme: str,
+    split: str,
+    sample_ids: np.ndarray | Sequence[int],
+    positions: np.ndarray | Sequence[int],
+    batch_size: int = REFERENCE_BATCH_SIZE,
+    shard_rows: int = REFERENCE_SHARD_ROWS,
+) -> np.ndarray:
+    """One uint64 noise key per sample for :func:`sample_noise` under ``scheme``.
+
+    ``sample_ids`` are the samples' ids and ``positions`` their row positions in the split
+    (both [n]); ``batch_size`` and ``shard_rows`` define the ``reference`` groups. Samples with
+    equal keys get the same noise at every timestep; the keys of the three schemes never
+    coincide except by a 2⁻⁶⁴ accident.
+    """
+    from diffattr.errors import ConfigError
+
+    if scheme not in NOISE_SCHEMES:
+        raise ConfigError(
+            f"feature noise scheme {scheme!r} is unknown; valid: {list(NOISE_SCHEMES)}"
+        )
+    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    rows = np.asarray(positions, dtype=np.int64).reshape(-1)
+    if rows.shape != ids.shape:
+        raise ConfigError(
+            f"positions {rows.shape} and sample_ids {ids.shape} must have one entry per sample"
+        )
+    if scheme == "independent":
+        if not split:
+            raise ConfigError("independent feature noise needs the split name (train, val, gen)")
+        base = _splitmix64(_code("independent") ^ _code(split))
+        return _splitmix64(base ^ ids.astype(np.uint64))
+    if scheme == "common":
+        return np.full(ids.shape, _code("common"), dtype=np.uint64)
+    for name, value in (("batch_size", batch_size), ("shard_rows", shard_rows)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(
+                f"reference feature noise: {name} must be a positive integer, got {value!r}"
+            )
+    if (rows < 0).any():
+        raise ConfigError(f"row positions must be non-negative, got min {int(rows.min())}")
+    groups = (rows % shard_rows) % batch_size
+    return _splitmix64(_code("reference") ^ groups.astype(np.uint64))
+
+
+def feature_noise_attrs(scheme: str, batch_size: int, shard_rows: int) -> dict[str, object]:
+    """The provenance of a feature file's noise (the reference geometry only where it is used)."""
+    if scheme == "reference":
+        return {
+            "noise": scheme,
+            "noise_batch_size": int(batch_size),
+            "noise_shard_rows": int(shard_rows),
+        }
+    return {"noise": scheme, "noise_batch_size": 0, "noise_shard_rows": 0}

@@ -515,7 +515,7 @@ def config_html(config: Mapping[str, Any]) -> str:
     return html_page(
         f"Configuration: {config.get('experiment', '')}",
         "<p>The validated configuration of this run, with every default filled in "
-        "(schemas/config.schema.yaml documents each key).</p>"
+        "(src/diffattr/schemas/config.schema.yaml documents each key).</p>"
         f"<pre>{html.escape(text)}</pre>",
     )
 

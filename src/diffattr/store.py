@@ -35,6 +35,9 @@ FEATURE_CHECK_KEYS: tuple[str, ...] = (
     "output_fn",
     "timesteps",
     "noise_seed",
+    "noise",
+    "noise_batch_size",
+    "noise_shard_rows",
     "model_digest",
 )
 
@@ -256,9 +259,13 @@ def digest_files(paths: list[str | os.PathLike]) -> str:
 
 
 def digest_directory(path: str | os.PathLike) -> str:
-    """Fingerprint of a saved model directory: digest of its weight and config files."""
+    """Fingerprint of a saved model directory: digest of its weight and config files (PyTorch
+    ``.bin`` weights too, as in older published checkpoints such as google/ddpm-cifar10-32)."""
     path = Path(path)
-    files = [p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".json"}]
+    suffixes = {".safetensors", ".json", ".bin"}
+    files = [p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes]
     if not files:
-        raise CorruptFileError(f"{path}: no model files (.safetensors/.json) found to fingerprint")
+        raise CorruptFileError(
+            f"{path}: no model files (.safetensors/.bin/.json) found to fingerprint"
+        )
     return digest_files(files)

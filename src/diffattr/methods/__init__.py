@@ -11,7 +11,7 @@ renormalized_if     TRAK, column i / ‖Φ_i‖                                K
 grad_dot, grad_cos  ΨΦᵀ or cosine at the final checkpoint                 K          −1
 tracin, gas         dot or cosine averaged over the 25/50/75/100% ckpts   K          −1
 raw_dot, raw_cos    flattened images in [-1, 1] (latents: VAE mode)       –          −1
-clip_dot, clip_cos  CLIP image embeddings (local open_clip weights)       –          −1
+clip_dot, clip_cos  CLIP image embeddings (transformers, diffattr.clip)   –          −1
 journey_trak        TRAK, gen features along the DDIM trajectory (gen)    K, grid    −1
 ensemble_trak       TRAK averaged over M retrain-pool models              K, grid    −1
 empirical_influence mean y with row i − mean y without, retrain pool      –          +1
@@ -19,7 +19,7 @@ datamodels          per-query ridge (CV α) of retrain outputs on masks    –  
 =================== ===================================================== ========== =====
 
 Adding a kind is one module with a registered :class:`~diffattr.methods.base.Method` subclass,
-imported below, plus its ``kind`` in ``schemas/config.schema.yaml``. Methods that use no
+imported below, plus its ``kind`` in ``src/diffattr/schemas/config.schema.yaml``. Methods that use no
 timesteps live under ``K0`` in the results layout (``scores/{method}/K0/{split}.h5``).
 """
 
@@ -32,6 +32,7 @@ from typing import Any
 from diffattr.errors import ConfigError
 from diffattr.methods import ensemble, gradient, journey, retrain, similarity, trak  # noqa: F401
 from diffattr.methods.base import (
+    DEFAULT_NOISE,
     Method,
     Need,
     ScoreJob,
@@ -60,7 +61,7 @@ def validate_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if not isinstance(entry, Mapping) or "kind" not in entry:
             raise ConfigError(f"{where} must be a mapping with a 'kind'; got {entry!r}")
         method = get_method(entry["kind"])
-        valid = [*COMMON_KEYS, *(["K"] if method.uses_K else []), *method.params]
+        valid = [*COMMON_KEYS, *(["K", "noise"] if method.uses_K else []), *method.params]
         for key in entry:
             if key not in valid:
                 raise ConfigError(
@@ -70,6 +71,8 @@ def validate_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         resolved = {"kind": entry["kind"]}
         if "K" in entry:
             resolved["K"] = copy.deepcopy(entry["K"])
+        if method.uses_K:
+            resolved["noise"] = _noise_scheme(where, entry, config)
         for key, param in method.params.items():
             if key not in entry and param.required:
                 raise ConfigError(
@@ -90,6 +93,21 @@ def validate_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 )
         methods[name] = resolved
     return methods
+
+
+def _noise_scheme(where: str, entry: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """A gradient method's feature-noise scheme: its own ``noise``, else ``features.noise``."""
+    from diffattr.noise import NOISE_SCHEMES
+
+    default = config.get("features", {}).get("noise", DEFAULT_NOISE)
+    scheme = entry.get("noise", default)
+    if scheme not in NOISE_SCHEMES:
+        source = f"{where}.noise" if "noise" in entry else "config: features.noise"
+        raise ConfigError(
+            f"{source} = {scheme!r} is not a feature-noise scheme; valid: "
+            f"{', '.join(NOISE_SCHEMES)} (docs/noise.md)"
+        )
+    return scheme
 
 
 def _check_pools(where: str, method: Method, params: dict[str, Any], config: Mapping) -> None:

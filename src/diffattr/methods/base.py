@@ -34,7 +34,7 @@ NO_LAMBDA = 0.0
 
 #: Files a method may need; ``rules/common.smk`` maps each (with its fields) to a path.
 NEED_FILES: dict[str, tuple[str, ...]] = {
-    "features": ("ckpt", "fn", "K", "split"),  # projected gradient features
+    "features": ("ckpt", "fn", "noise", "K", "split"),  # projected gradient features
     "trajectory_features": ("fn",),  # Journey-TRAK gen features of the main model
     "clip_embeddings": ("split",),
     "dataset": (),
@@ -76,8 +76,19 @@ class Need:
             )
 
 
-def features_need(ckpt: str, fn: str, K: int, split: str) -> Need:
-    return Need("features", {"ckpt": ckpt, "fn": fn, "K": K, "split": split})
+#: The feature-noise scheme of a method whose config does not name one (the schema default of
+#: ``features.noise``; docs/noise.md says why).
+DEFAULT_NOISE = "common"
+
+
+def method_noise(params: Mapping[str, Any]) -> str:
+    """The feature-noise scheme of a method's params (``noise``, filled from ``features.noise``)."""
+    return params.get("noise", DEFAULT_NOISE)
+
+
+def features_need(ckpt: str, fn: str, K: int, split: str, noise: str = DEFAULT_NOISE) -> Need:
+    """Gradient features of one (checkpoint, f, noise scheme, K, split)."""
+    return Need("features", {"ckpt": ckpt, "fn": fn, "noise": noise, "K": K, "split": split})
 
 
 @dataclass

@@ -24,6 +24,7 @@ from diffattr.methods.base import (
     Param,
     ScoreJob,
     features_need,
+    method_noise,
     positive_int,
     read_feature_pair,
     register,
@@ -33,7 +34,15 @@ from diffattr.methods.gradient import CHECK_KEYS
 from diffattr.methods.trak import OUTPUT_FN_PARAM
 
 #: Settings every ensemble member must share (the model digest differs by design).
-SHARED_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "timesteps", "noise_seed")
+SHARED_KEYS = (
+    "proj_kind",
+    "proj_seed",
+    "proj_dim",
+    "output_fn",
+    "timesteps",
+    "noise_seed",
+    "noise",
+)
 
 
 def retrain_checkpoint(m: int) -> str:
@@ -56,10 +65,10 @@ class EnsembleTrak(Method):
         return int(params["num_models"])
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn, members = params["output_fn"], range(params["num_models"])
+        fn, members, noise = params["output_fn"], range(params["num_models"]), method_noise(params)
         return {
-            "train": [features_need(retrain_checkpoint(m), fn, K, "train") for m in members],
-            "test": [features_need(retrain_checkpoint(m), fn, K, split) for m in members],
+            "train": [features_need(retrain_checkpoint(m), fn, K, "train", noise) for m in members],
+            "test": [features_need(retrain_checkpoint(m), fn, K, split, noise) for m in members],
         }
 
     def score(self, job: ScoreJob) -> None:

@@ -29,6 +29,7 @@ from diffattr.methods.base import (
     Param,
     ScoreJob,
     features_need,
+    method_noise,
     read_feature_pair,
     register,
     write_score_grid,
@@ -84,8 +85,8 @@ class CheckpointSimilarity(Method):
         fn = params["output_fn"]
         names = [checkpoint_name(p) for p in self.checkpoints(params)]
         return {
-            "train": [features_need(name, fn, K, "train") for name in names],
-            "test": [features_need(name, fn, K, split) for name in names],
+            "train": [features_need(name, fn, K, "train", method_noise(params)) for name in names],
+            "test": [features_need(name, fn, K, split, method_noise(params)) for name in names],
         }
 
     def score(self, job: ScoreJob) -> None:

@@ -6,8 +6,10 @@ A simplified "The Journey, Not the Destination" (Georgiev et al. 2023), for gene
    the main model and stores the predicted clean sample x̂0 of every step (clamped to [-1, 1])
    with the step's timestep t_i. It checks that the final images equal the stored ones.
 2. :func:`trajectory_features_job` takes, for each step i, x̂0_i as the clean sample at t_i with
-   fresh keyed noise (:func:`diffattr.noise.sample_noise`, as for every feature), the gradient of
-   f (``loss``) there, averages over the steps and projects once.
+   fresh keyed noise (:func:`diffattr.noise.sample_noise`, as for every feature; always the
+   ``independent`` scheme on the ``gen`` split, since the trajectory's timesteps are not the
+   training features' timesteps, so no draw could be shared with a training row), the gradient
+   of f (``loss``) there, averages over the steps and projects once.
 3. ``journey_trak`` scores those query features against ordinary TRAK training features of the
    same f at K timesteps with the TRAK kernel over the λ grid (train and query timesteps differ
    by design; projection, f, noise seed and model must match).
@@ -21,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from diffattr.errors import FeatureMismatchError
-from diffattr.methods.base import Need, features_need, register
+from diffattr.methods.base import Need, features_need, method_noise, register
 from diffattr.methods.trak import TrakKernel
 
 #: What the training features and the trajectory features must share (not the timesteps).
@@ -41,7 +43,7 @@ class JourneyTrak(TrakKernel):
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         fn = params["output_fn"]
         return {
-            "train": [features_need("main", fn, K, "train")],
+            "train": [features_need("main", fn, K, "train", method_noise(params))],
             "test": [Need("trajectory_features", {"fn": fn})],
         }
 
@@ -125,8 +127,10 @@ def trajectory_gradients(
     from tqdm import tqdm
 
     from diffattr.features import per_sample_gradients
+    from diffattr.noise import feature_noise_keys
 
     n = trajectory.shape[0]
+    keys = feature_noise_keys("independent", "gen", sample_ids, np.arange(n))
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
     for start in tqdm(range(0, n, batch_size), file=progress, disable=progress is None):
         stop = min(start + batch_size, n)
@@ -143,6 +147,7 @@ def trajectory_gradients(
                 output_fn,
                 noise_seed,
                 cond=batch_cond,
+                noise_keys=keys[start:stop],
             ).float()
             total = grads if total is None else total.add_(grads)
         out[start:stop] = projector.project(total.div_(len(timesteps))).cpu().numpy()
@@ -208,6 +213,7 @@ def trajectory_features_job(
         "t_strategy": "trajectory",
         "timesteps": timesteps.tolist(),
         "noise_seed": noise_seed,
+        "noise": "independent",
         "model_digest": digest,
         "model_kind": model.kind,
         "grad_dim": grad_dim,

@@ -19,6 +19,7 @@ from diffattr.methods.base import (
     Param,
     ScoreJob,
     features_need,
+    method_noise,
     one_of,
     register,
 )
@@ -43,10 +44,10 @@ class TrakKernel(Method):
     check_keys: ClassVar[tuple[str, ...] | None] = None
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn = params["output_fn"]
+        fn, noise = params["output_fn"], method_noise(params)
         return {
-            "train": [features_need("main", fn, K, "train")],
-            "test": [features_need("main", fn, K, split)],
+            "train": [features_need("main", fn, K, "train", noise)],
+            "test": [features_need("main", fn, K, split, noise)],
         }
 
     def score(self, job: ScoreJob) -> None:

@@ -1,0 +1,1 @@
+"""The test suite (a regular package, so `tests.*` never resolves to an installed `tests`)."""
