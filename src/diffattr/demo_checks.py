@@ -59,16 +59,16 @@ def findings(
 ) -> list[tuple[str, str]]:
     """(heading, sentence) pairs: what was run and what it found."""
     lines: list[tuple[str, str]] = []
-    lines.append(
-        (
-            "What ran",
-            f"{run.get('n_train', '?')} training images ({run.get('dataset', '?')}); a main "
-            f"diffusion model ({run.get('training', '')}); "
-            f"{run.get('lds_models', '?')} models retrained on random halves of the training "
-            f"set (the ground truth) and {run.get('heldout_models', '?')} more to choose λ; "
-            f"methods {', '.join(method_kinds)} scored {run.get('queries', '')}.",
+    parts = [f"{run.get('n_train', '?')} training images ({run.get('dataset', '?')})"] if run else []
+    if run.get("training"):
+        parts.append(f"a main diffusion model ({run['training']})")
+    if run.get("lds_models"):
+        parts.append(
+            f"{run['lds_models']} models retrained on random halves of the training set (the "
+            f"ground truth) and {run.get('heldout_models', 0)} more to choose λ"
         )
-    )
+    parts.append(f"methods {', '.join(method_kinds)} scored {run.get('queries', '')}".strip())
+    lines.append(("What ran", "; ".join(parts) + "."))
     if quality is not None:
         gen, val = quality["gen"], quality["val"]
         lines.append(
