@@ -382,7 +382,6 @@ class Attributor:
         progress: IO[str] | None = None,
     ) -> None:
         from diffattr import features
-        from diffattr.projection import make_projector
         from diffattr.scoring import validate_lambdas
 
         if method not in METHOD_OUTPUT_FNS:
@@ -400,8 +399,7 @@ class Attributor:
             self.K, t_strategy, int(self.scheduler.config.num_train_timesteps)
         )
         self.grad_dim = features.num_trainable_parameters(self.unet)
-        # the projector of the workflow's feature jobs (jobs.features_job builds it the same way)
-        self.projector = make_projector(proj_kind, self.grad_dim, proj_dim, proj_seed)
+        self.projector = self._make_projector(proj_kind, proj_dim, proj_seed)
         self.model_digest = store.digest_directory(self.folder)
         self.train = self.images(train, "train")
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -409,6 +407,13 @@ class Attributor:
         self._train_features: np.ndarray | None = None
 
     # ----------------------------------------------------------------- features
+
+    def _make_projector(self, proj_kind: str, proj_dim: int, proj_seed: int) -> Any:
+        """The projector of the workflow's feature jobs, built the way ``jobs.features_job``
+        builds it (keep the two in step: one factory for both)."""
+        from diffattr.projection import make_projector
+
+        return make_projector(proj_kind, self.grad_dim, proj_dim, proj_seed)
 
     def images(self, source: Any, role: str = "query") -> ImageSet:
         """Preprocess any supported image source to the model's size and channels."""
