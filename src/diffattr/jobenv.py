@@ -23,20 +23,26 @@ def use_source_tree(src: str | Path, environ: MutableMapping[str, str] | None = 
     return environ["PYTHONPATH"]
 
 
-#: Set to 1 to make ``device: auto`` / ``cuda`` demand a GPU outside Snakemake (e.g. an sbatch
-#: script of your own); Snakemake jobs are recognised by their ``gpu`` resource.
+#: Set to 1 to make ``device: auto`` / ``cuda`` demand a GPU in any process (e.g. an sbatch
+#: script of your own); Snakemake jobs on a cluster are recognised by their ``gpu`` resource.
 REQUIRE_GPU_ENV = "DIFFATTR_REQUIRE_GPU"
+#: Set by SLURM inside every job allocation.
+CLUSTER_JOB_ENV = "SLURM_JOB_ID"
 
 
 def gpu_requested() -> bool:
-    """Whether this process is a job that asked for a GPU: a Snakemake ``script:`` job whose rule
-    has ``resources: gpu >= 1`` (Snakemake gives the script a global ``snakemake`` object in its
-    main module), or ``DIFFATTR_REQUIRE_GPU=1`` in the environment."""
+    """Whether this process is a job that asked the cluster for a GPU: a Snakemake ``script:``
+    job whose rule has ``resources: gpu >= 1`` (Snakemake gives the script a global ``snakemake``
+    object in its main module) running inside a SLURM allocation, or any process with
+    ``DIFFATTR_REQUIRE_GPU=1``. A local run's ``gpu`` resource only schedules jobs, it requests
+    no device, so ``device: auto`` may still fall back to the CPU there (it logs that it did)."""
     import sys
 
     flag = os.environ.get(REQUIRE_GPU_ENV, "").strip().lower()
     if flag in {"1", "true", "yes", "on"}:
         return True
+    if not os.environ.get(CLUSTER_JOB_ENV):
+        return False
     job = getattr(sys.modules.get("__main__"), "snakemake", None)
     resources = getattr(job, "resources", None)
     if resources is None:

@@ -140,7 +140,7 @@ def resolve_device(name: str = "auto", gpu_requested: bool | None = None) -> tor
     """``auto`` picks CUDA when present; an explicit device that is absent is an error.
 
     In a job that requested a GPU (``gpu_requested``; by default
-    :func:`diffattr.jobenv.gpu_requested`: a Snakemake job whose rule has ``resources: gpu=1``,
+    :func:`diffattr.jobenv.gpu_requested`: a cluster job of a rule with ``resources: gpu=1``,
     which every GPU rule has unless ``device: cpu``), ``auto`` without a visible CUDA device is
     an error too, instead of a silent run on the CPU.
     """
