@@ -117,7 +117,7 @@ def plot_quality(record: dict[str, Any], out_path: str | os.PathLike) -> None:
     """Two panels: classifier confidence, and distance to the nearest training image."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8.0, 3.0), layout="constrained")
+    figure = Figure(figsize=(9.0, 3.2), layout="constrained")
     left, right = figure.subplots(1, 2)
     threshold = record["threshold"]
     styles = {"gen": ("tab:blue", "generated"), "val": ("tab:gray", "real val")}
@@ -126,7 +126,9 @@ def plot_quality(record: dict[str, Any], out_path: str | os.PathLike) -> None:
         part = record[split]
         label = f"{name}: {100 * part['recognised_fraction']:.0f}% ≥ {threshold:g}"
         left.hist(part["confidence"], bins=bins, color=color, alpha=0.55, label=label)
-    left.set_xlabel("confidence (smaller of SVM and 10-neighbour probability; 0 if they disagree)")
+    left.set_xlabel(
+        "confidence: min(SVM, 10-neighbour) probability, 0 if they disagree", fontsize=8
+    )
     left.axvline(threshold, color="black", linestyle="--", linewidth=1)
     left.set_ylabel("images")
     left.set_title("are the samples recognisable digits?", fontsize=9)
@@ -137,7 +139,7 @@ def plot_quality(record: dict[str, Any], out_path: str | os.PathLike) -> None:
         part = record[split]
         label = f"{name}: median {part['median_nearest_distance']:.3f}"
         right.hist(part["nearest_distance"], bins=bins, color=color, alpha=0.55, label=label)
-    right.set_xlabel("RMS distance to the nearest training image (0 = a copy)")
+    right.set_xlabel("RMS distance to the nearest training image (0 = a copy)", fontsize=8)
     right.set_title("are the samples copies?", fontsize=9)
     right.legend(fontsize=7, loc="upper left")
     save_png_figure(figure, out_path)
