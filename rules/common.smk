@@ -113,6 +113,8 @@ METHOD_INPUT_PATHS = {
     "samples": f"{RESULTS}/samples/gen.h5",
     "main_model": f"{RESULTS}/models/main",
     "groundtruth": f"{RESULTS}/groundtruth/{{pool}}.h5",
+    "residuals": f"{RESULTS}/residuals/main/{{noise}}/S{{S}}.h5",
+    "ekfac_factors": f"{RESULTS}/ekfac/main/{{noise}}/T{{T}}-{{strategy}}",
 }
 
 
@@ -139,6 +141,26 @@ def method_lambdas(wildcards):
 
     uses = get_method(METHODS[wildcards.method]["kind"]).uses_lambdas
     return config["scoring"]["lambdas"] if uses else []
+
+
+def method_settings(wildcards):
+    """Feature settings for kinds that run the model in their scoring job (EK-FAC), else {}."""
+    from diffattr.methods import get_method
+
+    if not get_method(METHODS[wildcards.method]["kind"]).uses_model:
+        return {}
+    return {
+        "device": config["device"],
+        "noise_seed": config["features"]["noise_seed"],
+        "t_strategy": config["features"]["t_strategy"],
+        "reference_noise": dict(config["features"]["reference_noise"]),
+    }
+
+
+def method_gpu(wildcards):
+    from diffattr.methods import get_method
+
+    return GPU if get_method(METHODS[wildcards.method]["kind"]).uses_model else 0
 
 
 def main_snapshot_dirs():

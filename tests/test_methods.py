@@ -124,12 +124,19 @@ def test_defaults_are_filled_per_kind():
         )
     )
     noise = config["features"]["noise"]
-    assert config["methods"]["t"] == {"kind": "trak", "noise": noise, "output_fn": "loss"}
+    assert config["methods"]["t"] == {
+        "kind": "trak",
+        "noise": noise,
+        "output_fn": "loss",
+        "timestep_norm": False,
+        "readout": "signed",
+    }
     assert config["methods"]["g"] == {
         "kind": "gas",
         "K": [2, 10],
         "noise": noise,
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [25, 50, 75, 100],
     }
     assert config["methods"]["d"] == {
@@ -216,6 +223,7 @@ def test_targets_and_needs_follow_each_kind():
     assert methods.job_params(config, "tr") == {
         "noise": config["features"]["noise"],
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [50, 100],
     }
 

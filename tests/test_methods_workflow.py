@@ -106,3 +106,33 @@ def test_a_larger_ensemble_computes_only_the_new_members_features(methods_run):
         "score_method": 2,
         "evaluate_lds": 2,
     }
+
+
+def test_adding_das_schedules_its_features_residuals_and_scores(methods_run):
+    workdir, _ = methods_run
+    assert new_jobs(workdir, das={"kind": "das", "residual_timesteps": 10}) == {
+        "extract_train_features": 1,  # mean_tnorm features: no other method has them
+        "merge_train_features": 1,
+        "extract_query_features": 2,
+        "compute_residuals": 1,  # forward only, its own job and file
+        "score_method": 2,
+        "evaluate_lds": 2,
+    }
+    # a DAS ablation without the residual weight and a squared D-TRAK reuse what exists
+    assert new_jobs(
+        workdir, dtrak_sq={"kind": "trak", "output_fn": "square", "readout": "squared"}
+    ) == {
+        "score_method": 2,
+        "evaluate_lds": 2,
+    }
+
+
+def test_adding_ekfac_schedules_its_factors_and_scores(methods_run):
+    pytest.importorskip("kronfluence")
+    workdir, _ = methods_run
+    ekfac = {"kind": "ekfac", "factor_timesteps": 10, "dampings": [1e-4, 1e-2]}
+    assert new_jobs(workdir, ekfac=ekfac) == {
+        "fit_ekfac_factors": 1,  # once per model, shared by every K and split
+        "score_method": 2,
+        "evaluate_lds": 2,
+    }

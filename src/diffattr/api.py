@@ -310,8 +310,16 @@ def load_checkpoint(model: str | os.PathLike, device: str = "auto") -> tuple[Any
                 "layout has model_index.json, unet/ and scheduler/)"
             )
     torch_device = resolve_device(device)
-    unet = UNet2DModel.from_pretrained(folder / "unet").to(torch_device).eval()
-    scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+    try:
+        unet = UNet2DModel.from_pretrained(folder / "unet").to(torch_device).eval()
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+    except (OSError, ValueError, RuntimeError) as error:  # bad JSON, truncated safetensors
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CorruptFileError(
+            f"model {str(model)!r}: the saved model cannot be loaded ({first}); expected a "
+            "complete DDPMPipeline.save_pretrained folder (unet/config.json + weights, "
+            "scheduler/). Save or download it again."
+        ) from error
     return unet, scheduler, folder
 
 

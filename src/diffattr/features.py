@@ -53,6 +53,10 @@ NOISE_PURPOSE = "features"
 TIMESTEP_STRATEGIES: tuple[str, ...] = ("uniform", "cumulative")
 #: (sample, timestep) pairs per vmap call in :func:`mean_gradients` (bounds activation memory).
 DEFAULT_MAX_EVALUATIONS = 512
+#: Added to each per-timestep gradient norm before dividing (as DAS's code does).
+TIMESTEP_NORM_EPS = 1e-8
+#: Largest [pairs, P] gradient block (elements) one call forms when timesteps are normalised.
+MAX_NORMALIZED_ELEMENTS = 1 << 27
 
 #: Attributes that legitimately differ between the shards of one feature matrix.
 SHARD_ATTRS: frozenset[str] = frozenset(
@@ -91,6 +95,22 @@ def select_timesteps(K: int, strategy: str, num_train_timesteps: int = 1000) -> 
         f"unknown timestep strategy {strategy!r}; valid strategies are: "
         f"{', '.join(TIMESTEP_STRATEGIES)}"
     )
+
+
+#: Suffix of a feature name (the ``fn`` of its path) whose per-timestep gradients are normalised.
+TIMESTEP_NORM_SUFFIX = "_tnorm"
+
+
+def feature_name(output_fn: str, normalize_timesteps: bool = False) -> str:
+    """The name a feature file is stored under: the output function, ``_tnorm`` if normalised."""
+    return f"{output_fn}{TIMESTEP_NORM_SUFFIX}" if normalize_timesteps else output_fn
+
+
+def parse_feature_name(name: str) -> tuple[str, bool]:
+    """(output function, per-timestep normalisation) of a feature name (:func:`feature_name`)."""
+    if name.endswith(TIMESTEP_NORM_SUFFIX):
+        return name[: -len(TIMESTEP_NORM_SUFFIX)], True
+    return name, False
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -282,11 +302,16 @@ def mean_gradients(
     noise_seed: int,
     cond: torch.Tensor | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    normalize_timesteps: bool = False,
     noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
     """(1/K) Σ_t ∇_θ f at the K ``timesteps``, per sample: [B, P], columns as
     :func:`per_sample_gradients`.
 
+    With ``normalize_timesteps`` each per-timestep gradient is first scaled to unit norm,
+    g_t / (‖g_t‖₂ + 1e-8) (DAS, Lin et al. 2025), so the mean is (1/K) Σ_t g_t / ‖g_t‖; the
+    per-(sample, timestep) gradients are then formed, in blocks of at most
+    :data:`MAX_NORMALIZED_ELEMENTS` elements (:func:`_normalized_gradient_sum`).
     Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``; the
     keys (uint64, one per sample) come from :func:`diffattr.noise.feature_noise_keys`. Without
     them the key is the sample id, unique only within one split (``independent`` keys add the
@@ -313,6 +338,10 @@ def mean_gradients(
         model, scheduler, x0, sample_ids, timesteps, cond
     )
     keys = _noise_keys(ids, noise_keys)
+    if normalize_timesteps:
+        return _normalized_gradient_sum(
+            model, scheduler, params, keys, x0, cond, timesteps, fn, noise_seed, max_evaluations
+        ).mul_(1.0 / len(timesteps))
     batch, device = len(ids), x0.device
     probe = device.type == "cuda" and len(timesteps) > 1
     per_call = 1 if probe else timesteps_per_call(batch, max_evaluations)
@@ -346,6 +375,57 @@ def mean_gradients(
                 probe = False
     scale = 1.0 / len(timesteps)
     return torch.cat([total[name].reshape(batch, -1) for name in params], dim=1).mul_(scale)
+
+
+def _normalized_gradient_sum(
+    model: torch.nn.Module,
+    scheduler: Any,
+    params: dict[str, torch.Tensor],
+    ids: np.ndarray,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None,
+    timesteps: list[int],
+    fn: OutputFn,
+    noise_seed: int,
+    max_evaluations: int,
+) -> torch.Tensor:
+    """Σ_t g_t / (‖g_t‖₂ + ε) per sample, [B, P]: one ``vmap`` over (sample, timestep) pairs.
+
+    ``ids`` are the samples' noise keys (:func:`_noise_keys`)."""
+    batch, device = len(ids), x0.device
+    grad_dim = sum(p.numel() for p in params.values())
+    per_call = timesteps_per_call(batch, max_evaluations)
+    per_call = max(1, min(per_call, MAX_NORMALIZED_ELEMENTS // max(1, batch * grad_dim)))
+    detached = {name: p.detach() for name, p in params.items()}
+    in_dims = (None, 0, 0, None if cond is None else 0, 0)
+    total = torch.zeros(batch, grad_dim, dtype=x0.dtype, device=device)
+
+    def f_one(p, x, e, c, t):
+        kwargs = {} if c is None else {"encoder_hidden_states": c[None]}
+        eps_pred = functional_call(model, p, (x[None], t[None]), kwargs).sample
+        return fn(eps_pred, e[None], t[None], scheduler).sum()
+
+    with _eval_mode(model), vmap_safe_attention(model):
+        for start in range(0, len(timesteps), per_call):
+            chunk = timesteps[start : start + per_call]
+            count = len(chunk)
+            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            pairs = batch * count
+            t_pairs = torch.tensor(chunk * batch, dtype=torch.long, device=device)
+            c_pairs = None if cond is None else cond.repeat_interleave(count, dim=0)
+            grads = vmap(grad(f_one), in_dims=in_dims)(
+                detached,
+                x_t.reshape(pairs, *x_t.shape[2:]),
+                eps.reshape(pairs, *eps.shape[2:]),
+                c_pairs,
+                t_pairs,
+            )
+            flat = torch.cat([grads[name].reshape(pairs, -1) for name in params], dim=1)
+            del grads
+            norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+            flat.div_(norms + TIMESTEP_NORM_EPS)
+            total += flat.reshape(batch, count, grad_dim).sum(dim=1)
+    return total
 
 
 def _progress_reporter(
@@ -383,9 +463,12 @@ def extract_features(
     cond: torch.Tensor | None = None,
     progress: Callable[[int, int], Any] | Any | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    normalize_timesteps: bool = False,
     noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is sample_ids[r].
+
+    ``normalize_timesteps``: average unit-norm per-timestep gradients (:func:`mean_gradients`).
 
     ``noise_keys`` [n]: row r's feature-noise key (:func:`diffattr.noise.feature_noise_keys`,
     which applies the method's noise scheme); None keys the noise by ``sample_ids``.
@@ -437,6 +520,7 @@ def extract_features(
                 noise_seed,
                 cond=batch_cond,
                 max_evaluations=max_evaluations,
+                normalize_timesteps=normalize_timesteps,
                 noise_keys=keys[start:stop],
             )
             mean_grad = mean_grad.to(
@@ -538,10 +622,13 @@ def merge_feature_shards(
 
 __all__ = [
     "DEFAULT_MAX_EVALUATIONS",
+    "TIMESTEP_NORM_EPS",
     "NOISE_PURPOSE",
     "SHARD_ATTRS",
     "TIMESTEP_STRATEGIES",
     "extract_features",
+    "feature_name",
+    "parse_feature_name",
     "mean_gradients",
     "merge_feature_shards",
     "num_trainable_parameters",

@@ -410,6 +410,7 @@ def features_job(
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.projection import make_projector
 
+    output_fn, normalize_timesteps = features.parse_feature_name(output_fn)
     model = load_diffusion_model(model_dir, resolve_device(device))
     scheduler = model.scheduler
     images, ids = load_queries(split, dataset_path, samples_path)
@@ -438,6 +439,7 @@ def features_job(
                 batch_size,
                 cond=cond,
                 progress=progress,
+                normalize_timesteps=normalize_timesteps,
                 noise_keys=noise_keys[chunk],
             )
         )
@@ -445,6 +447,7 @@ def features_job(
     attrs = {
         "split": split,
         "output_fn": output_fn,
+        "timestep_norm": normalize_timesteps,
         "K": K,
         "t_strategy": t_strategy,
         "timesteps": steps,
@@ -581,6 +584,7 @@ def lds_job(
         "split": split,
         "K": score.attrs.get("train_K", score.attrs.get("K")),
         "kind": score.attrs.get("kind", score.attrs.get("score_kind")),
+        "readout": score.attrs.get("readout", "signed"),
         "lds_sign": sign,
         "lambdas": score.lambdas.tolist(),
         "lds_curve": curve.tolist(),

@@ -24,7 +24,8 @@ import numpy as np
 
 from diffattr.errors import FeatureMismatchError
 from diffattr.methods.base import Need, features_need, method_noise, register
-from diffattr.methods.trak import TrakKernel
+from diffattr.methods.readout import READOUT_PARAM
+from diffattr.methods.trak import OUTPUT_FN_PARAM, TrakKernel
 
 #: What the training features and the trajectory features must share (not the timesteps).
 CHECK_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "noise_seed", "model_digest")
@@ -39,6 +40,8 @@ class JourneyTrak(TrakKernel):
     summary = "TRAK with gen features averaged along the DDIM trajectory (gen only)"
     query_splits = ("gen",)
     check_keys = CHECK_KEYS
+    # The trajectory features have no per-timestep normalisation (docs/methods.md).
+    params = {"output_fn": OUTPUT_FN_PARAM, "readout": READOUT_PARAM}
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         fn = params["output_fn"]
