@@ -59,7 +59,9 @@ def findings(
 ) -> list[tuple[str, str]]:
     """(heading, sentence) pairs: what was run and what it found."""
     lines: list[tuple[str, str]] = []
-    parts = [f"{run.get('n_train', '?')} training images ({run.get('dataset', '?')})"] if run else []
+    parts = (
+        [f"{run.get('n_train', '?')} training images ({run.get('dataset', '?')})"] if run else []
+    )
     if run.get("training"):
         parts.append(f"a main diffusion model ({run['training']})")
     if run.get("lds_models"):
