@@ -419,9 +419,9 @@ class Attributor:
     def _make_projector(self, proj_kind: str, proj_dim: int, proj_seed: int) -> Any:
         """The projector of the workflow's feature jobs, built the way ``jobs.features_job``
         builds it (keep the two in step: one factory for both)."""
-        from diffattr.projection import make_projector
+        from diffattr.projection_structured import make_feature_projector
 
-        return make_projector(proj_kind, self.grad_dim, proj_dim, proj_seed)
+        return make_feature_projector(self.unet, proj_dim, proj_seed, proj_kind, "auto")
 
     def images(self, source: Any, role: str = "query") -> ImageSet:
         """Preprocess any supported image source to the model's size and channels."""

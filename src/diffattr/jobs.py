@@ -394,12 +394,16 @@ def features_job(
     device: str,
     shard: int = 0,
     num_shards: int = 1,
+    projection: str = "auto",
+    allocation: str = "proportional",
     progress: IO[str] | None = None,
     noise: str = "independent",
     noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
     noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
 ) -> None:
     """Projected per-sample gradient features of one split (or one shard of the train split).
+
+    ``projection`` / ``allocation``: :func:`diffattr.projection_structured.make_feature_projector`.
 
     The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
     model); a latent model works on the VAE mode, conditioned on each sample's caption.
@@ -408,7 +412,7 @@ def features_job(
     """
     from diffattr import features
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection import make_projector
+    from diffattr.projection_structured import make_feature_projector
 
     output_fn, normalize_timesteps = features.parse_feature_name(output_fn)
     model = load_diffusion_model(model_dir, resolve_device(device))
@@ -423,7 +427,9 @@ def features_job(
     )
     steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
+    projector = make_feature_projector(
+        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
+    )
     parts = []
     for chunk, x0, cond in encoded_queries(model, images, captions, batch_size):
         parts.append(
