@@ -46,6 +46,7 @@ include: "rules/common.smk"
 include: "rules/functions/counterfactual.smk"
 include: "rules/functions/lds.smk"
 include: "rules/functions/report.smk"
+include: "rules/functions/checks.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
@@ -56,6 +57,7 @@ include: "rules/scores.smk"
 include: "rules/lds.smk"
 include: "rules/counterfactual.smk"
 include: "rules/summary.smk"
+include: "rules/checks.smk"
 include: "rules/report.smk"
 
 
@@ -67,3 +69,4 @@ rule all:
 
 onsuccess:
     print_summary(f"{RESULTS}/summary.md")
+    print_summary(f"{RESULTS}/checks.md")

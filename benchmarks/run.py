@@ -1023,6 +1023,46 @@ def bench_training(settings: Settings) -> list[Comparison]:
     ]
 
 
+# --------------------------------------------------------------------------- job start-up
+
+# What a training / sampling / measurement / feature job imports (ours), and the same modules
+# behind `from diffusers import ...` of the whole library (baseline), each in a fresh process.
+STARTUP_OURS = "import diffattr.jobs, diffattr.models, diffattr.training, diffattr.sampling, " \
+    "diffattr.measure, diffattr.features"  # fmt: skip
+STARTUP_BASELINE = "import diffattr.jobs, torch; " \
+    "from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DDPMPipeline; " \
+    "from diffusers.optimization import get_cosine_schedule_with_warmup; " \
+    "import diffattr.models, diffattr.training, diffattr.sampling, diffattr.measure, " \
+    "diffattr.features"  # fmt: skip
+
+
+def import_cpu_seconds(code: str) -> float:
+    """CPU seconds (user + system) of a fresh interpreter that runs ``code``."""
+    env = {**thread_env(1), "PYTHONPATH": str(ROOT / "src")}
+    before = os.times()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
+def bench_startup(settings: Settings) -> list[Comparison]:
+    """CPU cost of a torch job's imports: the lean diffusers path against the whole library."""
+    repeats = 1 if settings.quick else 3
+    ours = min(import_cpu_seconds(STARTUP_OURS) for _ in range(repeats))
+    baseline = min(import_cpu_seconds(STARTUP_BASELINE) for _ in range(repeats))
+    return [
+        Comparison(
+            "job_startup",
+            ours,
+            baseline,
+            "s CPU",
+            details={"ours": STARTUP_OURS, "baseline": STARTUP_BASELINE, "repeats": repeats},
+        )
+    ]
+
+
 # --------------------------------------------------------------------------- driver
 
 BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
@@ -1032,6 +1072,7 @@ BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
     "lds": bench_lds,
     "memory": bench_memory,
     "training": bench_training,
+    "startup": bench_startup,
 }
 
 

@@ -60,8 +60,11 @@ def pool_seeds(pool):
 
 
 def training_params(wildcards):
-    """Training hyperparameters; the same for the main and every subset model."""
-    return config["training"]
+    """Training hyperparameters; the same for the main and every subset model. Without EMA
+    the key is left out, so that configs from before it existed rerun nothing."""
+    return {
+        k: v for k, v in config["training"].items() if not (k == "ema_decay" and v == 0)
+    }
 
 
 def model_params(wildcards):
@@ -324,6 +327,7 @@ def final_outputs():
         f"{RESULTS}/samples/gen.png",
         *report_outputs(),  # rules/report.smk
         *counterfactual_outputs(),  # rules/counterfactual.smk
+        *checks_outputs(),  # rules/checks.smk
         *score_grid_outputs(),
     ]
 

@@ -166,7 +166,8 @@ def generate_job(
     (in label order) in blocks; each sample's prompt is stored in the ``prompts`` dataset.
     """
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.sampling import assign_prompts, generate, image_grid, sample_seeds
+    from diffattr.sample_quality import real_examples, sample_sheet
+    from diffattr.sampling import assign_prompts, generate, sample_seeds
 
     model = load_diffusion_model(model_dir, resolve_device(device))
     seeds = sample_seeds(num_samples, seed)
@@ -200,7 +201,9 @@ def generate_job(
         arrays["prompts"] = np.array(per_sample, dtype=object)
         attrs["guidance_scale"] = guidance_scale
     store.write_h5(out_path, arrays, attrs)
-    save_png(grid_path, image_grid(result["images"][: grid_columns * grid_columns], grid_columns))
+    shown = result["images"][: grid_columns * grid_columns]
+    real = real_examples(dataset_path, len(shown)) if dataset_path is not None else None
+    save_png(grid_path, sample_sheet(shown, real, grid_columns), scale=1)
     status("%d samples, %d DDIM steps", num_samples, steps)
 
 

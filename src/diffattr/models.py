@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from diffattr.base_model import (
     DEFAULT_BASE,
@@ -35,6 +34,7 @@ from diffattr.base_model import (
     check_base_model,
     resolve_base_model,
 )
+from diffattr.diffusers_imports import DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError, CorruptFileError
 from diffattr.store import atomic_dir
 
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_KINDS: tuple[str, ...] = ("unet", "sd_lora")
 MODEL_FILE = "diffattr_model.json"
+TRAINING_FILE = "diffattr_training.json"  # which weights were saved (EMA or last step), and how
 LORA_DIR = "lora"
 DEFAULT_LORA = {
     "rank": 128,
@@ -84,10 +85,55 @@ def build_scheduler(scheduler_config: dict[str, Any]) -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config)
 
 
-def save_model(model: UNet2DModel, scheduler: DDPMScheduler, path: str | os.PathLike) -> None:
-    """Save atomically as a DDPMPipeline directory (safetensors weights)."""
+def save_model(
+    model: UNet2DModel,
+    scheduler: DDPMScheduler,
+    path: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+) -> None:
+    """Save atomically as a DDPMPipeline directory (safetensors weights); ``training`` (which
+    weights these are, see :func:`diffattr.training.train_diffusion_model`) goes to
+    ``diffattr_training.json`` beside them."""
     with atomic_dir(path) as tmp:
-        DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+        write_pipeline_layout(model, scheduler, tmp)
+        write_training_record(tmp, training)
+
+
+def write_training_record(path: Path, training: dict[str, Any] | None) -> None:
+    if training is not None:
+        (path / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
+
+
+def training_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training record of a saved model directory (None for models saved without one)."""
+    file = Path(path) / TRAINING_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptFileError(f"{file}: unreadable ({error})") from error
+
+
+def write_pipeline_layout(model: UNet2DModel, scheduler: DDPMScheduler, path: Path) -> None:
+    """What ``DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(path)`` writes.
+
+    Written here so that a training job does not import the pipeline machinery (diffusers'
+    loaders and ``scipy.stats``: about a second of CPU per job); ``DDPMPipeline.from_pretrained``
+    reads it (tests/test_training.py compares the two layouts).
+    """
+    import diffusers
+
+    path = Path(path)
+    model.save_pretrained(path / "unet", safe_serialization=True)
+    scheduler.save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "DDPMPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "unet": ["diffusers", type(model).__name__],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_device(name: str = "auto", gpu_requested: bool | None = None) -> torch.device:
@@ -199,8 +245,8 @@ class DiffusionModel:
     def _schedule(self) -> dict[str, Any]:
         return {"scheduler": _public(self.scheduler.config)}
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model(self.denoiser, self.scheduler, path)
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
+        save_model(self.denoiser, self.scheduler, path, training)
 
 
 class LoRAStableDiffusion(DiffusionModel):
@@ -418,7 +464,7 @@ class LoRAStableDiffusion(DiffusionModel):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": self.base, "lora": self.lora, **self._schedule()}
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
         """The adapter only (peft layout, safetensors), the schedule and the base's name."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -432,6 +478,7 @@ class LoRAStableDiffusion(DiffusionModel):
             self.scheduler.save_pretrained(tmp / "scheduler")
             record = {"kind": self.kind, "base": self.base, "lora": self.lora}
             (tmp / MODEL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_training_record(tmp, training)
 
 
 def _public(config: Any) -> dict[str, Any]:
