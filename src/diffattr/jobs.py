@@ -579,6 +579,7 @@ def lds_job(
         "K": score.attrs.get("train_K", score.attrs.get("K")),
         "kind": score.attrs.get("kind", score.attrs.get("score_kind")),
         "lds_sign": sign,
+        "params": score.attrs.get("params"),
         "lambdas": score.lambdas.tolist(),
         "lds_curve": curve.tolist(),
         "heldout_curve": heldout_curve.tolist(),
@@ -607,6 +608,8 @@ def lds_job(
             "ci_low": float(boot["ci_low"]),
             "ci_high": float(boot["ci_high"]),
             "at_grid_edge": lds.at_grid_edge(index, len(score.lambdas)),
+            # [S, n] at this λ, for paired comparisons between methods (diffattr.summary)
+            "predictions": lds.predictions(score.scores[index], bench["masks"], sign).tolist(),
         }
     if fold_curves:
         crossfit = lds.crossfit_choice(fold_curves, score.lambdas)
@@ -645,5 +648,6 @@ def noise_ceiling_job(groundtruth_path: str, out_path: str, splits: Sequence[str
             "per_pair": np.asarray(ceiling["per_pair"]).tolist(),
             "attainable": ceiling["attainable"],
             "seeds": ceiling["seeds"],
+            "decomposition": lds.ceiling_decomposition(by_seed),
         }
     store.write_json(out_path, record)
