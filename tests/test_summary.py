@@ -113,3 +113,23 @@ def test_summary_takes_the_ceiling_apart(run):
     text = (tmp_path / "s.md").read_text()
     assert f"shared {100 * part['shared_fraction']:.1f}% of the variance" in text
     assert f"per-query {100 * part['residual_seed_to_seed']:.1f}" in text
+
+
+def test_noise_seed_repeats_are_summarised(tmp_path):
+    prediction = np.zeros((4, 2))
+    records = []
+    for name, seed, value in (("d", None, 0.30), ("d_s1", 1, 0.20), ("d_s2", 2, 0.25)):
+        record = _record(name, 10, "val", prediction, value)
+        record["kind"] = "trak"
+        record["params"] = {"output_fn": "square", "noise": "common"}
+        if seed is not None:
+            record["params"]["noise_seed"] = seed
+        records.append(record)
+    other = _record("t", 10, "val", prediction, 0.1)
+    other.update(kind="trak", params={"output_fn": "loss", "noise": "common"})
+    from diffattr.summary import seed_spread_rows
+
+    (row,) = seed_spread_rows([*records, other])
+    assert row["methods"] == "d, d_s1, d_s2" and row["seeds"] == 3
+    assert row["heldout_mean"] == 25.0 and row["heldout_std"] == 5.0
+    assert row["heldout_range"] == "20.0..30.0"

@@ -189,6 +189,7 @@ def summary_job(
         f"# diffattr results: {experiment}",
         "",
         lds_markdown(rows, ceiling),
+        *seed_spread_markdown(records),
         *extra_sections,
     ]
     store.write_text(md_path, "\n".join(sections) + "\n")
@@ -331,3 +332,75 @@ def _benchmark_outputs(groundtruth_path: str | None, splits: set[str]) -> dict[s
         return {}
     with store.open_h5(groundtruth_path) as handle:
         return {s: handle[f"{s}/measured"][()] for s in splits if f"{s}/measured" in handle}
+
+
+# --------------------------------------------------------------------------- noise-seed spread
+
+
+def seed_spread_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Methods that differ only in ``noise_seed`` (same kind, params, K and split), with the
+    mean, std (ddof 1) and range of their held-out and oracle LDS over the seeds, ×100."""
+    import json
+
+    import numpy as np
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        params = dict(record.get("params") or {})
+        if "noise" not in params:
+            continue  # no gradient features
+        params.pop("noise_seed", None)
+        key = (
+            record["split"],
+            int(record["K"]),
+            record.get("kind"),
+            json.dumps(params, sort_keys=True),
+        )
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (split, K, _, _), members in groups.items():
+        if len(members) < 2 or not any("noise_seed" in (m.get("params") or {}) for m in members):
+            continue
+        row: dict[str, Any] = {
+            "methods": ", ".join(sorted(m["method"] for m in members)),
+            "split": split,
+            "K": K,
+            "seeds": len(members),
+        }
+        for choice in ("heldout", "oracle"):
+            values = 100 * np.array([m["choices"][choice]["lds"] for m in members])
+            row[f"{choice}_mean"] = round(float(values.mean()), 2)
+            row[f"{choice}_std"] = round(float(values.std(ddof=1)), 2)
+            row[f"{choice}_range"] = f"{values.min():.1f}..{values.max():.1f}"
+        rows.append(row)
+    rows.sort(key=lambda r: (r["split"], r["methods"], r["K"]))
+    return rows
+
+
+def seed_spread_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The noise-seed section of summary.md (empty without repeated methods)."""
+    rows = seed_spread_rows(records)
+    if not rows:
+        return []
+    columns = [
+        "methods",
+        "split",
+        "K",
+        "seeds",
+        "heldout_mean",
+        "heldout_std",
+        "heldout_range",
+        "oracle_mean",
+        "oracle_std",
+        "oracle_range",
+    ]
+    return [
+        "",
+        "## Feature-noise seed spread (LDS, %)",
+        "",
+        "Methods that differ only in `noise_seed`: how far the feature-noise draw alone moves "
+        "one run's LDS. A difference between two methods smaller than this spread is not "
+        "established by one run.",
+        "",
+        markdown_table(rows, columns),
+    ]
