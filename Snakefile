@@ -16,17 +16,21 @@ Without --configfile the embedded default (config.yaml, a CPU demo) runs. A --co
 """
 
 import os
+import sys
 
 from snakemake.utils import min_version
 
 min_version("9.19")
 
-# Jobs import diffattr from this checkout's src/ (also inside conda envs and SLURM jobs).
+# Snakemake and every job import diffattr from this checkout's src/, whether or not the package
+# is installed (a conda-installed Snakemake, a deployed workflow, a SLURM job step).
 _src = os.path.join(workflow.basedir, "src")
-_pythonpath = [
-    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _src
-]
-os.environ["PYTHONPATH"] = os.pathsep.join([_src, *_pythonpath])
+if _src not in sys.path:
+    sys.path.insert(0, _src)
+
+from diffattr.jobenv import use_source_tree
+
+use_source_tree(_src)
 
 
 report: "report/workflow.rst"
@@ -41,15 +45,18 @@ include: "rules/common.smk"
 include: "rules/functions/counterfactual.smk"
 include: "rules/functions/lds.smk"
 include: "rules/functions/report.smk"
+include: "rules/functions/checks.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/measure.smk"
 include: "rules/features.smk"
+include: "rules/residuals.smk"
 include: "rules/scores.smk"
 include: "rules/lds.smk"
 include: "rules/counterfactual.smk"
 include: "rules/summary.smk"
+include: "rules/checks.smk"
 include: "rules/report.smk"
 
 
@@ -61,3 +68,4 @@ rule all:
 
 onsuccess:
     print_summary(f"{RESULTS}/summary.md")
+    print_summary(f"{RESULTS}/checks.md")

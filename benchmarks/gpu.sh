@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The feature and training benchmarks on a CUDA machine, in under 8 minutes.
+# The feature (demo and paper size) and training benchmarks on a CUDA machine, in under 9 minutes.
 #
 #   benchmarks/gpu.sh                          # uses .venv/bin/python
 #   PYTHON=/path/to/env/bin/python benchmarks/gpu.sh --quick
@@ -30,5 +30,18 @@ if not torch.cuda.is_available():
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, card: {torch.cuda.get_device_name(0)}")
 EOF
 
-exec timeout 480 "$PYTHON" benchmarks/run.py --device cuda --only features,training \
+# The counter-based matrices must be the same on CPU and CUDA (docs/projection.md).
+"$PYTHON" - <<'EOF'
+from diffattr.counter_rng import counter_matrix, matrix_key
+
+key = matrix_key(42, "gpu-check")
+for kind in ("normal", "rademacher"):
+    cpu = counter_matrix(key, 512, 4096, kind, "cpu")
+    gpu = counter_matrix(key, 512, 4096, kind, "cuda").cpu()
+    differ = int((cpu != gpu).sum())
+    print(f"counter matrix {kind}: {differ} of {cpu.numel()} entries differ between CPU and CUDA")
+EOF
+
+# paper_features: the CIFAR-2 UNet at Z = 32768, K = 10, batch 8 (structured vs the reference).
+exec timeout 540 "$PYTHON" benchmarks/run.py --device cuda --only features,paper_features,training \
     --threads "${THREADS:-4}" --out benchmarks/latest-gpu.json "$@"

@@ -201,8 +201,22 @@ def bench_features(settings: Settings) -> list[Comparison]:
             model, scheduler, images, ids, output_fn, timesteps, 0, matrix, batch
         )
 
-    runs = best_of({"baseline": baseline, "ours": ours}, 1 if quick else 2, settings.device)
+    from diffattr.projection_structured import make_structured_projector
+
+    structured_projector = make_structured_projector(model, dim, config["features"]["proj_seed"])
+
+    def structured() -> np.ndarray:
+        return extract_features(
+            model, scheduler, images, ids, output_fn, timesteps, 0, structured_projector, batch
+        )
+
+    runs = best_of(
+        {"baseline": baseline, "ours": ours, "structured": structured},
+        1 if quick else 2,
+        settings.device,
+    )
     (t_ours, f_ours), (t_base, f_base) = runs["ours"], runs["baseline"]
+    t_structured = runs["structured"][0]
     error = relative_error(f_ours, f_base)
     log(
         f"  projection matrix generated once in {generation + generation_device:.1f} s "
@@ -228,7 +242,236 @@ def bench_features(settings: Settings) -> list[Comparison]:
                 "per_sample_ours_ms": 1e3 * t_ours / n,
                 "per_sample_baseline_ms": 1e3 * t_base / n,
             },
+        ),
+        Comparison(
+            "features_structured",
+            t_structured,
+            t_base,
+            "s",
+            target=">= 3x (a different projection: the demo default stays dense, see "
+            "docs/projection.md)",
+            met=t_base / t_structured >= 3,
+            details={"samples": n, "batch_size": batch, "K": K, "proj_dim": dim},
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- 1b. paper-size features
+
+PAPER_CONFIG = ROOT / "experiments" / "cifar2.yaml"
+PAPER_PROJ_DIM = 32768
+#: Rows of the reference's dense projection timed per measured block.
+PAPER_BLOCK_ROWS = 1024
+
+PAPER_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np, torch, yaml
+    sys.path.insert(0, sys.argv[1])
+    import run as bench
+    model, scheduler, images, ids, timesteps = bench.paper_inputs(
+        int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    )
+    from diffattr.features import extract_features
+    from diffattr.projection_structured import make_feature_projector
+    projector = make_feature_projector(model, bench.PAPER_PROJ_DIM, 42)
+    extract_features(model, scheduler, images[:1], ids[:1], "square", timesteps[:1], 0,
+                     projector, 1)  # warm-up: kernels and the factor matrices
+    device = images.device
+    bench.synchronize(device)
+    start = time.perf_counter()
+    out = extract_features(model, scheduler, images, ids, "square", timesteps, 0, projector,
+                           len(ids))
+    bench.synchronize(device)
+    seconds = time.perf_counter() - start
+    peak_kb = 0
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak_kb = int(line.split()[1])
+    cuda_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb, "cuda_peak_bytes": cuda_peak,
+                      "projection": projector.projection, "shape": list(out.shape),
+                      "finite": bool(np.isfinite(out).all())}))
+    """
+)
+
+
+def paper_inputs(batch: int, K: int, device: str):
+    """The CIFAR-2 UNet of experiments/cifar2.yaml with random weights (seed 0), its scheduler,
+    ``batch`` random 3×32×32 images and K uniform timesteps."""
+    from diffattr.config import validate_config
+    from diffattr.features import select_timesteps
+    from diffattr.models import build_scheduler, build_unet
+
+    config = validate_config(yaml.safe_load(PAPER_CONFIG.read_text()))
+    torch.manual_seed(0)
+    model = build_unet(config["model"]["unet"]).to(device).eval()
+    scheduler = build_scheduler(config["scheduler"])
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    timesteps = select_timesteps(K, "uniform", scheduler.config.num_train_timesteps)
+    return model, scheduler, images.to(device), np.arange(batch, dtype=np.int64), timesteps
+
+
+def reference_paper_features(model, scheduler, images, ids, timesteps, measured_blocks):
+    """The reference approach: K timesteps in sequence, per-sample ``vmap(grad)`` [B, P] each,
+    summed; then a dense N(0, 1) [P, Z] projection generated on the fly block by block (as
+    fast_jl does). Returns (gradient seconds, seconds of ``measured_blocks`` blocks, blocks)."""
+    from torch.func import functional_call, grad, vmap
+
+    from diffattr.features import NOISE_PURPOSE, vmap_safe_attention
+    from diffattr.noise import sample_noise
+    from diffattr.outputs import get_output_fn
+
+    fn = get_output_fn("square")
+    device = images.device
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def gradients():
+        total = None
+        with vmap_safe_attention(model):
+            for t in timesteps:
+                eps = sample_noise(NOISE_PURPOSE, 0, t, ids, tuple(images.shape[1:])).to(device)
+                x_t = scheduler.add_noise(
+                    images, eps, torch.full((len(ids),), t, dtype=torch.long, device=device)
+                )
+                t_one = torch.tensor([t], device=device)
+
+                def f_single(p, x, e, t_one=t_one):
+                    pred = functional_call(model, p, (x[None], t_one)).sample
+                    return fn(pred, e[None], t_one, scheduler)[0]
+
+                grads = vmap(grad(f_single), in_dims=(None, 0, 0))(params, x_t, eps)
+                flat = torch.cat([grads[n].reshape(len(ids), -1) for n in params], dim=1)
+                del grads
+                total = flat if total is None else total.add_(flat)
+        return total.div_(len(timesteps))
+
+    grad_seconds, mean_grad = timed(gradients, device)
+    grad_dim = mean_grad.shape[1]
+    blocks = -(-grad_dim // PAPER_BLOCK_ROWS)
+    generator = torch.Generator(device=device).manual_seed(0)
+    out = torch.zeros(len(ids), PAPER_PROJ_DIM, device=device)
+
+    def project_some():
+        for b in range(measured_blocks):
+            start = b * PAPER_BLOCK_ROWS
+            rows = min(PAPER_BLOCK_ROWS, grad_dim - start)
+            block = torch.randn(rows, PAPER_PROJ_DIM, generator=generator, device=device)
+            out.addmm_(mean_grad[:, start : start + rows], block)
+
+    project_some()  # warm-up
+    proj_seconds, _ = timed(project_some, device)
+    return grad_seconds, proj_seconds, blocks
+
+
+def plain_forward_backward(model, scheduler, images, ids, timesteps) -> float:
+    """Seconds of one batched forward+backward (parameter gradients) of the B·K evaluations."""
+    from diffattr.features import _noisy_samples
+    from diffattr.outputs import get_output_fn
+
+    fn = get_output_fn("square")
+    device = images.device
+    x_t, eps = _noisy_samples(scheduler, images, ids, timesteps, 0)
+    shape = tuple(images.shape[1:])
+    x_flat, eps_flat = x_t.reshape(-1, *shape), eps.reshape(-1, *shape)
+    t_flat = torch.tensor(timesteps, device=device).repeat(len(ids))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        fn(model(x_flat, t_flat).sample, eps_flat, t_flat, scheduler).sum().backward()
+
+    model(x_flat[:1], t_flat[:1]).sample.sum().backward()  # warm-up
+    seconds, _ = timed(step, device)
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def bench_paper_features(settings: Settings) -> list[Comparison]:
+    batch, K = (2, 2) if settings.quick else (8, 10)
+    measured_blocks = 1 if settings.quick else 4
+    device = str(settings.device)
+    log(
+        f"paper_features: CIFAR-2 UNet (experiments/cifar2.yaml, random weights), "
+        f"Z = {PAPER_PROJ_DIM}, K = {K}, batch {batch}, f = square, {device}"
+    )
+    command = [
+        sys.executable,
+        "-c",
+        PAPER_CHILD,
+        str(Path(__file__).resolve().parent),
+        str(batch),
+        str(K),
+        device,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=thread_env(settings.threads))
+    if done.returncode != 0:
+        raise RuntimeError(f"the paper-size feature subprocess failed:\n{done.stderr}")
+    child = json.loads(done.stdout.strip().splitlines()[-1])
+    ours, peak_gb = child["seconds"], child["peak_kb"] / 2**20
+    log(
+        f"  ours ({child['projection']} projection, the default for this config): {ours:.1f} s, "
+        f"peak RSS {peak_gb:.2f} GB"
+        + (
+            f", CUDA peak {child['cuda_peak_bytes'] / 2**30:.2f} GB"
+            if child["cuda_peak_bytes"]
+            else ""
         )
+    )
+    model, scheduler, images, ids, timesteps = paper_inputs(batch, K, device)
+    plain = plain_forward_backward(model, scheduler, images, ids, timesteps)
+    log(f"  plain batched forward+backward of the {batch * K} evaluations: {plain:.1f} s")
+    grad_s, proj_s, blocks = reference_paper_features(
+        model, scheduler, images, ids, timesteps, measured_blocks
+    )
+    projection_s = proj_s * blocks / measured_blocks
+    reference = grad_s + projection_s
+    log(
+        f"  reference: per-sample gradients {grad_s:.1f} s; dense projection {proj_s:.2f} s for "
+        f"{measured_blocks} of {blocks} blocks of {PAPER_BLOCK_ROWS} rows "
+        f"(fraction {measured_blocks / blocks:.2e}), scaled to {projection_s:.0f} s"
+    )
+    details = {
+        "batch": batch,
+        "K": K,
+        "proj_dim": PAPER_PROJ_DIM,
+        "projection": child["projection"],
+        "reference_gradient_s": grad_s,
+        "reference_projection_s_scaled": projection_s,
+        "reference_blocks_measured": measured_blocks,
+        "reference_blocks_total": blocks,
+        "plain_forward_backward_s": plain,
+        "ours_s": ours,
+        "ours_peak_rss_gb": peak_gb,
+        "ours_cuda_peak_bytes": child["cuda_peak_bytes"],
+    }
+    return [
+        Comparison(
+            "paper_features",
+            ours,
+            reference,
+            "s",
+            target=">= 20x the reference approach",
+            met=reference / ours >= 20,
+            details=details,
+        ),
+        Comparison(
+            "paper_features_vs_plain",
+            ours,
+            plain,
+            "s",
+            target="ours <= 2x a plain batched forward+backward (ratio >= 0.5)",
+            met=plain / ours >= 0.5,
+            details=details,
+        ),
+        Comparison(
+            "paper_features_memory",
+            peak_gb,
+            8.0,
+            "GB",
+            target="peak RSS of ours <= 8 GB (the baseline column is that limit)",
+            met=peak_gb <= 8.0,
+            details={**details, "baseline_kind": "limit"},
+        ),
     ]
 
 
@@ -661,14 +904,56 @@ def bench_training(settings: Settings) -> list[Comparison]:
     ]
 
 
+# --------------------------------------------------------------------------- job start-up
+
+# What a training / sampling / measurement / feature job imports (ours), and the same modules
+# behind `from diffusers import ...` of the whole library (baseline), each in a fresh process.
+STARTUP_OURS = "import diffattr.jobs, diffattr.models, diffattr.training, diffattr.sampling, " \
+    "diffattr.measure, diffattr.features"  # fmt: skip
+STARTUP_BASELINE = "import diffattr.jobs, torch; " \
+    "from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DDPMPipeline; " \
+    "from diffusers.optimization import get_cosine_schedule_with_warmup; " \
+    "import diffattr.models, diffattr.training, diffattr.sampling, diffattr.measure, " \
+    "diffattr.features"  # fmt: skip
+
+
+def import_cpu_seconds(code: str) -> float:
+    """CPU seconds (user + system) of a fresh interpreter that runs ``code``."""
+    env = {**thread_env(1), "PYTHONPATH": str(ROOT / "src")}
+    before = os.times()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
+def bench_startup(settings: Settings) -> list[Comparison]:
+    """CPU cost of a torch job's imports: the lean diffusers path against the whole library."""
+    repeats = 1 if settings.quick else 3
+    ours = min(import_cpu_seconds(STARTUP_OURS) for _ in range(repeats))
+    baseline = min(import_cpu_seconds(STARTUP_BASELINE) for _ in range(repeats))
+    return [
+        Comparison(
+            "job_startup",
+            ours,
+            baseline,
+            "s CPU",
+            details={"ours": STARTUP_OURS, "baseline": STARTUP_BASELINE, "repeats": repeats},
+        )
+    ]
+
+
 # --------------------------------------------------------------------------- driver
 
 BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
     "features": bench_features,
+    "paper_features": bench_paper_features,
     "scores": bench_scores,
     "lds": bench_lds,
     "memory": bench_memory,
     "training": bench_training,
+    "startup": bench_startup,
 }
 
 

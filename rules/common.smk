@@ -60,8 +60,11 @@ def pool_seeds(pool):
 
 
 def training_params(wildcards):
-    """Training hyperparameters; the same for the main and every subset model."""
-    return config["training"]
+    """Training hyperparameters; the same for the main and every subset model. Without EMA
+    the key is left out, so that configs from before it existed rerun nothing."""
+    return {
+        k: v for k, v in config["training"].items() if not (k == "ema_decay" and v == 0)
+    }
 
 
 def model_params(wildcards):
@@ -110,6 +113,8 @@ METHOD_INPUT_PATHS = {
     "samples": f"{RESULTS}/samples/gen.h5",
     "main_model": f"{RESULTS}/models/main",
     "groundtruth": f"{RESULTS}/groundtruth/{{pool}}.h5",
+    "residuals": f"{RESULTS}/residuals/main/{{noise}}/S{{S}}.h5",
+    "ekfac_factors": f"{RESULTS}/ekfac/main/{{noise}}/T{{T}}-{{strategy}}",
 }
 
 
@@ -136,6 +141,26 @@ def method_lambdas(wildcards):
 
     uses = get_method(METHODS[wildcards.method]["kind"]).uses_lambdas
     return config["scoring"]["lambdas"] if uses else []
+
+
+def method_settings(wildcards):
+    """Feature settings for kinds that run the model in their scoring job (EK-FAC), else {}."""
+    from diffattr.methods import get_method
+
+    if not get_method(METHODS[wildcards.method]["kind"]).uses_model:
+        return {}
+    return {
+        "device": config["device"],
+        "noise_seed": config["features"]["noise_seed"],
+        "t_strategy": config["features"]["t_strategy"],
+        "reference_noise": dict(config["features"]["reference_noise"]),
+    }
+
+
+def method_gpu(wildcards):
+    from diffattr.methods import get_method
+
+    return GPU if get_method(METHODS[wildcards.method]["kind"]).uses_model else 0
 
 
 def main_snapshot_dirs():
@@ -211,6 +236,7 @@ def final_outputs():
         f"{RESULTS}/samples/gen.png",
         *report_outputs(),  # rules/report.smk
         *counterfactual_outputs(),  # rules/counterfactual.smk
+        *checks_outputs(),  # rules/checks.smk
     ]
 
 

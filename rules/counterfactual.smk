@@ -162,7 +162,6 @@ rule compare_counterfactual:
     params:
         metrics=COUNTERFACTUAL["metrics"],
         clip_weights=config["clip"]["weights"],
-        clip_model=config["clip"]["model"],
         device=config["device"],
     script:
         "../scripts/compare_counterfactual.py"

@@ -40,6 +40,8 @@ rule extract_query_features:
         proj_kind=config["features"]["proj_kind"],
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
+        projection=config["features"]["projection"],
+        proj_allocation=config["features"]["structured_allocation"],
         noise_seed=feature_noise_seed,
         noise=noise_scheme,
         noise_geometry=noise_geometry,
@@ -73,6 +75,8 @@ use rule extract_query_features as extract_train_features with:
         proj_kind=config["features"]["proj_kind"],
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
+        projection=config["features"]["projection"],
+        proj_allocation=config["features"]["structured_allocation"],
         noise_seed=feature_noise_seed,
         noise=noise_scheme,
         noise_geometry=noise_geometry,
@@ -157,6 +161,8 @@ rule extract_trajectory_features:
         proj_kind=config["features"]["proj_kind"],
         proj_dim=config["features"]["proj_dim"],
         proj_seed=config["features"]["proj_seed"],
+        projection=config["features"]["projection"],
+        proj_allocation=config["features"]["structured_allocation"],
         noise_seed=config["features"]["noise_seed"],
         device=config["device"],
     script:
@@ -183,7 +189,6 @@ rule embed_clip:
     params:
         impl_version=IMPL_VERSION["features"],
         split=wildcard_text("split"),
-        model=config["clip"]["model"],
         weights=config["clip"]["weights"],
         device=config["device"],
     script:

@@ -121,6 +121,10 @@ rule write_overview:
         curves=rules.plot_lds.output.curves,
         grid=overview_example(),
         counterfactual=counterfactual_figure(),
+        findings=rules.summarize_checks.output.html,
+        samples=rules.generate_samples.output.grid,
+        quality=[f"{REPORT}/sample_quality.png"] if quality_record() else [],
+        agreement=rules.check_attributions.output.figure,
     output:
         page=report(
             f"{REPORT}/overview.html",

@@ -22,6 +22,7 @@ rule score_method:
     resources:
         mem_mb=attempt_scaled(score_mem_mb),
         runtime=attempt_scaled(60),
+        gpu=method_gpu,
     params:
         kind=method_kind,
         params=method_params,
@@ -30,5 +31,6 @@ rule score_method:
         method=wildcard_text("method"),
         K=wildcard_int("K"),
         split=wildcard_text("query"),
+        settings=method_settings,
     script:
         "../scripts/score_method.py"

@@ -11,7 +11,6 @@ with job_logging(snakemake.log[0], snakemake.threads):
         snakemake.output.metrics,
         p.metrics,
         p.clip_weights,
-        p.clip_model,
         p.device,
         latent_model_dir=snakemake.input.get("latent_model"),
     )

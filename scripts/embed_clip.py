@@ -1,4 +1,4 @@
-"""Snakemake adapter: CLIP image embeddings of one split (local open_clip weights)."""
+"""Snakemake adapter: CLIP image embeddings of one split (transformers CLIP, diffattr.clip)."""
 
 from diffattr.jobs import job_logging
 from diffattr.methods.similarity import clip_embedding_job
@@ -10,7 +10,6 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         snakemake.input.samples,
         snakemake.output.features,
         p.split,
-        p.model,
         p.weights,
         snakemake.config["clip"]["batch_size"],  # performance only: not a param
         p.device,

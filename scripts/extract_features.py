@@ -21,6 +21,8 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.device,
         shard=p.shard,
         num_shards=p.num_shards,
+        projection=p.projection,
+        allocation=p.proj_allocation,
         progress=log,
         noise=p.noise,
         noise_batch_size=p.noise_geometry["batch_size"],

@@ -17,5 +17,7 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.noise_seed,
         snakemake.config["features"]["batch_size"],  # performance only: not a param
         p.device,
+        projection=p.projection,
+        allocation=p.proj_allocation,
         progress=log,
     )

@@ -16,4 +16,5 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.lambdas,
         p.chunk_rows,
         progress=log,
+        settings={**p.settings, "batch_size": snakemake.config["features"]["batch_size"]},
     )

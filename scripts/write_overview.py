@@ -4,8 +4,12 @@ from diffattr.jobs import job_logging
 from diffattr.report import overview_job
 
 i = snakemake.input
-figures = {"lds-chart": i.bars, "lambda-curves": i.curves, "proponent-grid": i.grid}
+figures = {"samples": i.samples}
+if len(i.quality):
+    figures["sample-quality"] = i.quality[0]
+figures.update({"lds-chart": i.bars, "proponent-grid": i.grid, "class-agreement": i.agreement})
+figures["lambda-curves"] = i.curves
 if len(i.counterfactual):
     figures["counterfactual-grid"] = i.counterfactual[0]
 with job_logging(snakemake.log[0], snakemake.threads):
-    overview_job(i.summary, figures, snakemake.output.page, snakemake.params.experiment)
+    overview_job(i.summary, figures, snakemake.output.page, snakemake.params.experiment, i.findings)

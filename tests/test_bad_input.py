@@ -256,7 +256,7 @@ def _attribute(folders, **paths) -> tuple[int, str]:
 
 def test_missing_model_folder(folders):
     code, err = _attribute(folders, model="no-such-model")
-    assert code == 2 and "--model '" in err and "no-such-model': no such model directory" in err
+    assert code == 2 and "no-such-model': no such model folder (expected a DDPMPipeline" in err
 
 
 def test_corrupt_model_folder(folders):
@@ -265,15 +265,19 @@ def test_corrupt_model_folder(folders):
     shutil.copytree(folders / "model", broken)
     (broken / "unet" / "config.json").write_text("{not json")
     code, err = _attribute(folders, model="broken")
-    assert code == 2 and "broken: the saved model cannot be loaded" in err, err
-    assert "expected a complete diffusers DDPMPipeline directory" in err
+    assert code == 2 and "broken': the saved model cannot be loaded" in err, err
+    assert "expected a complete DDPMPipeline.save_pretrained folder" in err
+    from diffattr.models import load_diffusion_model  # what the workflow's jobs load with
+
+    with pytest.raises(CorruptFileError, match=r"broken: the saved model cannot be loaded.*rerun"):
+        load_diffusion_model(broken)
     shutil.copy(folders / "model" / "unet" / "config.json", broken / "unet" / "config.json")
     weights = next((broken / "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
     code, err = _attribute(folders, model="broken")
     assert code == 2 and "cannot be loaded (Unable to load weights" in err, err
     code, err = _attribute(folders, model="train")
-    assert code == 2 and "not a diffattr model directory (expected unet/ and scheduler/" in err
+    assert code == 2 and "train': no unet/ folder (a DDPMPipeline.save_pretrained layout" in err
 
 
 def test_query_folder_without_images(folders):

@@ -126,7 +126,7 @@ def test_console_script_is_installed():
 
 def test_configuration_docs_match_the_schema():
     assert DOCS_PATH.read_text(encoding="utf-8") == render_markdown(), (
-        "docs/configuration.md is out of date with schemas/config.schema.yaml; "
+        "docs/configuration.md is out of date with src/diffattr/schemas/config.schema.yaml; "
         "run `diffattr config-docs` (or `.venv/bin/python -m diffattr.cli config-docs`)"
     )
 

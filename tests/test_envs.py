@@ -2,7 +2,7 @@
 
 Creating the envs needs conda and the conda-forge channel, which CI cannot reach; these tests
 check what can be checked offline: syntax, the Python version and that every runtime
-dependency of diffattr (and of its hub/clip extras) is listed in both files.
+dependency of diffattr (and of its hub extra) is listed in both files.
 """
 
 import re
@@ -30,7 +30,7 @@ def pip_requirements(env):
 def package_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return {requirement_name(s) for s in project["dependencies"] + extras["hub"] + extras["clip"]}
+    return {requirement_name(s) for s in project["dependencies"] + extras["hub"]}
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)

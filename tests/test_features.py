@@ -361,3 +361,54 @@ def test_merge_refuses_mismatched_shards(tmp_path):
     assert not (tmp_path / "m.h5").exists()
     with pytest.raises(CorruptFileError):
         merge_feature_shards([tmp_path / "a.h5", tmp_path / "missing.h5"], tmp_path / "m.h5")
+
+
+@pytest.mark.parametrize("max_evaluations", [1, 512])
+def test_normalized_timesteps_equal_a_per_timestep_loop(scheduler, max_evaluations):
+    """Each timestep's per-sample gradient scaled to unit norm before the mean (DAS)."""
+    model = tiny_cond_unet().double()
+    x0, ids, steps = images(2), [3, 8], [0, 250, 999]
+    cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fused = mean_gradients(
+        model,
+        scheduler,
+        x0,
+        ids,
+        steps,
+        "mean",
+        0,
+        cond=cond,
+        max_evaluations=max_evaluations,
+        normalize_timesteps=True,
+    )
+    with vmap_safe_attention(model):
+        slow = 0
+        for t in steps:
+            g = slow_gradients(model, scheduler, x0, ids, t, "mean", 0, cond)
+            slow = slow + g / (g.norm(dim=1, keepdim=True) + 1e-8)
+    torch.testing.assert_close(fused, slow / 3, rtol=1e-9, atol=1e-12)
+    plain = mean_gradients(model, scheduler, x0, ids, steps, "mean", 0, cond=cond)
+    assert not torch.allclose(fused, plain)  # the option changes the features
+
+
+def test_normalized_features_are_projected_mean_of_unit_gradients(scheduler):
+    model = tiny_unet()
+    x, ids = images(3), [0, 1, 2]
+    proj = make_projector("normal", num_trainable_parameters(model), 16, 0)
+    feats = extract_features(
+        model,
+        scheduler,
+        x,
+        ids,
+        "square",
+        [0, 500],
+        0,
+        proj,
+        batch_size=2,
+        normalize_timesteps=True,
+    )
+    mean = 0
+    for t in (0, 500):
+        g = per_sample_gradients(model, scheduler, x, ids, t, "square", 0)
+        mean = mean + g / (g.norm(dim=1, keepdim=True) + 1e-8)
+    np.testing.assert_allclose(feats, proj.project(mean / 2).numpy(), rtol=1e-5, atol=1e-6)

@@ -3,10 +3,7 @@ the registry and its config validation, and the LDS sign a score file carries.""
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +95,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_every_kind_is_in_the_schema_and_every_output_function_is_known():
     from diffattr.outputs import _REGISTRY
 
-    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (ROOT / "src" / "diffattr" / "schemas" / "config.schema.yaml").read_text()
+    )
     kinds = schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]
     assert sorted(kinds) == method_kinds()
     assert set(OUTPUT_FNS) == set(_REGISTRY)
@@ -125,12 +124,19 @@ def test_defaults_are_filled_per_kind():
         )
     )
     noise = config["features"]["noise"]
-    assert config["methods"]["t"] == {"kind": "trak", "noise": noise, "output_fn": "loss"}
+    assert config["methods"]["t"] == {
+        "kind": "trak",
+        "noise": noise,
+        "output_fn": "loss",
+        "timestep_norm": False,
+        "readout": "signed",
+    }
     assert config["methods"]["g"] == {
         "kind": "gas",
         "K": [2, 10],
         "noise": noise,
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [25, 50, 75, 100],
     }
     assert config["methods"]["d"] == {
@@ -187,11 +193,12 @@ def test_journey_needs_gen_queries_and_clip_is_skipped_without_weights(tmp_path)
     config = validate_config(tiny(methods={"c": {"kind": "clip_cos"}, "t": {"kind": "trak"}}))
     runnable, skipped = methods.runnable_methods(config)
     assert list(runnable) == ["t"] and "clip.weights is not set" in skipped["c"]
-    weights = tmp_path / "clip.bin"
-    weights.write_bytes(b"x")
-    config["clip"]["weights"] = str(weights)
-    reason = get_method("clip_cos").unavailable_reason(config)
-    assert reason is None or "pip install 'diffattr[clip]'" in reason
+    config["clip"]["weights"] = str(tmp_path / "clip.bin")
+    assert "not a checkpoint folder" in get_method("clip_cos").unavailable_reason(config)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")
+    config["clip"]["weights"] = str(tmp_path / "clip")
+    assert get_method("clip_cos").unavailable_reason(config) is None
 
 
 def test_targets_and_needs_follow_each_kind():
@@ -216,6 +223,7 @@ def test_targets_and_needs_follow_each_kind():
     assert methods.job_params(config, "tr") == {
         "noise": config["features"]["noise"],
         "output_fn": "loss",
+        "timestep_norm": False,
         "checkpoints": [50, 100],
     }
 
@@ -414,43 +422,25 @@ def test_clip_similarity_of_embeddings(tmp_path, kind):
     close(result.scores[0], psi @ phi.T if kind == "clip_dot" else cosine(psi, phi))
 
 
-def test_clip_embedding_job_uses_local_weights_and_clip_preprocessing(tmp_path, monkeypatch):
-    """open_clip is replaced by a stand-in that records how it is called."""
+def test_clip_embedding_job_embeds_with_the_transformers_clip(tmp_path):
+    """A tiny random CLIP saved with save_pretrained; the embeddings are diffattr.clip's."""
+    from diffattr.clip import ClipEncoder
     from diffattr.features import read_features
     from diffattr.methods.similarity import clip_embedding_job
+    from tests.clip_fixture import build_tiny_clip
 
-    calls = {}
-
-    class FakeClip(torch.nn.Module):
-        def encode_image(self, batch):
-            return batch.mean(dim=(2, 3))  # [B, 3]
-
-    def create_model_and_transforms(name, pretrained):
-        calls["args"] = (name, pretrained)
-
-        def to_tensor(image):
-            return torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255)
-
-        return FakeClip(), None, to_tensor
-
-    fake = types.ModuleType("open_clip")
-    fake.__spec__ = importlib.machinery.ModuleSpec("open_clip", None)
-    fake.create_model_and_transforms = create_model_and_transforms
-    monkeypatch.setitem(sys.modules, "open_clip", fake)
+    weights = str(build_tiny_clip(tmp_path / "clip"))
     dataset, samples = small_dataset(tmp_path)
-    weights = tmp_path / "vit.bin"
-    weights.write_bytes(b"weights")
     out = tmp_path / "clip-gen.h5"
-    clip_embedding_job(dataset, samples, str(out), "gen", "ViT-B-32", str(weights), 3, "cpu")
+    clip_embedding_job(dataset, samples, str(out), "gen", weights, 3, "cpu")
     embeddings, ids, attrs = read_features(out)
-    assert calls["args"] == ("ViT-B-32", str(weights))
     images = store.read_h5(samples, "images")
-    expected = np.round((images + 1) * 127.5).mean(axis=(1, 2, 3)) / 255
-    close(embeddings[:, 0], expected, rtol=1e-5)
-    assert embeddings.shape == (4, 3) and ids.tolist() == [0, 1, 2, 3]
-    assert attrs["clip_model"] == "ViT-B-32" and len(attrs["clip_weights_digest"]) == 16
+    close(embeddings, ClipEncoder(weights)(images), rtol=1e-5)
+    assert embeddings.shape == (4, 16) and ids.tolist() == [0, 1, 2, 3]
+    assert "CLIPVisionModelWithProjection" in attrs["clip_model"]
+    assert len(attrs["clip_weights_digest"]) == 16
     with pytest.raises(ConfigError, match="clip.weights is not set"):
-        clip_embedding_job(dataset, samples, str(out), "gen", "ViT-B-32", None, 3, "cpu")
+        clip_embedding_job(dataset, samples, str(out), "gen", None, 3, "cpu")
 
 
 # --------------------------------------------------------------------------- retrain-pool baselines

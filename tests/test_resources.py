@@ -1,14 +1,18 @@
 """Cluster requests follow the work of each job (diffattr.resources)."""
 
 import copy
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from diffattr import resources as work
 from diffattr.config import validate_config
-from tests.workflow_utils import ROOT
+from tests.workflow_utils import ROOT, tiny_config
 
 
 @pytest.fixture
@@ -57,14 +61,61 @@ def test_counterfactual_models_train_without_the_removed_rows(cifar2):
     assert work.training_rows(config, "counterfactual") == 4000
 
 
-def test_score_memory_holds_kernel_and_queries(cifar2):
-    n, z, q = 5000, cifar2["features"]["proj_dim"], 1000
-    chunk = min(n, cifar2["scoring"]["chunk_rows"])
-    direct = 2000 + math.ceil(
-        (3 * min(n, z) ** 2 * 8 + 2 * q * max(n, z) * 8 + q * chunk * 8) / 1e6
-    )
-    assert work.score_mem_mb(cifar2, "val") == direct
-    assert work.merge_mem_mb(cifar2) == 2000 + math.ceil(2 * n * z * 4 / 1e6)
+def test_score_memory_grows_with_queries_and_training_rows(cifar2):
+    more_queries = changed(cifar2, "data", val_size=4 * cifar2["data"]["val_size"])
+    assert work.score_mem_mb(more_queries, "val") > work.score_mem_mb(cifar2, "val")
+    assert work.score_mem_floor_mb(cifar2, "val") < work.score_mem_mb(cifar2, "val")
+    # Z = 32768 > N = 5000: the dual form's N x N Gram grows with N, not with Z
+    more_rows = changed(cifar2, "data", train_size=2 * cifar2["data"]["train_size"])
+    assert work.score_mem_floor_mb(more_rows, "val") > work.score_mem_floor_mb(cifar2, "val")
+    bigger = changed(cifar2, "features", proj_dim=4 * cifar2["features"]["proj_dim"])
+    assert work.score_mem_floor_mb(bigger, "val") == work.score_mem_floor_mb(cifar2, "val")
+
+
+# The child writes one score file and reports its resident memory before the call and its peak.
+_SCORE_CHILD = """
+import json, sys
+import numpy as np
+from diffattr.features import write_features
+from diffattr.scoring import write_trak_scores
+from diffattr.store import FEATURE_CHECK_KEYS
+
+n_train, n_query, dim, chunk, folder = json.loads(sys.argv[1])
+attrs = {**{key: "same" for key in FEATURE_CHECK_KEYS}, "proj_dim": dim}
+rng = np.random.default_rng(0)
+for name, rows in (("train", n_train), ("val", n_query)):
+    matrix = rng.normal(size=(rows, dim)).astype(np.float32)
+    write_features(f"{folder}/{name}.h5", matrix, np.arange(rows), {**attrs, "split": name})
+    del matrix
+
+def status(key):
+    line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
+    return int(line.split()[1]) * 1024 / 1e6
+
+before = status("VmRSS")
+write_trak_scores(f"{folder}/train.h5", f"{folder}/val.h5", f"{folder}/s.h5", [1.0], {},
+                  chunk_rows=chunk)
+print(json.dumps({"before": before, "peak": status("VmHWM")}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_score_job_peak_memory_lies_between_the_floor_and_the_request(tmp_path):
+    """A scoring job whose output block dominates (n = 3000 queries x 4096 training rows per
+    block, float32: 49 MB), measured in a child process."""
+    config = tiny_config(**{"data.train_size": 8192, "data.val_size": 3000})
+    config = validate_config({**config, "features": {**config["features"], "proj_dim": 64}})
+    sizes = [8192, 3000, 64, config["scoring"]["chunk_rows"]]
+    result = subprocess.run(
+        [sys.executable, "-c", _SCORE_CHILD, json.dumps([*sizes, str(tmp_path)])],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    memory = json.loads(result.stdout.strip().splitlines()[-1])
+    floor, request = work.score_mem_floor_mb(config, "val"), work.score_mem_mb(config, "val")
+    assert floor > 40, floor  # the floor is not trivially met
+    assert memory["peak"] - memory["before"] >= floor, (memory, floor)
+    assert memory["peak"] <= request, (memory, request)
 
 
 def test_unknown_names_are_refused(cifar2):

@@ -300,6 +300,17 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     with h5py.File(features) as handle:
         assert handle["features"].shape == (4, 16)
         assert handle.attrs["grad_dim"] == num_trainable_parameters(model.denoiser)
+        dense = handle["features"][()]
+    # the structured projection covers the LoRA factors of the real SD-LoRA denoiser
+    args = [str(trained), str(dataset), str(samples), str(features), "gen", "square", 2]
+    args += ["uniform", "normal", 128, 42, 0, 4, "cpu"]  # Z >= one dimension per LoRA factor
+    jobs.features_job(*args, projection="structured")
+    with h5py.File(features) as handle:
+        assert handle.attrs["projection"] == "structured"
+        assert handle.attrs["proj_kind"] == "structured-normal"
+        structured = handle["features"][()]
+    assert structured.shape == (len(dense), 128) and np.isfinite(structured).all()
+    assert np.abs(structured).max() > 0
 
 
 def _write_captioned_dataset(path: Path) -> None:

@@ -189,7 +189,9 @@ def test_noise_scheme_is_a_method_parameter_and_part_of_the_feature_path():
     from diffattr.methods import method_needs
     from diffattr.methods.base import DEFAULT_NOISE
 
-    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (ROOT / "src" / "diffattr" / "schemas" / "config.schema.yaml").read_text()
+    )
     assert schema["properties"]["features"]["properties"]["noise"]["default"] == DEFAULT_NOISE
     with open(ROOT / "tests" / "config-tiny.yaml") as handle:
         config = yaml.safe_load(handle)

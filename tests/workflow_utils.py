@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # Everything `snakemake --snakefile <copy>/Snakefile` reads from the workflow folder.
-WORKFLOW_PARTS = ("rules", "schemas", "report", "envs", "profiles", "slurm", "scripts", "src")
+WORKFLOW_PARTS = ("rules", "report", "envs", "profiles", "slurm", "scripts", "src")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 

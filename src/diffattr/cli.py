@@ -4,9 +4,14 @@ Subcommands:
 
 * ``diffattr attribute --model DIR --train DIR_OR_CSV --query DIR [--method dtrak] [--top-k 10]``:
   scores of every training image for every query image under a pretrained diffusers model,
-  without retraining (see :mod:`diffattr.attribute` for the outputs and the default λ);
+  without retraining; a thin layer over the Python API :class:`diffattr.api.Attributor` (see
+  :mod:`diffattr.attribute` for the outputs and the default λ);
 * ``diffattr config-docs [--check]``: regenerate (or check) docs/configuration.md from the
-  config schema.
+  config schema;
+* ``diffattr prepare-data cifar10|celeba|artbench [--from DIR]``: put a paper dataset where the
+  configs in experiments/ read it (:mod:`diffattr.prepare`);
+* ``diffattr validate CONFIG...``: check workflow configs against the schema (the check every
+  workflow run starts with), without Snakemake.
 
 The benchmark itself runs through Snakemake (``make run``); this entry point covers the
 ad-hoc use. Errors raised on purpose by diffattr are printed as one line and exit with status 2.
@@ -53,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "top_k.csv and a gallery to --out.",
     )
     attribute.add_argument(
-        "--model", required=True, help="DDPMPipeline directory (unet/, scheduler/)"
+        "--model",
+        required=True,
+        help="DDPMPipeline checkpoint: a folder (model_index.json, unet/, scheduler/) or a hub id",
     )
     attribute.add_argument(
         "--train", required=True, help="folder of training images, or a CSV with a path column"
@@ -105,20 +112,88 @@ def build_parser() -> argparse.ArgumentParser:
     attribute.add_argument(
         "--path-column", default="path", help="CSV column with image paths (default: %(default)s)"
     )
+    attribute.add_argument(
+        "--cache",
+        default=None,
+        help="folder that keeps the training features for later calls (default: none)",
+    )
     attribute.add_argument("--quiet", action="store_true", help="no progress bars")
     attribute.set_defaults(run=run_attribute)
 
     docs = commands.add_parser(
         "config-docs",
         help="regenerate docs/configuration.md from the config schema",
-        description="Regenerate docs/configuration.md from schemas/config.schema.yaml.",
+        description="Regenerate docs/configuration.md from src/diffattr/schemas/config.schema.yaml.",
     )
     docs.add_argument(
         "--output", default=None, help="where to write (default: docs/configuration.md)"
     )
     docs.add_argument("--check", action="store_true", help="only check that the file is current")
     docs.set_defaults(run=run_config_docs)
+
+    prep = commands.add_parser(
+        "prepare-data",
+        help="put a paper dataset where the experiments/ configs read it",
+        description="Write CIFAR-10 (data/cifar10), CelebA (data/celeba) or ArtBench-10 "
+        "(data/artbench) under --root, from the hub (online) or from files you have (--from).",
+    )
+    prep.add_argument("dataset", choices=["cifar10", "celeba", "artbench"])
+    prep.add_argument(
+        "--root", default=".", help="the directory Snakemake runs in (default: %(default)s)"
+    )
+    prep.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="offline: a folder with the official files (see docs/reproducing-the-paper.md)",
+    )
+    prep.add_argument("--hub-name", default=None, help="online: the hub dataset to download")
+    prep.add_argument("--copy", action="store_true", help="copy image folders instead of linking")
+    prep.add_argument("--force", action="store_true", help="replace an existing copy")
+    prep.set_defaults(run=run_prepare_data)
+
+    check = commands.add_parser(
+        "validate",
+        help="check workflow config files against the config schema",
+        description="Validate each config file (e.g. config.yaml, experiments/cifar2.yaml) the "
+        "way the workflow does before any job starts.",
+    )
+    check.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file")
+    check.set_defaults(run=run_validate)
     return parser
+
+
+def run_prepare_data(args: argparse.Namespace) -> int:
+    from diffattr.prepare import prepare_data
+
+    written = prepare_data(
+        args.dataset, args.root, args.source, args.hub_name, copy=args.copy, force=args.force
+    )
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from diffattr.config import validate_config
+    from diffattr.errors import ConfigError
+
+    for path in args.configs:
+        try:
+            with open(path) as handle:
+                config = yaml.safe_load(handle)
+        except OSError as error:
+            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of config keys")
+        try:
+            validated = validate_config(config)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        print(f"{path}: valid (experiment {validated['experiment']!r})")
+    return 0
 
 
 def run_attribute(args: argparse.Namespace) -> int:
@@ -141,6 +216,7 @@ def run_attribute(args: argparse.Namespace) -> int:
         lambda_=args.lambda_,
         batch_size=args.batch_size,
         device=args.device,
+        cache_dir=args.cache,
     )
     for name, path in written.items():
         print(f"{name}: {path}")

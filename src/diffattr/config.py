@@ -1,4 +1,4 @@
-"""Config validation against ``schemas/config.schema.yaml``: defaults filled, clear errors.
+"""Config validation against ``src/diffattr/schemas/config.schema.yaml``: defaults filled, clear errors.
 
 The schema is the single source of truth for keys and defaults. Errors name the offending key
 path, the bad value and what would be valid; unknown keys are rejected with the list of known
@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from diffattr.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:

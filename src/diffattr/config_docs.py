@@ -1,4 +1,6 @@
-"""docs/configuration.md, generated from schemas/config.schema.yaml (the single source of truth).
+"""docs/configuration.md, generated from the packaged config schema (the single source of truth).
+
+The schema ships in the wheel as ``diffattr/schemas/config.schema.yaml``.
 
 ``diffattr config-docs`` rewrites the file; ``diffattr config-docs --check`` (and the test suite)
 fails when the file and the schema disagree.
@@ -12,17 +14,27 @@ from typing import Any
 
 from diffattr.config import SCHEMA_PATH, load_schema
 
-DOCS_PATH = SCHEMA_PATH.parents[1] / "docs" / "configuration.md"
+
+def default_docs_path() -> Path:
+    """docs/configuration.md of the checkout this package runs from (``src/`` layout), else of
+    the working directory (an installed wheel checks the checkout it is run in)."""
+    checkout = SCHEMA_PATH.parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "docs").is_dir():
+        return checkout / "docs" / "configuration.md"
+    return Path.cwd() / "docs" / "configuration.md"
+
+
+DOCS_PATH = default_docs_path()
 
 HEADER = """\
 # Configuration reference
 
-<!-- Generated from schemas/config.schema.yaml by `diffattr config-docs`; do not edit by hand.
+<!-- Generated from src/diffattr/schemas/config.schema.yaml by `diffattr config-docs`; do not edit by hand.
      A test fails when this file and the schema disagree. -->
 
 A run is configured by one YAML file: `config.yaml` (the embedded default, a CPU demo) or a
 complete configuration passed with `--configfile` (the paper settings in `experiments/`). It is
-validated against `schemas/config.schema.yaml` before any job starts: unknown keys are rejected
+validated against `src/diffattr/schemas/config.schema.yaml` before any job starts: unknown keys are rejected
 (with the closest valid key), and every key below that has a default may be left out.
 """
 

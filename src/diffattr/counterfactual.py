@@ -12,7 +12,7 @@ Kernels (pure functions, arrays in and out):
 * :func:`regenerate_sample`: one sample of a generated set, recomputed in its original batch;
 * metrics :func:`l2_distance` (of pixels, or of VAE latents for latent models as in the
   paper's ArtBench), :func:`ssim` (Gaussian-window SSIM of Wang et al. 2004) and
-  :func:`clip_cosine` (open_clip image embeddings, only from a local weights file);
+  :func:`clip_cosine` (CLIP image embeddings, :mod:`diffattr.clip`);
 * :func:`metric_statistics`, :func:`paired_fractions`, :func:`removal_overlap`;
 * the report: ``counterfactual.csv`` rows and the section of ``summary.md``.
 
@@ -26,7 +26,6 @@ import io
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,38 +272,12 @@ def clip_cosine(original: np.ndarray, regenerated: np.ndarray, encode: ImageEnco
     return float(first @ second / (np.linalg.norm(first) * np.linalg.norm(second)))
 
 
-def load_clip_encoder(weights_path: str, model_name: str = "ViT-B-32", device: str = "cpu"):
-    """An image encoder from a local open_clip checkpoint; nothing is ever downloaded."""
-    path = Path(weights_path)
-    if not path.is_file():
-        raise ConfigError(
-            f"clip.weights = {weights_path!r} is not a file; give the path of a "
-            f"local open_clip {model_name} checkpoint (it is never downloaded), or null to "
-            "turn the CLIP metric off"
-        )
-    try:
-        import open_clip
-    except ImportError as error:
-        raise ConfigError(
-            "the clip metric needs open_clip: pip install 'diffattr[clip]' (open_clip_torch), "
-            "or set clip.weights to null"
-        ) from error
-    import torch
-    from PIL import Image
+def load_clip_encoder(weights: str, device: str = "cpu"):
+    """The project's CLIP image encoder (:class:`diffattr.clip.ClipEncoder`, transformers) from
+    a ``save_pretrained`` folder or a hub id in the local cache: [n, C, H, W] → [n, D]."""
+    from diffattr.clip import ClipEncoder
 
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=str(path), device=device
-    )
-    model.eval()
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        pixels = ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8)
-        pixels = np.repeat(pixels, 3 // pixels.shape[1], axis=1).transpose(0, 2, 3, 1)
-        batch = torch.stack([preprocess(Image.fromarray(p)) for p in pixels]).to(device)
-        with torch.no_grad():
-            return model.encode_image(batch).float().cpu().numpy()
-
-    return encode
+    return ClipEncoder(weights, device)
 
 
 def compare_images(

@@ -253,7 +253,6 @@ def compare_job(
     out_path: str,
     metrics: Sequence[str],
     clip_weights: str | None,
-    clip_model: str,
     device: str,
     latent_model_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -272,10 +271,12 @@ def compare_job(
     if "clip" in wanted and clip_weights is None:
         wanted.remove("clip")
         clip_note = "off (clip.weights is null)"
-        logger.info("CLIP similarity %s (set it to a local open_clip checkpoint)", clip_note)
+        logger.info("CLIP similarity %s (set it to a transformers CLIP checkpoint)", clip_note)
     elif "clip" in wanted:
-        encode = load_clip_encoder(clip_weights, clip_model, device)
-        clip_note = f"{clip_model} from {clip_weights}"
+        from diffattr.models import resolve_device
+
+        encode = load_clip_encoder(clip_weights, str(resolve_device(device)))
+        clip_note = f"{encode.description} from {clip_weights}"
     values = compare_images(original, regenerated, wanted, encode)
     space = "pixel"
     if latent_model_dir is not None and "l2" in wanted:

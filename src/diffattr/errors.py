@@ -23,3 +23,7 @@ class CorruptFileError(DiffattrError, OSError):
 
 class TrainingError(DiffattrError, RuntimeError):
     """Training cannot continue (for example the loss became NaN)."""
+
+
+class DiskFullError(DiffattrError, OSError):
+    """An output could not be written because its file system is full (nothing was written)."""

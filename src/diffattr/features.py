@@ -34,6 +34,7 @@ Feature files (HDF5, written atomically by :func:`write_features`):
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,10 @@ NOISE_PURPOSE = "features"
 TIMESTEP_STRATEGIES: tuple[str, ...] = ("uniform", "cumulative")
 #: (sample, timestep) pairs per vmap call in :func:`mean_gradients` (bounds activation memory).
 DEFAULT_MAX_EVALUATIONS = 512
+#: Added to each per-timestep gradient norm before dividing (as DAS's code does).
+TIMESTEP_NORM_EPS = 1e-8
+#: Largest [pairs, P] gradient block (elements) one call forms when timesteps are normalised.
+MAX_NORMALIZED_ELEMENTS = 1 << 27
 
 #: Attributes that legitimately differ between the shards of one feature matrix.
 SHARD_ATTRS: frozenset[str] = frozenset(
@@ -91,6 +96,22 @@ def select_timesteps(K: int, strategy: str, num_train_timesteps: int = 1000) -> 
         f"unknown timestep strategy {strategy!r}; valid strategies are: "
         f"{', '.join(TIMESTEP_STRATEGIES)}"
     )
+
+
+#: Suffix of a feature name (the ``fn`` of its path) whose per-timestep gradients are normalised.
+TIMESTEP_NORM_SUFFIX = "_tnorm"
+
+
+def feature_name(output_fn: str, normalize_timesteps: bool = False) -> str:
+    """The name a feature file is stored under: the output function, ``_tnorm`` if normalised."""
+    return f"{output_fn}{TIMESTEP_NORM_SUFFIX}" if normalize_timesteps else output_fn
+
+
+def parse_feature_name(name: str) -> tuple[str, bool]:
+    """(output function, per-timestep normalisation) of a feature name (:func:`feature_name`)."""
+    if name.endswith(TIMESTEP_NORM_SUFFIX):
+        return name[: -len(TIMESTEP_NORM_SUFFIX)], True
+    return name, False
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -282,11 +303,16 @@ def mean_gradients(
     noise_seed: int,
     cond: torch.Tensor | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    normalize_timesteps: bool = False,
     noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
     """(1/K) Σ_t ∇_θ f at the K ``timesteps``, per sample: [B, P], columns as
     :func:`per_sample_gradients`.
 
+    With ``normalize_timesteps`` each per-timestep gradient is first scaled to unit norm,
+    g_t / (‖g_t‖₂ + 1e-8) (DAS, Lin et al. 2025), so the mean is (1/K) Σ_t g_t / ‖g_t‖; the
+    per-(sample, timestep) gradients are then formed, in blocks of at most
+    :data:`MAX_NORMALIZED_ELEMENTS` elements (:func:`_normalized_gradient_sum`).
     Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``; the
     keys (uint64, one per sample) come from :func:`diffattr.noise.feature_noise_keys`. Without
     them the key is the sample id, unique only within one split (``independent`` keys add the
@@ -313,6 +339,10 @@ def mean_gradients(
         model, scheduler, x0, sample_ids, timesteps, cond
     )
     keys = _noise_keys(ids, noise_keys)
+    if normalize_timesteps:
+        return _normalized_gradient_sum(
+            model, scheduler, params, keys, x0, cond, timesteps, fn, noise_seed, max_evaluations
+        ).mul_(1.0 / len(timesteps))
     batch, device = len(ids), x0.device
     probe = device.type == "cuda" and len(timesteps) > 1
     per_call = 1 if probe else timesteps_per_call(batch, max_evaluations)
@@ -346,6 +376,204 @@ def mean_gradients(
                 probe = False
     scale = 1.0 / len(timesteps)
     return torch.cat([total[name].reshape(batch, -1) for name in params], dim=1).mul_(scale)
+
+
+def projected_mean_gradients(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timesteps: Sequence[int],
+    output_fn: str | OutputFn,
+    noise_seed: int,
+    projector: Any,
+    cond: torch.Tensor | None = None,
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
+    normalize_timesteps: bool = False,
+) -> torch.Tensor:
+    """The features of one batch: ``projector`` applied to (1/K) Σ_t ∇_θ f, [B, Z] float32.
+
+    The one code path of every feature producer. A dense projector (:mod:`diffattr.projection`)
+    projects :func:`mean_gradients`; a structured one
+    (:mod:`diffattr.projection_structured`) goes through :func:`structured_mean_features`, which
+    never forms the [B, P] gradient. ``noise_keys`` and ``normalize_timesteps`` as in
+    :func:`mean_gradients` (structured: see :func:`structured_mean_features`).
+    """
+    if getattr(projector, "projection", "dense") == "structured":
+        return structured_mean_features(
+            model,
+            scheduler,
+            x0,
+            sample_ids,
+            timesteps,
+            output_fn,
+            noise_seed,
+            projector,
+            cond=cond,
+            max_evaluations=max_evaluations,
+            noise_keys=noise_keys,
+            normalize_timesteps=normalize_timesteps,
+        ).float()
+    mean_grad = mean_gradients(
+        model,
+        scheduler,
+        x0,
+        sample_ids,
+        timesteps,
+        output_fn,
+        noise_seed,
+        cond=cond,
+        max_evaluations=max_evaluations,
+        normalize_timesteps=normalize_timesteps,
+        noise_keys=noise_keys,
+    )
+    mean_grad = mean_grad.to(torch.float64 if mean_grad.dtype == torch.float64 else torch.float32)
+    return projector.project(mean_grad).float()
+
+
+def structured_mean_features(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timesteps: Sequence[int],
+    output_fn: str | OutputFn,
+    noise_seed: int,
+    projector: Any,
+    cond: torch.Tensor | None = None,
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
+    normalize_timesteps: bool = False,
+) -> torch.Tensor:
+    """(1/K) Σ_t of the structured projections of ∇_θ f at (x0, t), [B, Z] in the model dtype.
+
+    The (sample, timestep) pairs are evaluated as one plain batch per chunk of timesteps (up to
+    ``max_evaluations`` pairs); one backward pass down to the layer outputs gives every
+    per-evaluation projected gradient (``evaluation``, [B, k, Z] below) before the average.
+
+    ``normalize_timesteps``: the full ‖g_t‖ is never formed, so each projected φ_t is divided
+    by its Johnson-Lindenstrauss estimate ‖φ_t‖/√Z (E‖φ_t‖² = Z‖g_t‖², see
+    :mod:`diffattr.projection_structured`) plus 1e-8: an approximation of g_t/(‖g_t‖ + 1e-8)
+    projected, with the dense path's scale.
+    """
+    fn = _resolve_output_fn(output_fn)
+    if not timesteps:
+        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
+    if (
+        isinstance(max_evaluations, bool)
+        or not isinstance(max_evaluations, int)
+        or (max_evaluations < 1)
+    ):
+        raise ConfigError(f"max_evaluations must be a positive integer, got {max_evaluations!r}")
+    _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
+    keys = _noise_keys(ids, noise_keys)
+    batch, device = len(ids), x0.device
+    most = max(1, max_evaluations // batch)
+    per_call = 1 if len(timesteps) > 1 else most  # the first call measures the activations
+    total = None
+    start = 0
+    with _eval_mode(model):
+        while start < len(timesteps):
+            chunk = timesteps[start : start + per_call]
+            count = len(chunk)
+            x_t, eps = _noisy_samples(scheduler, x0, keys, chunk, noise_seed)
+            shape = tuple(x0.shape[1:])
+            x_flat = x_t.reshape(batch * count, *shape).detach().requires_grad_(True)
+            eps_flat = eps.reshape(batch * count, *shape)
+            t_flat = torch.tensor(chunk, dtype=torch.long, device=device).repeat(batch)
+            kwargs = {}
+            if cond is not None:
+                kwargs["encoder_hidden_states"] = cond.repeat_interleave(count, dim=0)
+
+            def run_loss(x_flat=x_flat, eps_flat=eps_flat, t_flat=t_flat, kwargs=kwargs):
+                eps_pred = model(x_flat, t_flat, **kwargs).sample
+                return fn(eps_pred, eps_flat, t_flat, scheduler).sum(), x_flat
+
+            evaluation = projector.evaluation_features(model, run_loss, batch * count)
+            evaluation = evaluation.reshape(batch, count, -1)
+            if normalize_timesteps:
+                norms = torch.linalg.vector_norm(evaluation, dim=2, keepdim=True)
+                scale = math.sqrt(evaluation.shape[2])
+                evaluation = evaluation / (norms / scale + TIMESTEP_NORM_EPS)
+            chunk_sum = evaluation.sum(dim=1)
+            total = chunk_sum if total is None else total.add_(chunk_sum)
+            start += count
+            per_evaluation = projector.last_input_bytes / (batch * count)
+            per_call = structured_timesteps_per_call(batch, most, per_evaluation, device)
+    return total.mul_(1.0 / len(timesteps))
+
+
+#: Bytes of captured layer inputs per structured call on a CPU (activations are about 1.6× that:
+#: 80 evaluations of the CIFAR-2 UNet capture 3.1 GB and peak at 5.5 GB RSS).
+STRUCTURED_CPU_INPUT_BYTES = 3 << 30
+STRUCTURED_ACTIVATION_FACTOR = 1.6
+
+
+def structured_timesteps_per_call(
+    batch: int, most: int, input_bytes_per_evaluation: float, device: torch.device
+) -> int:
+    """Timesteps per structured call: at most ``most``, and the captured layer inputs within
+    :data:`STRUCTURED_CPU_INPUT_BYTES` on a CPU or, with the activation factor, half of the
+    free memory of a CUDA device."""
+    if input_bytes_per_evaluation <= 0:
+        return most
+    if device.type == "cuda":
+        budget = _available_cuda_bytes(device) / (2 * STRUCTURED_ACTIVATION_FACTOR)
+    else:
+        budget = STRUCTURED_CPU_INPUT_BYTES
+    return max(1, min(most, int(budget // (input_bytes_per_evaluation * batch))))
+
+
+def _normalized_gradient_sum(
+    model: torch.nn.Module,
+    scheduler: Any,
+    params: dict[str, torch.Tensor],
+    ids: np.ndarray,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None,
+    timesteps: list[int],
+    fn: OutputFn,
+    noise_seed: int,
+    max_evaluations: int,
+) -> torch.Tensor:
+    """Σ_t g_t / (‖g_t‖₂ + ε) per sample, [B, P]: one ``vmap`` over (sample, timestep) pairs.
+
+    ``ids`` are the samples' noise keys (:func:`_noise_keys`)."""
+    batch, device = len(ids), x0.device
+    grad_dim = sum(p.numel() for p in params.values())
+    per_call = timesteps_per_call(batch, max_evaluations)
+    per_call = max(1, min(per_call, MAX_NORMALIZED_ELEMENTS // max(1, batch * grad_dim)))
+    detached = {name: p.detach() for name, p in params.items()}
+    in_dims = (None, 0, 0, None if cond is None else 0, 0)
+    total = torch.zeros(batch, grad_dim, dtype=x0.dtype, device=device)
+
+    def f_one(p, x, e, c, t):
+        kwargs = {} if c is None else {"encoder_hidden_states": c[None]}
+        eps_pred = functional_call(model, p, (x[None], t[None]), kwargs).sample
+        return fn(eps_pred, e[None], t[None], scheduler).sum()
+
+    with _eval_mode(model), vmap_safe_attention(model):
+        for start in range(0, len(timesteps), per_call):
+            chunk = timesteps[start : start + per_call]
+            count = len(chunk)
+            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            pairs = batch * count
+            t_pairs = torch.tensor(chunk * batch, dtype=torch.long, device=device)
+            c_pairs = None if cond is None else cond.repeat_interleave(count, dim=0)
+            grads = vmap(grad(f_one), in_dims=in_dims)(
+                detached,
+                x_t.reshape(pairs, *x_t.shape[2:]),
+                eps.reshape(pairs, *eps.shape[2:]),
+                c_pairs,
+                t_pairs,
+            )
+            flat = torch.cat([grads[name].reshape(pairs, -1) for name in params], dim=1)
+            del grads
+            norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+            flat.div_(norms + TIMESTEP_NORM_EPS)
+            total += flat.reshape(batch, count, grad_dim).sum(dim=1)
+    return total
 
 
 def _progress_reporter(
@@ -383,9 +611,12 @@ def extract_features(
     cond: torch.Tensor | None = None,
     progress: Callable[[int, int], Any] | Any | None = None,
     max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    normalize_timesteps: bool = False,
     noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is sample_ids[r].
+
+    ``normalize_timesteps``: average unit-norm per-timestep gradients (:func:`mean_gradients`).
 
     ``noise_keys`` [n]: row r's feature-noise key (:func:`diffattr.noise.feature_noise_keys`,
     which applies the method's noise scheme); None keys the noise by ``sample_ids``.
@@ -427,7 +658,7 @@ def extract_features(
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch_cond = None if cond is None else cond[start:stop]
-            mean_grad = mean_gradients(
+            feats = projected_mean_gradients(
                 model,
                 scheduler,
                 images[start:stop],
@@ -435,14 +666,13 @@ def extract_features(
                 timesteps,
                 fn,
                 noise_seed,
+                projector,
                 cond=batch_cond,
                 max_evaluations=max_evaluations,
+                normalize_timesteps=normalize_timesteps,
                 noise_keys=keys[start:stop],
             )
-            mean_grad = mean_grad.to(
-                torch.float64 if mean_grad.dtype == torch.float64 else torch.float32
-            )
-            out[start:stop] = projector.project(mean_grad).cpu().numpy()
+            out[start:stop] = feats.cpu().numpy()
             update(stop)
     finally:
         close()
@@ -538,16 +768,21 @@ def merge_feature_shards(
 
 __all__ = [
     "DEFAULT_MAX_EVALUATIONS",
+    "TIMESTEP_NORM_EPS",
     "NOISE_PURPOSE",
     "SHARD_ATTRS",
     "TIMESTEP_STRATEGIES",
     "extract_features",
+    "feature_name",
+    "parse_feature_name",
     "mean_gradients",
     "merge_feature_shards",
     "num_trainable_parameters",
     "per_sample_gradients",
+    "projected_mean_gradients",
     "read_features",
     "select_timesteps",
+    "structured_mean_features",
     "timesteps_per_call",
     "trainable_parameters",
     "vmap_safe_attention",

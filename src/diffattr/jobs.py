@@ -166,7 +166,8 @@ def generate_job(
     (in label order) in blocks; each sample's prompt is stored in the ``prompts`` dataset.
     """
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.sampling import assign_prompts, generate, image_grid, sample_seeds
+    from diffattr.sample_quality import real_examples, sample_sheet
+    from diffattr.sampling import assign_prompts, generate, sample_seeds
 
     model = load_diffusion_model(model_dir, resolve_device(device))
     seeds = sample_seeds(num_samples, seed)
@@ -200,7 +201,9 @@ def generate_job(
         arrays["prompts"] = np.array(per_sample, dtype=object)
         attrs["guidance_scale"] = guidance_scale
     store.write_h5(out_path, arrays, attrs)
-    save_png(grid_path, image_grid(result["images"][: grid_columns * grid_columns], grid_columns))
+    shown = result["images"][: grid_columns * grid_columns]
+    real = real_examples(dataset_path, len(shown)) if dataset_path is not None else None
+    save_png(grid_path, sample_sheet(shown, real, grid_columns), scale=1)
     status("%d samples, %d DDIM steps", num_samples, steps)
 
 
@@ -391,12 +394,16 @@ def features_job(
     device: str,
     shard: int = 0,
     num_shards: int = 1,
+    projection: str = "auto",
+    allocation: str = "proportional",
     progress: IO[str] | None = None,
     noise: str = "independent",
     noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
     noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
 ) -> None:
     """Projected per-sample gradient features of one split (or one shard of the train split).
+
+    ``projection`` / ``allocation``: :func:`diffattr.projection_structured.make_feature_projector`.
 
     The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
     model); a latent model works on the VAE mode, conditioned on each sample's caption.
@@ -405,8 +412,9 @@ def features_job(
     """
     from diffattr import features
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection import make_projector
+    from diffattr.projection_structured import make_feature_projector
 
+    output_fn, normalize_timesteps = features.parse_feature_name(output_fn)
     model = load_diffusion_model(model_dir, resolve_device(device))
     scheduler = model.scheduler
     images, ids = load_queries(split, dataset_path, samples_path)
@@ -419,7 +427,9 @@ def features_job(
     )
     steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
+    projector = make_feature_projector(
+        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
+    )
     parts = []
     for chunk, x0, cond in encoded_queries(model, images, captions, batch_size):
         parts.append(
@@ -435,6 +445,7 @@ def features_job(
                 batch_size,
                 cond=cond,
                 progress=progress,
+                normalize_timesteps=normalize_timesteps,
                 noise_keys=noise_keys[chunk],
             )
         )
@@ -442,6 +453,7 @@ def features_job(
     attrs = {
         "split": split,
         "output_fn": output_fn,
+        "timestep_norm": normalize_timesteps,
         "K": K,
         "t_strategy": t_strategy,
         "timesteps": steps,
@@ -578,6 +590,7 @@ def lds_job(
         "split": split,
         "K": score.attrs.get("train_K", score.attrs.get("K")),
         "kind": score.attrs.get("kind", score.attrs.get("score_kind")),
+        "readout": score.attrs.get("readout", "signed"),
         "lds_sign": sign,
         "params": score.attrs.get("params"),
         "lambdas": score.lambdas.tolist(),

@@ -12,9 +12,9 @@ from typing import IO
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
 from tqdm import tqdm
 
+from diffattr.diffusers_imports import DDPMScheduler
 from diffattr.errors import ConfigError
 from diffattr.noise import sample_noise
 

@@ -19,6 +19,7 @@ the features' parameters), ``scheduler``, ``encode`` (images → x0: identity, o
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from diffattr.base_model import (
     DEFAULT_BASE,
@@ -34,11 +34,15 @@ from diffattr.base_model import (
     check_base_model,
     resolve_base_model,
 )
+from diffattr.diffusers_imports import DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError, CorruptFileError
 from diffattr.store import atomic_dir
 
+logger = logging.getLogger(__name__)
+
 MODEL_KINDS: tuple[str, ...] = ("unet", "sd_lora")
 MODEL_FILE = "diffattr_model.json"
+TRAINING_FILE = "diffattr_training.json"  # which weights were saved (EMA or last step), and how
 LORA_DIR = "lora"
 DEFAULT_LORA = {
     "rank": 128,
@@ -81,17 +85,83 @@ def build_scheduler(scheduler_config: dict[str, Any]) -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config)
 
 
-def save_model(model: UNet2DModel, scheduler: DDPMScheduler, path: str | os.PathLike) -> None:
-    """Save atomically as a DDPMPipeline directory (safetensors weights)."""
+def save_model(
+    model: UNet2DModel,
+    scheduler: DDPMScheduler,
+    path: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+) -> None:
+    """Save atomically as a DDPMPipeline directory (safetensors weights); ``training`` (which
+    weights these are, see :func:`diffattr.training.train_diffusion_model`) goes to
+    ``diffattr_training.json`` beside them."""
     with atomic_dir(path) as tmp:
-        DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+        write_pipeline_layout(model, scheduler, tmp)
+        write_training_record(tmp, training)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; an explicit device that is absent is an error."""
+def write_training_record(path: Path, training: dict[str, Any] | None) -> None:
+    if training is not None:
+        (path / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
+
+
+def training_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training record of a saved model directory (None for models saved without one)."""
+    file = Path(path) / TRAINING_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptFileError(f"{file}: unreadable ({error})") from error
+
+
+def write_pipeline_layout(model: UNet2DModel, scheduler: DDPMScheduler, path: Path) -> None:
+    """What ``DDPMPipeline(unet=model, scheduler=scheduler).save_pretrained(path)`` writes.
+
+    Written here so that a training job does not import the pipeline machinery (diffusers'
+    loaders and ``scipy.stats``: about a second of CPU per job); ``DDPMPipeline.from_pretrained``
+    reads it (tests/test_training.py compares the two layouts).
+    """
+    import diffusers
+
+    path = Path(path)
+    model.save_pretrained(path / "unet", safe_serialization=True)
+    scheduler.save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "DDPMPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "unet": ["diffusers", type(model).__name__],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def resolve_device(name: str = "auto", gpu_requested: bool | None = None) -> torch.device:
+    """``auto`` picks CUDA when present; an explicit device that is absent is an error.
+
+    In a job that requested a GPU (``gpu_requested``; by default
+    :func:`diffattr.jobenv.gpu_requested`: a cluster job of a rule with ``resources: gpu=1``,
+    which every GPU rule has unless ``device: cpu``), ``auto`` without a visible CUDA device is
+    an error too, instead of a silent run on the CPU.
+    """
+    from diffattr.jobenv import gpu_requested as job_requested_gpu
+
+    available = torch.cuda.is_available()
+    if gpu_requested is None:
+        gpu_requested = name != "cpu" and job_requested_gpu()
+    if gpu_requested and not available and (name == "auto" or name.startswith("cuda")):
+        raise ConfigError(
+            f"device = {name!r}: this job requested a GPU (resources gpu=1) but torch "
+            f"{torch.__version__} sees no CUDA device (CUDA build: {torch.version.cuda}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); check "
+            "the GPU partition / --gpus of the cluster profile and the CUDA build of torch, or "
+            "set device: cpu to run on the CPU on purpose"
+        )
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        if not available:
+            logger.info("device auto: no CUDA device, using the CPU")
+        return torch.device("cuda" if available else "cpu")
+    if name.startswith("cuda") and not available:
         raise ConfigError(f"device = {name!r} but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
@@ -175,8 +245,8 @@ class DiffusionModel:
     def _schedule(self) -> dict[str, Any]:
         return {"scheduler": _public(self.scheduler.config)}
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model(self.denoiser, self.scheduler, path)
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
+        save_model(self.denoiser, self.scheduler, path, training)
 
 
 class LoRAStableDiffusion(DiffusionModel):
@@ -394,7 +464,7 @@ class LoRAStableDiffusion(DiffusionModel):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "base": self.base, "lora": self.lora, **self._schedule()}
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, training: dict[str, Any] | None = None) -> None:
         """The adapter only (peft layout, safetensors), the schedule and the base's name."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
@@ -408,6 +478,7 @@ class LoRAStableDiffusion(DiffusionModel):
             self.scheduler.save_pretrained(tmp / "scheduler")
             record = {"kind": self.kind, "base": self.base, "lora": self.lora}
             (tmp / MODEL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            write_training_record(tmp, training)
 
 
 def _public(config: Any) -> dict[str, Any]:

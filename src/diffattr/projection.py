@@ -49,6 +49,8 @@ class Projector:
     Build it with :func:`make_projector`. ``project`` works on any device and returns float32.
     """
 
+    projection = "dense"
+
     def __init__(
         self,
         kind: str,
@@ -145,6 +147,88 @@ class Projector:
         return f"Projector({args})"
 
 
+class CounterProjector:
+    """The dense projection with its matrix generated on the gradients' device.
+
+    Entry (i, j) of the [P, Z] matrix is :func:`diffattr.counter_rng.counter_matrix` entry
+    (i, j) for key ``matrix_key(seed, "dense", kind, grad_dim, proj_dim)``: the same matrix on
+    CPU and CUDA, for any ``block_size``, with no host-side generation and no host→device copy.
+    ``project`` generates one block of ``block_size`` rows at a time on ``grads.device`` and
+    frees it before the next, so at most one block is alive. Its matrix differs from
+    :class:`Projector`'s (a different generator), so ``describe()['kind']`` is
+    ``dense_counter-<kind>`` and the two never mix.
+    """
+
+    projection = "dense_counter"
+
+    def __init__(
+        self, kind: str, grad_dim: int, proj_dim: int, seed: int, block_size: int = 4096
+    ) -> None:
+        from diffattr.counter_rng import COUNTER_KINDS, matrix_key
+
+        if kind not in COUNTER_KINDS:
+            raise ConfigError(
+                f"unknown projection kind {kind!r} for the dense counter projection; valid "
+                f"kinds are: {', '.join(COUNTER_KINDS)}"
+            )
+        self.kind = kind
+        self.grad_dim = _check_positive_int("grad_dim", grad_dim)
+        self.proj_dim = _check_positive_int("proj_dim", proj_dim)
+        self.block_size = _check_positive_int("block_size", block_size)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"projection seed must be a non-negative integer, got {seed!r}")
+        self.seed = seed
+        self.key = matrix_key(seed, "dense", kind, grad_dim, proj_dim)
+        self.num_blocks = -(-self.grad_dim // self.block_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "projection": "dense_counter",
+            "kind": f"dense_counter-{self.kind}",
+            "seed": self.seed,
+            "proj_dim": self.proj_dim,
+            "grad_dim": self.grad_dim,
+            "block_size": self.block_size,
+        }
+
+    def block(
+        self, index: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Rows ``index*block_size ..`` of the [P, Z] matrix, generated on ``device``."""
+        from diffattr.counter_rng import counter_matrix
+
+        if not 0 <= index < self.num_blocks:
+            raise ConfigError(f"block index {index} out of range 0..{self.num_blocks - 1}")
+        start = index * self.block_size
+        rows = min(self.block_size, self.grad_dim - start)
+        return counter_matrix(self.key, rows, self.proj_dim, self.kind, device, dtype, start)
+
+    def matrix(self) -> torch.Tensor:
+        """The whole [P, Z] matrix (for tests and small problems)."""
+        return torch.cat([self.block(b) for b in range(self.num_blocks)])
+
+    def project(self, grads: torch.Tensor) -> torch.Tensor:
+        """Project ``grads`` [B, P] to [B, Z] (float32, or float64 for float64 input)."""
+        if grads.ndim != 2 or grads.shape[1] != self.grad_dim:
+            raise ConfigError(
+                f"projector expects gradients of shape [B, {self.grad_dim}], "
+                f"got {tuple(grads.shape)}"
+            )
+        dtype = torch.float64 if grads.dtype == torch.float64 else torch.float32
+        grads = grads.detach()
+        out = torch.zeros(grads.shape[0], self.proj_dim, dtype=dtype, device=grads.device)
+        for b in range(self.num_blocks):
+            start = b * self.block_size
+            block = self.block(b, grads.device, dtype)
+            out.addmm_(grads[:, start : start + block.shape[0]].to(dtype), block)
+            del block
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"CounterProjector({args})"
+
+
 def make_projector(
     kind: str,
     grad_dim: int,
@@ -157,4 +241,4 @@ def make_projector(
     return Projector(kind, grad_dim, proj_dim, seed, block_size, max_cache_bytes)
 
 
-__all__ = ["PROJECTION_KINDS", "Projector", "block_seed", "make_projector"]
+__all__ = ["PROJECTION_KINDS", "CounterProjector", "Projector", "block_seed", "make_projector"]

@@ -515,7 +515,7 @@ def config_html(config: Mapping[str, Any]) -> str:
     return html_page(
         f"Configuration: {config.get('experiment', '')}",
         "<p>The validated configuration of this run, with every default filled in "
-        "(schemas/config.schema.yaml documents each key).</p>"
+        "(src/diffattr/schemas/config.schema.yaml documents each key).</p>"
         f"<pre>{html.escape(text)}</pre>",
     )
 
@@ -535,9 +535,15 @@ def config_job(config: Mapping[str, Any], out_path: str) -> None:
 
 
 def overview_job(
-    summary_csv: str, figures: Mapping[str, str], out_path: str, experiment: str
+    summary_csv: str,
+    figures: Mapping[str, str],
+    out_path: str,
+    experiment: str,
+    findings_path: str | None = None,
 ) -> None:
-    """An HTML fragment for the report's front page: the held-out LDS table and key figures.
+    """An HTML fragment for the report's front page: what the run found in plain words
+    (``findings_path``, from :mod:`diffattr.demo_checks`), the held-out LDS table and key
+    figures.
 
     ``figures`` maps an element id to a PNG path. Images are embedded as data URIs, so the
     fragment is self-contained; each ``<img>`` carries its id (the report test looks for them).
@@ -545,9 +551,11 @@ def overview_job(
     with open(summary_csv, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("lambda_choice") == "heldout"]
     columns = ["method", "split", "K", "lambda", "lds", "lds_boot_mean", "lds_boot_std"]
-    parts = [
-        f"<div class='diffattr-overview'><h3>{html.escape(experiment)}: LDS (%) at the "
-        "held-out λ</h3>",
+    parts = ["<div class='diffattr-overview'>"]
+    if findings_path is not None:
+        parts.append(Path(findings_path).read_text())
+    parts += [
+        f"<h3>{html.escape(experiment)}: LDS (%) at the held-out λ</h3>",
         html_table(rows, columns),
     ]
     for element_id, path in figures.items():

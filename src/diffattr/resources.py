@@ -94,7 +94,23 @@ def score_mem_mb(config: Mapping[str, Any], split: str) -> int:
     return 2000 + math.ceil((kernel + queries + block) / MB)
 
 
+def score_mem_floor_mb(config: Mapping[str, Any], split: str) -> int:
+    """What a scoring job holds at least, whatever the form, beyond the interpreter: one
+    min(N, Z)² float64 kernel, the projected queries [n, min(N, Z)] (float64) and one float32
+    output block [n, chunk]. :func:`score_mem_mb` is the request; this is its lower bound."""
+    n_train, n_query = query_count(config, "train"), query_count(config, split)
+    rank = min(n_train, int(config["features"]["proj_dim"]))
+    block = n_query * min(n_train, int(config["scoring"]["chunk_rows"])) * 4
+    return math.floor((rank**2 * 8 + n_query * rank * 8 + block) / MB)
+
+
 def merge_mem_mb(config: Mapping[str, Any]) -> int:
     """The merged train feature matrix (float32), held once while it is written."""
     size = query_count(config, "train") * int(config["features"]["proj_dim"]) * 4
     return 2000 + math.ceil(2 * size / MB)
+
+
+def residuals_runtime(config: Mapping[str, Any], timesteps: int) -> int:
+    """Minutes for DAS's residual pass: one forward per training image and timestep."""
+    evaluations = int(config["data"]["train_size"]) * int(timesteps)
+    return _minutes(config, evaluations * config["resources"]["forward_seconds"])

@@ -18,9 +18,9 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm import tqdm
 
+from diffattr.diffusers_imports import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ carry ``complete = True``, written last, which :func:`open_h5` insists on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import h5py
 import numpy as np
 
 from diffattr import __version__
-from diffattr.errors import CorruptFileError, FeatureMismatchError
+from diffattr.errors import CorruptFileError, DiskFullError, FeatureMismatchError
 
 COMPLETE_ATTR = "complete"
 #: Feature provenance that train and query features must share before they can be combined.
@@ -158,13 +159,31 @@ def h5_writer(path: str | os.PathLike, attrs: Mapping[str, Any]) -> Iterator[h5p
     ``complete`` is set as the very last step, so a reader can tell a finished file from one that
     was copied or renamed half-written.
     """
-    with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as handle:
-            for key, value in attrs.items():
-                handle.attrs[key] = encode_attr(value)
-            handle.attrs.setdefault("diffattr_version", __version__)
-            yield handle
-            handle.attrs[COMPLETE_ATTR] = True
+    try:
+        with atomic_path(path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as handle:
+                for key, value in attrs.items():
+                    handle.attrs[key] = encode_attr(value)
+                handle.attrs.setdefault("diffattr_version", __version__)
+                yield handle
+                handle.attrs[COMPLETE_ATTR] = True
+    except OSError as error:
+        if not _disk_full(error):
+            raise
+        import shutil
+
+        folder = Path(path).parent
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"{path}: no space left on the device while writing it ({free / 1e6:.1f} MB free in "
+            f"{folder}); the partial file was removed, nothing was written to {Path(path).name}. "
+            "Free space (or move the results folder to a larger disk) and rerun.",
+        ) from error
+
+
+def _disk_full(error: BaseException) -> bool:
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
 
 
 def write_h5(
@@ -259,9 +278,13 @@ def digest_files(paths: list[str | os.PathLike]) -> str:
 
 
 def digest_directory(path: str | os.PathLike) -> str:
-    """Fingerprint of a saved model directory: digest of its weight and config files."""
+    """Fingerprint of a saved model directory: digest of its weight and config files (PyTorch
+    ``.bin`` weights too, as in older published checkpoints such as google/ddpm-cifar10-32)."""
     path = Path(path)
-    files = [p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".json"}]
+    suffixes = {".safetensors", ".json", ".bin"}
+    files = [p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes]
     if not files:
-        raise CorruptFileError(f"{path}: no model files (.safetensors/.json) found to fingerprint")
+        raise CorruptFileError(
+            f"{path}: no model files (.safetensors/.bin/.json) found to fingerprint"
+        )
     return digest_files(files)

@@ -3,7 +3,9 @@
 LDS values are reported in percent. ``lds`` is the full-sample point estimate at the chosen λ;
 ``lds_boot_mean`` ± ``lds_boot_std`` is the bootstrap over subsets (what the paper's tables
 print). ``heldout`` rows choose λ on a disjoint subset pool (the honest number); ``oracle`` rows
-choose it on the benchmark itself, as the paper did.
+choose it on the benchmark itself, as the paper did. ``readout`` is ``signed`` (τ) or
+``squared`` (τ², :mod:`diffattr.methods.readout`): squared rows measure how well |τ| ranks the
+rows and are not comparable with signed ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ COLUMNS = [
     "method",
     "split",
     "K",
+    "readout",
     "lambda_choice",
     "lambda",
     "lds",
@@ -42,6 +45,7 @@ def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "method": record["method"],
                     "split": record["split"],
                     "K": record["K"],
+                    "readout": record.get("readout", "signed"),
                     "lambda_choice": choice,
                     "lambda": chosen["lambda"],
                     "lds": round(100 * chosen["lds"], 2),
@@ -114,7 +118,9 @@ def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None)
         "`heldout`: λ chosen on a disjoint subset pool (the reported number); "
         "`crossfit`: λ chosen on one half of the benchmark subsets and evaluated on the other, "
         "swapped and averaged (no extra models; each half is a smaller, noisier benchmark); "
-        "`oracle`: λ chosen on the benchmark itself, as in the paper.",
+        "`oracle`: λ chosen on the benchmark itself, as in the paper. "
+        "`readout`: `signed` τ, or `squared` τ² (ranks |τ| only; a squared row's LDS is not "
+        "comparable with a signed row's, docs/methods.md).",
         "",
         markdown_table(
             rows,
@@ -122,6 +128,7 @@ def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None)
                 "method",
                 "split",
                 "K",
+                "readout",
                 "lambda_choice",
                 "lambda",
                 "lds",

@@ -16,6 +16,7 @@ pass; it needs a CUDA device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,15 +24,16 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm import tqdm
 
+from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
     DiffusionModel,
@@ -64,6 +66,7 @@ class TrainingSettings:
     device: str = "auto"
     caption_dropout: float = 0.1
     mixed_precision: str = "no"
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -78,6 +81,10 @@ class TrainingSettings:
         if not 0 <= self.caption_dropout < 1:
             raise ConfigError(
                 f"training.caption_dropout = {self.caption_dropout} must lie in [0, 1)"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(
+                f"training.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = no EMA)"
             )
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(
@@ -111,9 +118,10 @@ def batch_rows(n_rows: int, batch_size: int, seed: int, step: int) -> np.ndarray
 
 
 def _fingerprint(settings: TrainingSettings, model: DiffusionModel, n: int) -> str:
-    blob = json.dumps(
-        [dataclasses.asdict(settings), model.describe(), n], sort_keys=True, default=str
-    )
+    values = dataclasses.asdict(settings)
+    if not values["ema_decay"]:
+        del values["ema_decay"]  # settings without EMA keep the fingerprint they had before it
+    blob = json.dumps([values, model.describe(), n], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -189,8 +197,9 @@ def train_diffusion_model(
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     alphas = model.scheduler.alphas_cumprod.to(device)
 
+    ema = ExponentialAverage(model.trainable_parameters(), settings.ema_decay)
     checkpoint = Checkpointer(Path(checkpoint_dir), _fingerprint(settings, model, n_rows))
-    start = checkpoint.restore(model, optimizer, lr_schedule, scaler)
+    start = checkpoint.restore(model, optimizer, lr_schedule, scaler, ema)
     if start:
         logger.info("resuming from step %d of %d", start, total)
 
@@ -209,27 +218,30 @@ def train_diffusion_model(
         try:
             loss = _train_step(step_state, batches, settings, step, n_rows)
         except _NonFiniteLoss as bad:
-            checkpoint.save(model, optimizer, lr_schedule, step, scaler)
+            checkpoint.save(model, optimizer, lr_schedule, step, scaler, ema)
             raise TrainingError(
                 f"training loss became {bad.value} at step {step} of {total}; stopped before "
                 f"applying it. The state before that step is kept in {checkpoint.directory}. "
                 "Lower training.lr or check the data, then rerun to resume."
             ) from None
         last_loss = loss
+        ema.update(step)
         done = step + 1
         bar.update(1)
         if done % 50 == 0 or done == total:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
         if snapshots and done in snapshots:
-            model.save(snapshots[done])
+            with ema.swapped_in():
+                model.save(snapshots[done], ema.record(done))
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < total:
-            checkpoint.save(model, optimizer, lr_schedule, done, scaler)
+            checkpoint.save(model, optimizer, lr_schedule, done, scaler, ema)
         if stop_after is not None and done >= stop_after:
             bar.close()
             return {"steps": done, "total_steps": total, "stopped_early": True}
     bar.close()
     model.denoiser.eval()
-    model.save(out_dir)
+    with ema.swapped_in():
+        model.save(out_dir, ema.record(total))
     checkpoint.clear()
     return {"steps": total, "total_steps": total, "final_loss": last_loss, "n_rows": n_rows}
 
@@ -376,6 +388,66 @@ class _NonFiniteLoss(Exception):
         self.value = value
 
 
+class ExponentialAverage:
+    """Exponential moving average of the trainable parameters (``decay`` 0: none).
+
+    After step t (0-based) the average moves with weight 1 − d, d = min(decay, (1 + t)/(10 + t))
+    (the warm-up of diffusers' EMAModel), so early steps do not freeze the random start in.
+    A model trained with EMA is saved with the averaged weights — for sampling, measurement and
+    features alike — and says so in its ``diffattr_training.json``.
+    """
+
+    def __init__(self, parameters: dict[str, torch.nn.Parameter], decay: float) -> None:
+        self.parameters = parameters
+        self.decay = float(decay)
+        self.average = (
+            {n: p.detach().clone() for n, p in parameters.items()} if self.decay else None
+        )
+
+    def update(self, step: int) -> None:
+        if self.average is None:
+            return
+        weight = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, parameter in self.parameters.items():
+                self.average[name].mul_(weight).add_(parameter.detach(), alpha=1 - weight)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The averaged weights in the model for the duration (no-op without EMA)."""
+        if self.average is None:
+            yield
+            return
+        kept = {n: p.detach().clone() for n, p in self.parameters.items()}
+        with torch.no_grad():
+            for name, parameter in self.parameters.items():
+                parameter.copy_(self.average[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, parameter in self.parameters.items():
+                    parameter.copy_(kept[name])
+
+    def record(self, steps: int) -> dict[str, Any]:
+        """The provenance of the saved weights."""
+        if self.average is None:
+            return {"weights": "last step", "steps": steps}
+        return {"weights": "ema", "ema_decay": self.decay, "steps": steps}
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None if self.average is None else dict(self.average)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        if self.average is None:
+            return
+        if state is None or set(state) != set(self.average):
+            raise TrainingError("the checkpoint holds no EMA weights for this model")
+        with torch.no_grad():
+            for name, value in state.items():
+                self.average[name].copy_(value)
+
+
 class Checkpointer:
     """Saves and restores the full training state in a directory outside the declared outputs."""
 
@@ -393,6 +465,7 @@ class Checkpointer:
         lr_schedule: Any,
         step: int,
         scaler: Any = None,
+        ema: ExponentialAverage | None = None,
     ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = {
@@ -402,13 +475,19 @@ class Checkpointer:
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
             "scaler": None if scaler is None else scaler.state_dict(),
+            "ema": None if ema is None else ema.state_dict(),
         }
         with atomic_path(self.directory / self.FILE, suffix=".pt") as tmp:
             torch.save(state, tmp)
         self.saved_step = step
 
     def restore(
-        self, model: DiffusionModel, optimizer: Any, lr_schedule: Any, scaler: Any = None
+        self,
+        model: DiffusionModel,
+        optimizer: Any,
+        lr_schedule: Any,
+        scaler: Any = None,
+        ema: ExponentialAverage | None = None,
     ) -> int:
         path = self.directory / self.FILE
         if not path.exists():
@@ -426,6 +505,8 @@ class Checkpointer:
         lr_schedule.load_state_dict(state["lr_schedule"])
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema"))
         self.saved_step = int(state["step"])
         return self.saved_step
 

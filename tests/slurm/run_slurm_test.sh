@@ -14,6 +14,12 @@
 #   --workdir DIR       scratch dir for the two copies (default: /tmp/diffattr-slurm-test)
 #   --gpu-rules "R ..." rules whose `gpu` resource is zeroed (default: all rules)
 #   --no-local          skip the local reference run and the comparison
+#   --faults            inject faults into the SLURM run (tiny config): scancel a running
+#                       train_main job after its first checkpoint and a running
+#                       extract_train_features job (Snakemake retries them; the training
+#                       must resume from its checkpoint), then SIGKILL the Snakemake driver
+#                       mid-run and restart it (--unlock, same command). The results must
+#                       still equal the undisturbed local run's.
 #   --keep-cluster      leave the SLURM daemons running at the end
 #   -- ARGS...          extra arguments for both snakemake runs
 #
@@ -42,6 +48,7 @@ GPU_RULES=all
 MEM_MB=${SLURM_TEST_MEM_MB:-1000}
 RUNTIME=${SLURM_TEST_RUNTIME:-30}
 RUN_LOCAL=1
+FAULTS=0
 KEEP_CLUSTER=0
 TOY=0
 CONFIGS=()
@@ -59,6 +66,7 @@ while (($#)); do
         --workdir) WORK=$2; shift ;;
         --gpu-rules) GPU_RULES=$2; shift ;;
         --no-local) RUN_LOCAL=0 ;;
+        --faults) FAULTS=1 ;;
         --keep-cluster) KEEP_CLUSTER=1 ;;
         -h | --help) usage 0 ;;
         --) shift; EXTRA=("$@"); break ;;
@@ -187,7 +195,7 @@ config_args=(--configfile "${CONFIGS[@]}")
 # harmless, so by default every rule gets it.
 # Every rule is also capped to the test node (mem/runtime; threads via --max-threads);
 # the node does not enforce memory, so this only affects scheduling.
-rules=$(cd "$SLURM_RUN" && "$SNAKEMAKE" --list-rules "${config_args[@]}" 2>/dev/null) ||
+rules=$(cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" "$SNAKEMAKE" --list-rules "${config_args[@]}" 2>/dev/null) ||
     die "snakemake --list-rules failed in $SLURM_RUN"
 rules=$(awk '/^[A-Za-z_][A-Za-z0-9_]*$/' <<<"$rules")
 [[ -n $rules ]] || die "snakemake --list-rules listed no rules"
@@ -197,14 +205,80 @@ for r in $rules; do set_res+=("$r:mem_mb=$MEM_MB" "$r:runtime=$RUNTIME"); done
 for r in $GPU_RULES; do set_res+=("$r:gpu=0"); done
 common_args=("${config_args[@]}" --set-resources "${set_res[@]}" --max-threads "$nproc" "${EXTRA[@]}")
 
+# ---------------------------------------------------------------- faults
+# running_job RULE: the id of a RUNNING SLURM job of RULE (the plugin's comment is rule_<name>...)
+running_job() {
+    timeout 10 squeue -h -t R -o '%i %k' 2>/dev/null | awk -v r="rule_$1" '$2 == r || index($2, r "_wildcards_") == 1 {print $1; exit}'
+}
+# inject_faults: runs beside the SLURM run; each step waits (bounded) for its moment, acts and
+# writes one line to $WORK/faults.log. A step whose moment never comes fails the test.
+inject_faults() {
+    local deadline job driver checkpoint=$SLURM_RUN/.checkpoints/tiny/main/state.pt
+    deadline=$((SECONDS + LIMIT))  # the moments come as fast as the node runs the jobs
+    job=""
+    while ((SECONDS < deadline)); do  # train_main after its first checkpoint
+        job=$(running_job train_main)
+        [[ -n $job && -s $checkpoint ]] && break
+        job=""
+        sleep 0.3
+    done
+    [[ -n $job ]] || { echo "MISSED train_main" >>"$WORK/faults.log"; return 1; }
+    scancel "$job" && echo "scancel train_main job $job after its checkpoint ($(date -u +%T))" >>"$WORK/faults.log"
+    job=""
+    while ((SECONDS < deadline)); do
+        job=$(running_job extract_train_features) && [[ -n $job ]] && break
+        sleep 0.3
+    done
+    [[ -n $job ]] || { echo "MISSED extract_train_features" >>"$WORK/faults.log"; return 1; }
+    sleep 1
+    scancel "$job" && echo "scancel extract_train_features job $job mid-way ($(date -u +%T))" >>"$WORK/faults.log"
+    while ((SECONDS < deadline)); do  # the driver, while measurements run
+        [[ -n $(running_job measure_outputs) ]] && break
+        sleep 0.3
+    done
+    driver=$(pgrep -f -P "$1" snakemake | head -n 1)
+    [[ -n $driver ]] || { echo "MISSED driver (no snakemake under pid $1)" >>"$WORK/faults.log"; return 1; }
+    kill -KILL "$driver" && echo "SIGKILL snakemake driver $driver ($(date -u +%T))" >>"$WORK/faults.log"
+}
+
+slurm_args=(--profile slurm
+    --default-resources slurm_partition=debug slurm_account= runtime="$RUNTIME" mem_mb="$MEM_MB"
+    --slurm-init-seconds-before-status-checks 5 --cores "$nproc"
+    "${common_args[@]}" --directory "$SLURM_RUN" "$TARGET")
+
 # ---------------------------------------------------------------- SLURM run
 log "SLURM run in $SLURM_RUN (limit ${LIMIT}s, log $WORK/slurm.log)"
 t0=$SECONDS
 rc=0
-run_snakemake "$WORK/slurm.log" "$SLURM_RUN" --profile slurm \
-    --default-resources slurm_partition=debug slurm_account= runtime="$RUNTIME" mem_mb="$MEM_MB" \
-    --slurm-init-seconds-before-status-checks 5 --cores "$nproc" \
-    "${common_args[@]}" --directory "$SLURM_RUN" "$TARGET" || rc=$?
+if ((FAULTS)); then
+    : >"$WORK/faults.log"
+    run_snakemake "$WORK/slurm.log" "$SLURM_RUN" "${slurm_args[@]}" &
+    runner=$!
+    # run_snakemake's own child is the `timeout` wrapper; wait for it, then hand it on
+    for _ in $(seq 100); do wrapper=$(pgrep -P "$runner" -x timeout | head -n 1); [[ -n $wrapper ]] && break; sleep 0.1; done
+    inject_faults "$wrapper" || log "fault injection incomplete: $(cat "$WORK/faults.log")"
+    wait "$runner" || rc=$?
+    cat "$WORK/faults.log" >&2
+    grep -q "^SIGKILL" "$WORK/faults.log" || die "the faults were not all injected (see $WORK/faults.log)"
+    ((rc != 0)) || die "the killed driver exited 0"
+    log "driver killed after $((SECONDS - t0))s; waiting for its orphaned SLURM jobs, then restarting"
+    deadline=$((SECONDS + 600))
+    while [[ -n $(timeout 10 squeue -h -t PD,R,CG -o %i 2>/dev/null) ]] && ((SECONDS < deadline)); do sleep 2; done
+    # the killed driver's lock is still there: a plain restart is refused
+    (cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}") >"$WORK/slurm-locked.log" 2>&1 &&
+        die "a restart was not refused by the killed driver's lock"
+    grep -q "cannot be locked" "$WORK/slurm-locked.log" || die "no lock message (see $WORK/slurm-locked.log)"
+    (cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" "${slurm_args[@]}" --unlock) >>"$WORK/slurm-locked.log" 2>&1 ||
+        die "snakemake --unlock failed"
+    rc=0
+    run_snakemake "$WORK/slurm-restart.log" "$SLURM_RUN" "${slurm_args[@]}" || rc=$?
+    cat "$WORK/slurm-restart.log" >>"$WORK/slurm.log"
+    grep -q "resuming from step" "$SLURM_RUN/logs/tiny/train_main.log" ||
+        die "the retried train_main did not resume from its checkpoint (logs/tiny/train_main.log)"
+    log "faults: the retried train_main $(grep -o 'resuming from step [0-9]* of [0-9]*' "$SLURM_RUN/logs/tiny/train_main.log")"
+else
+    run_snakemake "$WORK/slurm.log" "$SLURM_RUN" "${slurm_args[@]}" || rc=$?
+fi
 slurm_wall=$((SECONDS - t0))
 if ((rc != 0)); then
     tail -n 60 "$WORK/slurm.log" >&2
@@ -217,11 +291,23 @@ grep -qE "has been submitted with SLURM jobid|Submitted array job" "$WORK/slurm.
 log "SLURM run OK in ${slurm_wall}s"
 
 # nothing may be left to do (catches outputs SLURM jobs failed to register)
-(cd "$SLURM_RUN" && timeout -k 10 300 "$SNAKEMAKE" --profile slurm -n "${common_args[@]}" \
+(cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 300 "$SNAKEMAKE" --profile slurm -n "${common_args[@]}" \
     --directory "$SLURM_RUN" "$TARGET") >"$WORK/slurm-dryrun.log" 2>&1 ||
     die "dry run after the SLURM run failed (see $WORK/slurm-dryrun.log)"
 grep -q "Nothing to be done" "$WORK/slurm-dryrun.log" ||
     { cat "$WORK/slurm-dryrun.log" >&2; die "workflow not complete after the SLURM run"; }
+
+# every HDF5 file of the run carries diffattr's `complete` mark (none is half-written)
+if ((FAULTS)); then
+    (cd "$SLURM_RUN" && PYTHONPATH="$SLURM_RUN/src" timeout -k 10 300 "$PYTHON" -c '
+import pathlib, sys
+from diffattr.store import open_h5
+files = sorted(pathlib.Path("results").rglob("*.h5"))
+for path in files:
+    open_h5(path).close()
+print(f"{len(files)} HDF5 files, all complete")
+') >&2 || die "a result file of the SLURM run is not complete"
+fi
 
 # ---------------------------------------------------------------- local run + compare
 if ((RUN_LOCAL)); then

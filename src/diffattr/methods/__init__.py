@@ -11,15 +11,17 @@ renormalized_if     TRAK, column i / ‖Φ_i‖                                K
 grad_dot, grad_cos  ΨΦᵀ or cosine at the final checkpoint                 K          −1
 tracin, gas         dot or cosine averaged over the 25/50/75/100% ckpts   K          −1
 raw_dot, raw_cos    flattened images in [-1, 1] (latents: VAE mode)       –          −1
-clip_dot, clip_cos  CLIP image embeddings (local open_clip weights)       –          −1
+clip_dot, clip_cos  CLIP image embeddings (transformers, diffattr.clip)   –          −1
 journey_trak        TRAK, gen features along the DDIM trajectory (gen)    K, grid    −1
 ensemble_trak       TRAK averaged over M retrain-pool models              K, grid    −1
+das                 TRAK on unit-norm grads of mean(ε̂), column i × w_i     K, grid    −1
+ekfac               kronfluence EK-FAC influence of the diffusion loss        K, damping −1
 empirical_influence mean y with row i − mean y without, retrain pool      –          +1
 datamodels          per-query ridge (CV α) of retrain outputs on masks    –          +1
 =================== ===================================================== ========== =====
 
 Adding a kind is one module with a registered :class:`~diffattr.methods.base.Method` subclass,
-imported below, plus its ``kind`` in ``schemas/config.schema.yaml``. Methods that use no
+imported below, plus its ``kind`` in ``src/diffattr/schemas/config.schema.yaml``. Methods that use no
 timesteps live under ``K0`` in the results layout (``scores/{method}/K0/{split}.h5``).
 """
 
@@ -30,7 +32,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffattr.errors import ConfigError
-from diffattr.methods import ensemble, gradient, journey, retrain, similarity, trak  # noqa: F401
+from diffattr.methods import (  # noqa: F401
+    das,
+    ekfac,
+    ensemble,
+    gradient,
+    journey,
+    retrain,
+    similarity,
+    trak,
+)
 from diffattr.methods.base import (
     DEFAULT_NOISE,
     Method,
@@ -208,6 +219,7 @@ def score_method_job(
     lambdas: list[float],
     chunk_rows: int,
     progress: Any = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Score one (method, K, split): ``inputs`` maps each input name to a path or paths;
     ``progress`` (the job's log stream) receives the TRAK family's progress bar."""
@@ -225,6 +237,7 @@ def score_method_job(
         list(lambdas),
         chunk_rows,
         progress,
+        dict(settings or {}),
     )
     get_method(kind).score(job)
 

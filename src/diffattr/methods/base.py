@@ -41,6 +41,8 @@ NEED_FILES: dict[str, tuple[str, ...]] = {
     "samples": (),
     "main_model": (),
     "groundtruth": ("pool",),
+    "residuals": ("noise", "S"),  # DAS's residual profiles of the training set (diffattr.residuals)
+    "ekfac_factors": ("noise", "T", "strategy"),  # kronfluence factors of the main model
 }
 
 _REQUIRED = object()
@@ -108,6 +110,8 @@ class ScoreJob:
     lambdas: list[float] = field(default_factory=list)
     chunk_rows: int = 4096
     progress: Any = None  # a text stream (the job's log) for progress bars, or None
+    #: device, noise_seed, t_strategy for kinds that run the model (``uses_model``), else {}
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def input(self, name: str) -> list[str]:
         if name not in self.inputs:
@@ -137,6 +141,8 @@ class Method:
     lds_sign: ClassVar[int] = -1
     query_splits: ClassVar[tuple[str, ...]] = ("val", "gen")
     needs_retrain_pool: ClassVar[bool] = False
+    #: Runs the model in its scoring job (gets ``ScoreJob.settings`` and the device).
+    uses_model: ClassVar[bool] = False
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         """Named lists of input files for one (K, query split)."""

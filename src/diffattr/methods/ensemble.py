@@ -31,7 +31,12 @@ from diffattr.methods.base import (
     write_score_grid,
 )
 from diffattr.methods.gradient import CHECK_KEYS
-from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.methods.trak import (
+    OUTPUT_FN_PARAM,
+    TIMESTEP_NORM_PARAM,
+    check_timestep_norm,
+    feature_fn,
+)
 
 #: Settings every ensemble member must share (the model digest differs by design).
 SHARED_KEYS = (
@@ -56,6 +61,7 @@ class EnsembleTrak(Method):
     summary = "TRAK scores averaged over M retrain-pool models (each at its own weights)"
     params = {
         "output_fn": OUTPUT_FN_PARAM,
+        "timestep_norm": TIMESTEP_NORM_PARAM,
         "num_models": Param("M: retrain-pool models 0..M-1 in the ensemble.", check=positive_int),
     }
     uses_lambdas = True
@@ -65,7 +71,7 @@ class EnsembleTrak(Method):
         return int(params["num_models"])
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn, members, noise = params["output_fn"], range(params["num_models"]), method_noise(params)
+        fn, members, noise = feature_fn(params), range(params["num_models"]), method_noise(params)
         return {
             "train": [features_need(retrain_checkpoint(m), fn, K, "train", noise) for m in members],
             "test": [features_need(retrain_checkpoint(m), fn, K, split, noise) for m in members],
@@ -74,6 +80,9 @@ class EnsembleTrak(Method):
     def score(self, job: ScoreJob) -> None:
         from diffattr.scoring import trak_scores
 
+        check_timestep_norm(
+            job.input("train") + job.input("test"), job.params.get("timestep_norm", False)
+        )
         total, first = None, None
         for train_path, test_path in zip(job.input("train"), job.input("test"), strict=True):
             train, test = read_feature_pair(train_path, test_path, CHECK_KEYS)

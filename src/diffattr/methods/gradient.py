@@ -34,7 +34,12 @@ from diffattr.methods.base import (
     register,
     write_score_grid,
 )
-from diffattr.methods.trak import OUTPUT_FN_PARAM
+from diffattr.methods.trak import (
+    OUTPUT_FN_PARAM,
+    TIMESTEP_NORM_PARAM,
+    check_timestep_norm,
+    feature_fn,
+)
 from diffattr.store import FEATURE_CHECK_KEYS
 
 #: Percent of training at which the main run is saved; 100 is the final model.
@@ -76,13 +81,13 @@ class CheckpointSimilarity(Method):
     """Mean over checkpoints of the dot or cosine similarity of gradient features."""
 
     cosine: ClassVar[bool] = False
-    params = {"output_fn": OUTPUT_FN_PARAM}
+    params = {"output_fn": OUTPUT_FN_PARAM, "timestep_norm": TIMESTEP_NORM_PARAM}
 
     def checkpoints(self, params: Mapping[str, Any]) -> list[int]:
         return [100]
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
-        fn = params["output_fn"]
+        fn = feature_fn(params)
         names = [checkpoint_name(p) for p in self.checkpoints(params)]
         return {
             "train": [features_need(name, fn, K, "train", method_noise(params)) for name in names],
@@ -91,6 +96,7 @@ class CheckpointSimilarity(Method):
 
     def score(self, job: ScoreJob) -> None:
         train_paths, test_paths = job.input("train"), job.input("test")
+        check_timestep_norm(train_paths + test_paths, job.params.get("timestep_norm", False))
         total, train_ids, test_ids = None, None, None
         for train_path, test_path in zip(train_paths, test_paths, strict=True):
             train, test = read_feature_pair(train_path, test_path, CHECK_KEYS)
@@ -117,6 +123,7 @@ class CheckpointSimilarity(Method):
 class MultiCheckpoint(CheckpointSimilarity):
     params = {
         "output_fn": OUTPUT_FN_PARAM,
+        "timestep_norm": TIMESTEP_NORM_PARAM,
         "checkpoints": Param(
             "Percent-of-training checkpoints averaged over (100 = final model).",
             default=list(CHECKPOINT_PERCENTS),

@@ -24,7 +24,8 @@ import numpy as np
 
 from diffattr.errors import FeatureMismatchError
 from diffattr.methods.base import Need, features_need, method_noise, register
-from diffattr.methods.trak import TrakKernel
+from diffattr.methods.readout import READOUT_PARAM
+from diffattr.methods.trak import OUTPUT_FN_PARAM, TrakKernel
 
 #: What the training features and the trajectory features must share (not the timesteps).
 CHECK_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "noise_seed", "model_digest")
@@ -39,6 +40,8 @@ class JourneyTrak(TrakKernel):
     summary = "TRAK with gen features averaged along the DDIM trajectory (gen only)"
     query_splits = ("gen",)
     check_keys = CHECK_KEYS
+    # The trajectory features have no per-timestep normalisation (docs/methods.md).
+    params = {"output_fn": OUTPUT_FN_PARAM, "readout": READOUT_PARAM}
 
     def needs(self, params: Mapping[str, Any], K: int, split: str) -> dict[str, list[Need]]:
         fn = params["output_fn"]
@@ -120,17 +123,22 @@ def trajectory_gradients(
 ) -> np.ndarray:
     """Projected mean over steps i of ∇θ f at (x̂0_i, t_i): float32 [n, Z].
 
+    A dense projector projects the mean [B, P] gradient once; a structured one projects each
+    step with :func:`diffattr.features.projected_mean_gradients` (never forming [B, P]) and
+    averages: the projection is linear, so both are the projection of the mean gradient.
+
     ``trajectory`` is [n, steps, C, H, W]; ``cond`` the [n, L, D] caption embeddings of a
     conditional model (or None).
     """
     import torch
     from tqdm import tqdm
 
-    from diffattr.features import per_sample_gradients
+    from diffattr.features import mean_gradients, projected_mean_gradients
     from diffattr.noise import feature_noise_keys
 
     n = trajectory.shape[0]
     keys = feature_noise_keys("independent", "gen", sample_ids, np.arange(n))
+    structured = getattr(projector, "projection", "dense") == "structured"
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
     for start in tqdm(range(0, n, batch_size), file=progress, disable=progress is None):
         stop = min(start + batch_size, n)
@@ -138,19 +146,18 @@ def trajectory_gradients(
         total = None
         for step, t in enumerate(timesteps):
             x0 = torch.from_numpy(np.ascontiguousarray(trajectory[start:stop, step]))
-            grads = per_sample_gradients(
-                denoiser,
-                scheduler,
-                x0,
-                sample_ids[start:stop],
-                int(t),
-                output_fn,
-                noise_seed,
-                cond=batch_cond,
-                noise_keys=keys[start:stop],
-            ).float()
-            total = grads if total is None else total.add_(grads)
-        out[start:stop] = projector.project(total.div_(len(timesteps))).cpu().numpy()
+            args = (denoiser, scheduler, x0, sample_ids[start:stop], [int(t)], output_fn)
+            if structured:
+                part = projected_mean_gradients(
+                    *args, noise_seed, projector, cond=batch_cond, noise_keys=keys[start:stop]
+                )
+            else:  # sum the [B, P] gradients, project once
+                part = mean_gradients(
+                    *args, noise_seed, cond=batch_cond, noise_keys=keys[start:stop]
+                ).float()
+            total = part if total is None else total.add_(part)
+        total = total.div_(len(timesteps))
+        out[start:stop] = (total if structured else projector.project(total)).cpu().numpy()
     return out
 
 
@@ -166,6 +173,8 @@ def trajectory_features_job(
     noise_seed: int,
     batch_size: int,
     device: str,
+    projection: str = "auto",
+    allocation: str = "proportional",
     progress: IO[str] | None = None,
 ) -> None:
     """Journey-TRAK features of the generated samples, written like any feature file.
@@ -175,7 +184,7 @@ def trajectory_features_job(
     from diffattr import features, store
     from diffattr.jobs import load_query_captions
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection import make_projector
+    from diffattr.projection_structured import make_feature_projector
 
     digest = store.digest_directory(model_dir)
     with store.open_h5(trajectory_path) as handle:
@@ -192,7 +201,9 @@ def trajectory_features_job(
     if model.conditional:
         cond = model.condition(load_query_captions("gen", "", samples_path))
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_projector(proj_kind, grad_dim, proj_dim, proj_seed)
+    projector = make_feature_projector(
+        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
+    )
     matrix = trajectory_gradients(
         model.denoiser,
         model.scheduler,

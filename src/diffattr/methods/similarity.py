@@ -2,21 +2,19 @@
 
 * ``raw_dot`` / ``raw_cos``: dot product / cosine of flattened images in [-1, 1], or of the VAE
   latent mode for latent models, as the reference did for ArtBench (:func:`raw_inputs`);
-* ``clip_dot`` / ``clip_cos``: dot product / cosine of CLIP image embeddings (open_clip,
-  ViT-B/32 by default) computed by :func:`clip_embedding_job` with CLIP's own preprocessing.
+* ``clip_dot`` / ``clip_cos``: dot product / cosine of CLIP image embeddings computed by
+  :func:`clip_embedding_job` through :class:`diffattr.clip.ClipEncoder` (transformers, CLIP's
+  own preprocessing; the paper used OpenAI's ViT-B/32).
 
-CLIP weights are never downloaded: ``clip.weights`` names a local checkpoint file, passed to
-``open_clip.create_model_and_transforms(model, pretrained=<path>)``. Without it (or without
-open_clip installed) the CLIP methods are skipped with a message that says how to enable them.
-No ridge λ: one score matrix, stored with λ = 0.
+``clip.weights`` names a transformers checkpoint (a ``save_pretrained`` folder, or a hub id in
+the local hub cache). Without it the CLIP methods are skipped with a message that says how to
+enable them. No ridge λ: one score matrix, stored with λ = 0.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import numpy as np
@@ -95,18 +93,9 @@ class RawCosine(RawSimilarity):
 
 def clip_unavailable_reason(clip_cfg: Mapping[str, Any]) -> str | None:
     """Why CLIP embeddings cannot be computed here, with how to fix it; None when they can."""
-    weights = clip_cfg.get("weights")
-    if not weights:
-        return (
-            "clip.weights is not set; save open_clip weights for clip.model "
-            f"({clip_cfg.get('model', 'ViT-B-32')}, e.g. the OpenAI checkpoint) to a local file "
-            "and set clip.weights to its path (nothing is downloaded)"
-        )
-    if not Path(weights).is_file():
-        return f"clip.weights = {weights!r} is not a file (relative paths start in the workdir)"
-    if importlib.util.find_spec("open_clip") is None:
-        return "open_clip is not installed; pip install 'diffattr[clip]' (open_clip_torch)"
-    return None
+    from diffattr.clip import unavailable_reason
+
+    return unavailable_reason(clip_cfg.get("weights"))
 
 
 class ClipSimilarity(Method):
@@ -143,48 +132,11 @@ class ClipCosine(ClipSimilarity):
     cosine = True
 
 
-def to_pil_images(images: np.ndarray) -> list[Any]:
-    """float [n, C, H, W] in [-1, 1] → RGB PIL images (grayscale repeated to three channels)."""
-    from PIL import Image
-
-    pixels = ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    if pixels.shape[-1] != 3:
-        raise ConfigError(f"CLIP needs 1- or 3-channel images, got {pixels.shape[-1]} channels")
-    return [Image.fromarray(image) for image in pixels]
-
-
-def clip_embeddings(
-    images: np.ndarray,
-    model_name: str,
-    weights: str,
-    batch_size: int = 64,
-    device: str = "cpu",
-    progress: IO[str] | None = None,
-) -> np.ndarray:
-    """CLIP image embeddings [n, D] (float32, not normalised) with CLIP's own preprocessing."""
-    import open_clip
-    import torch
-    from tqdm import tqdm
-
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights)
-    model = model.to(device).eval()
-    pil = to_pil_images(images)
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(pil), batch_size), file=progress, disable=progress is None):
-            batch = torch.stack([preprocess(image) for image in pil[start : start + batch_size]])
-            out.append(model.encode_image(batch.to(device)).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
-
-
 def clip_embedding_job(
     dataset_path: str,
     samples_path: str | None,
     out_path: str,
     split: str,
-    model_name: str,
     weights: str | None,
     batch_size: int,
     device: str,
@@ -192,20 +144,22 @@ def clip_embedding_job(
 ) -> None:
     """Embed one split (train, val or gen) with CLIP; written like a feature file."""
     from diffattr import store
+    from diffattr.clip import ClipEncoder
     from diffattr.features import write_features
     from diffattr.jobs import load_queries
     from diffattr.models import resolve_device
 
-    reason = clip_unavailable_reason({"model": model_name, "weights": weights})
+    reason = clip_unavailable_reason({"weights": weights})
     if reason:
         raise ConfigError(f"cannot compute CLIP embeddings: {reason}")
     images, ids = load_queries(split, dataset_path, samples_path)
     device = str(resolve_device(device))
-    embeddings = clip_embeddings(images, model_name, weights, batch_size, device, progress)
+    encoder = ClipEncoder(weights, device, batch_size)
+    embeddings = encoder(images, progress)
     attrs = {
         "split": split,
-        "clip_model": model_name,
+        "clip_model": encoder.description,
         "clip_weights": str(weights),
-        "clip_weights_digest": store.digest_files([weights]),
+        "clip_weights_digest": store.digest_files(encoder.files()),
     }
     write_features(out_path, embeddings, ids, attrs)

@@ -1,0 +1,20 @@
+"""Snakemake adapter: DAS's residual profiles and weights of the training set."""
+
+from diffattr.jobs import job_logging
+from diffattr.residuals import residuals_job
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads) as log:
+    residuals_job(
+        snakemake.input.model,
+        snakemake.input.dataset,
+        snakemake.output.residuals,
+        p.S,
+        p.noise_seed,
+        snakemake.config["features"]["batch_size"],  # performance only: not a param
+        p.device,
+        progress=log,
+        noise=p.noise,
+        noise_batch_size=p.noise_geometry["batch_size"],
+        noise_shard_rows=p.noise_geometry["shard_rows"],
+    )

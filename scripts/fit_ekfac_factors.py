@@ -1,0 +1,20 @@
+"""Snakemake adapter: kronfluence (EK-FAC) factors of the main model."""
+
+from diffattr.ekfac import fit_factors_job
+from diffattr.jobs import job_logging
+
+p = snakemake.params
+with job_logging(snakemake.log[0], snakemake.threads):
+    fit_factors_job(
+        snakemake.input.model,
+        snakemake.input.dataset,
+        snakemake.output.factors,
+        p.T,
+        p.strategy,
+        p.noise_seed,
+        snakemake.config["features"]["batch_size"],  # performance only: not a param
+        p.device,
+        noise=p.noise,
+        noise_batch_size=p.noise_geometry["batch_size"],
+        noise_shard_rows=p.noise_geometry["shard_rows"],
+    )

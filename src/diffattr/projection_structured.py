@@ -1,0 +1,447 @@
+"""Structured (Kronecker-factored, LoGra-style) projection of per-sample gradients.
+
+It never forms the dense [P, Z] matrix nor a per-sample [B, P] gradient. For a Linear or Conv2d
+weight W (matrix shape d_out × d_in; d_in = C_in·kh·kw for a convolution) the per-sample gradient
+is Σ_positions δ aᵀ (δ: output gradient, a: input, unfolded for a convolution), so
+
+    (P_out ⊗ P_in)ᵀ vec(∇W) = vec(Σ_positions (P_outᵀ δ)(P_inᵀ a)ᵀ),
+
+with two small seeded matrices P_out [d_out, r_out] and P_in [d_in, r_in]. P_inᵀ a of a
+convolution is a convolution of the input with P_in as an r_in-channel kernel (same stride,
+padding, dilation), so nothing is unfolded. Layers are captured by :mod:`diffattr.layer_capture`
+(attention projections and peft LoRA factors are Linear modules). Biases, GroupNorm and LayerNorm
+parameters (small) form the **rest** group: their exact per-sample gradients (Σ δ, Σ δ·x̂) are
+projected with a dense seeded matrix.
+
+**Layout (the split of Z).** Groups are the weights of the tracked layers plus the rest group;
+group g has P_g parameters and gets z_g ≥ 1 dimensions, with Σ z_g = Z, z_g ≤ P_g, and z_g
+proportional to a weight w_g (``allocation``): ``proportional`` w = P_g (the share a parameter
+has in a dense projection; default), ``sqrt`` w = √P_g, ``equal`` w = 1. Shares above P_g are
+capped and the excess redistributed; integers by largest remainder. A layer with z_g dimensions
+uses r_out = round(√(z_g·d_out/d_in)) (clamped to 1..d_out), r_in = ⌈z_g / r_out⌉ (≤ d_in) and
+keeps the first z_g entries of the row-major r_out × r_in block. Features of group g are scaled
+by √(Z / z_g), so that E[φ(g)·φ(h)] = Z·⟨g, h⟩ for any layout, the same kernel scale as the
+dense projection (whose entries are N(0, 1) without 1/√Z scaling; λ grids stay comparable).
+
+**Matrices** are :func:`diffattr.counter_rng.counter_matrix` with key ``matrix_key(seed,
+"structured", kind, group name, role, rows, cols)``: a pure function of (seed, layer name,
+shapes), generated on the model's device, identical in every job and on CPU and CUDA.
+
+Since the projection is linear, the feature of a sample is the mean over its K timesteps of the
+projected per-(sample, timestep) gradients, which equals the projection of the mean gradient.
+:meth:`StructuredProjector.evaluation_features` returns those per-evaluation vectors before the
+mean (the place for per-timestep normalisation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diffattr.counter_rng import counter_matrix, matrix_key
+from diffattr.errors import ConfigError
+from diffattr.layer_capture import (
+    TrackedModule,
+    backward_to_outputs,
+    capture,
+    normalized_input,
+    tracked_modules,
+)
+
+ALLOCATIONS: tuple[str, ...] = ("proportional", "sqrt", "equal")
+STRUCTURED_KINDS: tuple[str, ...] = ("normal", "rademacher")
+REST = "<rest>"
+
+
+@dataclass(frozen=True)
+class LayerBlock:
+    """One tracked weight: columns ``offset .. offset + dim`` of the features."""
+
+    name: str
+    d_out: int
+    d_in: int
+    r_out: int
+    r_in: int
+    dim: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Per-layer blocks, then the rest group (``rest_params``: (name, numel) in order)."""
+
+    blocks: tuple[LayerBlock, ...]
+    rest_params: tuple[tuple[str, int], ...]
+    rest_dim: int
+    rest_offset: int
+    proj_dim: int
+    allocation: str
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "allocation": self.allocation,
+                "proj_dim": self.proj_dim,
+                "blocks": [
+                    [b.name, b.d_out, b.d_in, b.r_out, b.r_in, b.dim, b.offset] for b in self.blocks
+                ],
+                "rest_params": [list(p) for p in self.rest_params],
+                "rest_dim": self.rest_dim,
+                "rest_offset": self.rest_offset,
+            },
+            separators=(",", ":"),
+        )
+
+    def digest(self) -> str:
+        return hashlib.blake2b(self.as_json().encode(), digest_size=16).hexdigest()
+
+
+def allocate(sizes: list[int], weights: list[float], total: int) -> list[int]:
+    """Integers z_g ≥ 1 with Σ z_g = total, z_g ≤ sizes[g], z_g ∝ weights (capped, see module)."""
+    count = len(sizes)
+    if count == 0:
+        raise ConfigError("the model has no trainable parameters to project")
+    if total < count or total > sum(sizes):
+        raise ConfigError(
+            f"proj_dim = {total} cannot be split over {count} parameter groups of "
+            f"{sum(sizes)} parameters: the structured projection needs "
+            f"{count} <= proj_dim <= {sum(sizes)} (use features.projection: dense)"
+        )
+    z = [1] * count
+    caps = [s - 1 for s in sizes]
+    remaining = total - count
+    active = [g for g in range(count) if caps[g] > 0]
+    shares = [0.0] * count
+    while remaining > 0 and active:
+        weight_sum = sum(weights[g] for g in active)
+        shares = {g: remaining * weights[g] / weight_sum for g in active}
+        capped = [g for g in active if shares[g] >= caps[g]]
+        if not capped:
+            break
+        for g in capped:
+            z[g] += caps[g]
+            remaining -= caps[g]
+        active = [g for g in active if g not in capped]
+    if remaining > 0 and active:
+        floors = {g: int(math.floor(shares[g])) for g in active}
+        for g in active:
+            z[g] += floors[g]
+        left = remaining - sum(floors.values())
+        order = sorted(active, key=lambda g: (-(shares[g] - floors[g]), g))
+        for g in order[:left]:
+            z[g] += 1
+    return z
+
+
+def factor_dims(dim: int, d_out: int, d_in: int) -> tuple[int, int]:
+    """(r_out, r_in) with r_out·r_in ≥ dim, r_out ≤ d_out, r_in ≤ d_in (see the module docstring)."""
+    r_out = min(d_out, max(1, round(math.sqrt(dim * d_out / d_in))))
+    r_in = min(d_in, -(-dim // r_out))
+    if r_out * r_in < dim:
+        r_out = min(d_out, -(-dim // r_in))
+    return r_out, r_in
+
+
+def build_layout(model: torch.nn.Module, proj_dim: int, allocation: str = "proportional") -> Layout:
+    """The layout of Z over the model's trainable parameters (a pure function of the shapes)."""
+    if allocation not in ALLOCATIONS:
+        raise ConfigError(
+            f"unknown structured allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}"
+        )
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    tracked = tracked_modules(model)
+    weights_of = [t for t in tracked if t.kind != "norm" and t.weight is not None]
+    rest = []
+    for t in tracked:
+        names = [t.bias] if t.kind != "norm" else [t.weight, t.bias]
+        rest.extend((n, params[n].numel()) for n in names if n is not None)
+    sizes = [t.d_out * t.d_in for t in weights_of]
+    rest_size = sum(n for _, n in rest)
+    if rest_size:
+        sizes.append(rest_size)
+    rule = {"proportional": float, "sqrt": math.sqrt, "equal": lambda s: 1.0}[allocation]
+    dims = allocate(sizes, [rule(s) for s in sizes], proj_dim)
+    blocks, offset = [], 0
+    for t, dim in zip(weights_of, dims, strict=False):
+        r_out, r_in = factor_dims(dim, t.d_out, t.d_in)
+        blocks.append(LayerBlock(t.name, t.d_out, t.d_in, r_out, r_in, dim, offset))
+        offset += dim
+    rest_dim = dims[-1] if rest_size else 0
+    return Layout(tuple(blocks), tuple(rest), rest_dim, offset, proj_dim, allocation)
+
+
+#: Longer layouts are stored zlib-compressed (base64): HDF5 attributes are limited to 64 KiB.
+MAX_LAYOUT_CHARS = 48_000
+
+
+def _layout_attr(text: str) -> dict[str, str]:
+    if len(text) <= MAX_LAYOUT_CHARS:
+        return {"layout": text}
+    return {"layout_zlib_b64": base64.b64encode(zlib.compress(text.encode(), 9)).decode()}
+
+
+def read_layout(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The layout a feature file records (``proj_layout`` or ``proj_layout_zlib_b64``)."""
+    if "proj_layout" in attrs:
+        return json.loads(attrs["proj_layout"])
+    if "proj_layout_zlib_b64" in attrs:
+        return json.loads(zlib.decompress(base64.b64decode(attrs["proj_layout_zlib_b64"])))
+    raise ConfigError("these features record no structured projection layout")
+
+
+class StructuredProjector:
+    """Projects per-sample gradients of ``model`` layer by layer; build it with
+    :func:`make_structured_projector`. ``grad_dim`` and ``proj_dim`` as for the dense one."""
+
+    projection = "structured"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        proj_dim: int,
+        seed: int,
+        kind: str = "normal",
+        allocation: str = "proportional",
+    ) -> None:
+        if kind not in STRUCTURED_KINDS:
+            raise ConfigError(
+                f"unknown projection kind {kind!r} for the structured projection; valid kinds "
+                f"are: {', '.join(STRUCTURED_KINDS)}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"projection seed must be a non-negative integer, got {seed!r}")
+        self.kind, self.seed, self.proj_dim = kind, seed, int(proj_dim)
+        self.layout = build_layout(model, self.proj_dim, allocation)
+        self.grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self._matrices: dict[tuple[str, str, str], torch.Tensor] = {}
+
+    def matrix(self, group: str, role: str, rows: int, cols: int, device, dtype) -> torch.Tensor:
+        """P_in / P_out of a layer (``role`` "in" / "out") or the rest matrix (role "rest")."""
+        cache_key = (group, role, f"{device}/{dtype}")
+        if cache_key not in self._matrices:
+            key = matrix_key(self.seed, "structured", self.kind, group, role, rows, cols)
+            self._matrices[cache_key] = counter_matrix(key, rows, cols, self.kind, device, dtype)
+        return self._matrices[cache_key]
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: ``kind`` is ``structured-<entries>`` so that it never mixes with dense."""
+        return {
+            "projection": "structured",
+            "kind": f"structured-{self.kind}",
+            "seed": self.seed,
+            "proj_dim": self.proj_dim,
+            "grad_dim": self.grad_dim,
+            "allocation": self.layout.allocation,
+            "layout_digest": self.layout.digest(),
+            **_layout_attr(self.layout.as_json()),
+        }
+
+    def dense_equivalent(self, model: torch.nn.Module) -> torch.Tensor:
+        """The explicit [P, Z] matrix (float64) this projection applies to gradients in
+        :func:`diffattr.features.trainable_parameters` order (for tests of small models)."""
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        offsets, start = {}, 0
+        for name, p in params.items():
+            offsets[name] = (start, p.numel())
+            start += p.numel()
+        out = torch.zeros(start, self.proj_dim, dtype=torch.float64)
+        scale_z = self.proj_dim
+        by_name = {t.name: t for t in tracked_modules(model)}
+        for b in self.layout.blocks:
+            p_out = self.matrix(b.name, "out", b.d_out, b.r_out, "cpu", torch.float64)
+            p_in = self.matrix(b.name, "in", b.d_in, b.r_in, "cpu", torch.float64)
+            kron = torch.kron(p_out, p_in)[:, : b.dim] * math.sqrt(scale_z / b.dim)
+            first, numel = offsets[by_name[b.name].weight]
+            out[first : first + numel, b.offset : b.offset + b.dim] = kron
+        if self.layout.rest_dim:
+            rest = self._rest_matrix("cpu", torch.float64)
+            row = 0
+            for name, numel in self.layout.rest_params:
+                first, _ = offsets[name]
+                stop = self.layout.rest_offset + self.layout.rest_dim
+                out[first : first + numel, self.layout.rest_offset : stop] = rest[row : row + numel]
+                row += numel
+        return out
+
+    def _rest_matrix(self, device, dtype) -> torch.Tensor:
+        rows = sum(n for _, n in self.layout.rest_params)
+        scale = math.sqrt(self.proj_dim / self.layout.rest_dim)
+        return self.matrix(REST, "rest", rows, self.layout.rest_dim, device, dtype) * scale
+
+    def evaluation_features(
+        self,
+        model: torch.nn.Module,
+        run_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+        evaluations: int,
+    ) -> torch.Tensor:
+        """Projected gradients [E, Z] of each of ``evaluations`` independent evaluations.
+
+        ``run_loss()`` runs the batched forward pass of the E evaluations (inside the capture)
+        and returns (Σ_e f_e, the model input, which requires grad). Row e is the projection of
+        ∇_θ f_e, the per-(sample, timestep) gradient, before any average.
+        """
+        first = next(p for p in model.parameters() if p.requires_grad)
+        device, dtype = first.device, first.dtype
+        out = torch.zeros(evaluations, self.proj_dim, dtype=dtype, device=device)
+        rest_sizes = dict(self.layout.rest_params)
+        rest_slots, row = {}, 0
+        for name, numel in self.layout.rest_params:
+            rest_slots[name] = (row, numel)
+            row += numel
+        rest = torch.zeros(evaluations, row, dtype=dtype, device=device) if row else None
+        blocks = {b.name: b for b in self.layout.blocks}
+        scale_z = self.proj_dim
+
+        def add_rest(name: str | None, value: torch.Tensor) -> None:
+            if name is None:
+                return
+            start, numel = rest_slots[name]
+            assert numel == rest_sizes[name]
+            rest[:, start : start + numel] += value.reshape(evaluations, numel)
+
+        input_bytes = [0]
+
+        def callback(entry: TrackedModule, x: torch.Tensor, delta: torch.Tensor) -> None:
+            module = entry.module
+            input_bytes[0] += x.numel() * x.element_size()
+            if entry.kind == "norm":
+                xhat = normalized_input(module, x)
+                if isinstance(module, torch.nn.GroupNorm):
+                    dims = [d for d in range(delta.ndim) if d not in (0, 1)]
+                else:
+                    dims = list(range(1, delta.ndim - len(module.normalized_shape)))
+                add_rest(entry.weight, (delta * xhat).sum(dim=dims) if dims else delta * xhat)
+                add_rest(entry.bias, delta.sum(dim=dims) if dims else delta)
+                return
+            if entry.kind == "linear":
+                delta3 = delta.reshape(evaluations, -1, entry.d_out)
+                if entry.bias is not None:
+                    add_rest(entry.bias, delta3.sum(dim=1))
+            else:
+                delta3 = delta.reshape(evaluations, entry.d_out, -1).transpose(1, 2)
+                if entry.bias is not None:
+                    add_rest(entry.bias, delta3.sum(dim=1))
+            block = blocks.get(entry.name)
+            if block is None:
+                return
+            p_out = self.matrix(block.name, "out", block.d_out, block.r_out, device, dtype)
+            p_in = self.matrix(block.name, "in", block.d_in, block.r_in, device, dtype)
+            if entry.kind == "linear":
+                pa = x.reshape(evaluations, -1, entry.d_in) @ p_in  # [E, S, r_in]
+            else:
+                kernel = p_in.t().reshape(block.r_in, *module.weight.shape[1:])
+                pa = torch.nn.functional.conv2d(
+                    x, kernel, None, module.stride, module.padding, module.dilation
+                )
+                pa = pa.reshape(evaluations, block.r_in, -1).transpose(1, 2)
+            pd = delta3 @ p_out  # [E, S, r_out]
+            g = torch.bmm(pd.transpose(1, 2), pa).reshape(evaluations, -1)[:, : block.dim]
+            out[:, block.offset : block.offset + block.dim] += g * math.sqrt(scale_z / block.dim)
+
+        tracked = tracked_modules(model)
+        with capture(tracked, callback) as sources:
+            loss, inputs = run_loss()
+            backward_to_outputs(loss, inputs, sources)
+        #: bytes of the tracked layers' inputs in this call (sizes the next calls' batches)
+        self.last_input_bytes = input_bytes[0]
+        if rest is not None and self.layout.rest_dim:
+            start = self.layout.rest_offset
+            out[:, start : start + self.layout.rest_dim] = rest @ self._rest_matrix(device, dtype)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"StructuredProjector(kind={self.kind!r}, seed={self.seed}, proj_dim={self.proj_dim}, "
+            f"grad_dim={self.grad_dim}, layers={len(self.layout.blocks)}, "
+            f"allocation={self.layout.allocation!r})"
+        )
+
+
+def make_structured_projector(
+    model: torch.nn.Module,
+    proj_dim: int,
+    seed: int,
+    kind: str = "normal",
+    allocation: str = "proportional",
+) -> StructuredProjector:
+    """A structured projector for ``model``'s trainable parameters; see the module docstring."""
+    return StructuredProjector(model, proj_dim, seed, kind, allocation)
+
+
+PROJECTIONS: tuple[str, ...] = ("auto", "dense", "dense_counter", "structured")
+
+
+def choose_projection(
+    projection: str, grad_dim: int, proj_dim: int, structured_ok: bool = True
+) -> str:
+    """The projection ``auto`` stands for (any other value is returned as is).
+
+    ``dense`` (the cached matrix of :class:`diffattr.projection.Projector`) while the [P, Z]
+    float32 matrix fits in ``DEFAULT_MAX_CACHE_BYTES`` (1 GiB); beyond that ``structured``, or
+    ``dense_counter`` when the model has parameters the structured projection does not cover.
+    """
+    from diffattr.projection import DEFAULT_MAX_CACHE_BYTES
+
+    if projection not in PROJECTIONS:
+        raise ConfigError(
+            f"unknown features.projection {projection!r}; valid: {', '.join(PROJECTIONS)}"
+        )
+    if projection != "auto":
+        return projection
+    if grad_dim * proj_dim * 4 <= DEFAULT_MAX_CACHE_BYTES:
+        return "dense"
+    return "structured" if structured_ok else "dense_counter"
+
+
+def make_feature_projector(
+    model: torch.nn.Module,
+    proj_dim: int,
+    seed: int,
+    kind: str = "normal",
+    projection: str = "auto",
+    allocation: str = "proportional",
+):
+    """The projector of every feature producer (features, Journey-TRAK, ``diffattr attribute``).
+
+    ``projection`` is resolved by :func:`choose_projection` from the model's number of trainable
+    parameters; ``allocation`` applies to the structured projection only.
+    """
+    from diffattr.projection import CounterProjector, make_projector
+
+    grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    structured_ok = True
+    if projection == "auto":
+        try:
+            tracked_modules(model)
+        except ConfigError:
+            structured_ok = False
+    chosen = choose_projection(projection, grad_dim, proj_dim, structured_ok)
+    if chosen == "structured":
+        return make_structured_projector(model, proj_dim, seed, kind, allocation)
+    if chosen == "dense_counter":
+        return CounterProjector(kind, grad_dim, proj_dim, seed)
+    return make_projector(kind, grad_dim, proj_dim, seed)
+
+
+__all__ = [
+    "PROJECTIONS",
+    "choose_projection",
+    "make_feature_projector",
+    "ALLOCATIONS",
+    "LayerBlock",
+    "Layout",
+    "StructuredProjector",
+    "allocate",
+    "build_layout",
+    "factor_dims",
+    "make_structured_projector",
+    "read_layout",
+]

@@ -1,0 +1,170 @@
+"""DAS's per-training-sample residual weight (Lin et al. 2025, ``CIFAR2/07_score.py::load_error``).
+
+For training image i and each of S uniform timesteps s, with the feature stage's noise ε_s
+under the method's noise scheme (the draw its gradient features use,
+:func:`diffattr.noise.feature_noise_keys` and :func:`diffattr.features._noisy_samples`):
+
+    r_{i,s} = sqrt(mean over pixels of (ε_θ(x_{i,s}, s) − ε_s)²)      (the RMSE at s)
+    w_i     = (1/S) Σ_s r_{i,s} / ‖r_i‖₂                                (‖·‖₂ across s)
+
+w_i is a shape statistic of the residual profile (a flat profile gives 1/√S, a peaked one less),
+not its magnitude. The pass is forward only (no gradients) and is its own job and file
+(``residuals/main/{noise}/S{S}.h5``), so adding DAS to a finished run computes only this and its scores.
+
+File layout: ``residuals`` float32 [N, S], ``weights`` float64 [N], ``ids`` int64 [N],
+``timesteps`` int64 [S]; attrs ``model_digest``, ``noise_seed``, the noise scheme's attrs
+(:func:`diffattr.noise.feature_noise_attrs`), ``timesteps``, ``S``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+
+#: Timesteps per forward call and sample rows per chunk bound memory together.
+MAX_EVALUATIONS = 512
+
+
+def das_weights(residuals: np.ndarray) -> np.ndarray:
+    """w_i = mean_s(r_{i,s} / ‖r_i‖₂) of an [N, S] residual matrix (a zero row gets weight 0)."""
+    residuals = np.asarray(residuals, dtype=np.float64)
+    if residuals.ndim != 2 or 0 in residuals.shape:
+        raise ConfigError(f"residuals must be a non-empty [N, S] matrix, got {residuals.shape}")
+    norms = np.linalg.norm(residuals, axis=1, keepdims=True)
+    scaled = np.divide(residuals, norms, out=np.zeros_like(residuals), where=norms > 0)
+    return scaled.mean(axis=1)
+
+
+@torch.no_grad()
+def residual_profile(
+    model: torch.nn.Module,
+    scheduler: Any,
+    x0: torch.Tensor,
+    sample_ids: Sequence[int] | np.ndarray,
+    timesteps: Sequence[int],
+    noise_seed: int,
+    cond: torch.Tensor | None = None,
+    max_evaluations: int = MAX_EVALUATIONS,
+    noise_keys: Sequence[int] | np.ndarray | None = None,
+) -> torch.Tensor:
+    """[B, S] RMSE of ε_θ(x_t, t) against the feature noise ε_t at each of the S timesteps;
+    ``noise_keys`` as in :func:`diffattr.features.mean_gradients`."""
+    from diffattr.features import _eval_mode, _noise_keys, _noisy_samples, _prepare_batch
+
+    _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
+    keys = _noise_keys(ids, noise_keys)
+    batch = len(ids)
+    per_call = max(1, max_evaluations // max(1, batch))
+    out = torch.empty(batch, len(timesteps), dtype=torch.float64)
+    with _eval_mode(model):
+        for start in range(0, len(timesteps), per_call):
+            chunk = timesteps[start : start + per_call]
+            x_t, eps = _noisy_samples(scheduler, x0, keys, chunk, noise_seed)
+            count = len(chunk)
+            flat_t = torch.tensor(chunk * batch, dtype=torch.long, device=x0.device)
+            kwargs = {}
+            if cond is not None:
+                kwargs["encoder_hidden_states"] = cond.repeat_interleave(count, dim=0)
+            pred = model(x_t.reshape(batch * count, *x_t.shape[2:]), flat_t, **kwargs).sample
+            err = (pred.double() - eps.reshape(batch * count, *eps.shape[2:]).double()) ** 2
+            rmse = err.reshape(batch, count, -1).mean(dim=2).sqrt()
+            out[:, start : start + count] = rmse.cpu()
+    return out
+
+
+def residuals_job(
+    model_dir: str,
+    dataset_path: str,
+    out_path: str,
+    S: int,
+    noise_seed: int,
+    batch_size: int,
+    device: str,
+    progress: IO[str] | None = None,
+    noise: str = "common",
+    noise_batch_size: int = 0,
+    noise_shard_rows: int = 0,
+) -> None:
+    """Residual profiles [N, S] and DAS weights of every training image (forward passes only),
+    with the training features' noise under scheme ``noise``."""
+    from diffattr import features, store
+    from diffattr import noise as noise_lib
+    from diffattr.jobs import encoded_queries, load_queries, load_query_captions
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.progress import progress_bar, status
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    scheduler = model.scheduler
+    steps = features.select_timesteps(int(S), "uniform", scheduler.config.num_train_timesteps)
+    images, ids = load_queries("train", dataset_path, None)
+    captions = load_query_captions("train", dataset_path, None) if model.conditional else None
+    keys = noise_lib.feature_noise_keys(
+        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
+    )
+    residuals = np.empty((len(ids), len(steps)), dtype=np.float64)
+    update, close = progress_bar(progress, len(ids), "residuals", unit="sample")
+    try:
+        for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
+            chunk_ids = ids[rows]
+            x0 = torch.as_tensor(np.asarray(x0))
+            for start in range(0, len(chunk_ids), batch_size):
+                stop = min(start + batch_size, len(chunk_ids))
+                batch_cond = None if cond is None else cond[start:stop]
+                residuals[rows.start + start : rows.start + stop] = residual_profile(
+                    model.denoiser,
+                    scheduler,
+                    x0[start:stop],
+                    chunk_ids[start:stop],
+                    steps,
+                    noise_seed,
+                    batch_cond,
+                    noise_keys=keys[rows][start:stop],
+                ).numpy()
+                update(rows.start + stop)
+    finally:
+        close()
+    attrs = {
+        "model_digest": store.digest_directory(model_dir),
+        "noise_seed": int(noise_seed),
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+        "timesteps": steps,
+        "S": int(S),
+        "n_rows": len(ids),
+    }
+    store.write_h5(
+        out_path,
+        {
+            "residuals": residuals.astype(np.float32),
+            "weights": das_weights(residuals),
+            "ids": np.asarray(ids, dtype=np.int64),
+            "timesteps": np.asarray(steps, dtype=np.int64),
+        },
+        attrs,
+    )
+    status("residuals [%d x %d]", *residuals.shape)
+
+
+def read_weights(
+    path: str | os.PathLike, train_ids: np.ndarray, expected: dict[str, Any]
+) -> np.ndarray:
+    """The DAS weights of ``path`` in the order of ``train_ids``, after checking ``expected``
+    provenance (e.g. the model digest and noise seed of the features)."""
+    from diffattr.store import decode_attr, open_h5, require_same
+
+    with open_h5(path) as handle:
+        if "weights" not in handle or "ids" not in handle:
+            raise CorruptFileError(f"{path}: lacks `weights`/`ids`; it has {sorted(handle)}")
+        weights, ids = handle["weights"][()], handle["ids"][()].astype(np.int64)
+        attrs = {k: decode_attr(v) for k, v in handle.attrs.items()}
+    require_same(attrs, expected, sorted(expected), f"residuals {path} and the features")
+    position = {int(i): r for r, i in enumerate(ids)}
+    missing = [int(i) for i in train_ids if int(i) not in position]
+    if missing:
+        raise FeatureMismatchError(f"{path}: no residuals for training ids {missing[:10]}")
+    return np.asarray([weights[position[int(i)]] for i in train_ids], dtype=np.float64)
