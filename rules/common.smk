@@ -5,7 +5,7 @@ import sys
 
 from diffattr.config import validate_config
 from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
-from diffattr.noise import NOISE_SCHEMES
+from diffattr.noise import NOISE_TAG_PATTERN, split_noise_tag
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
 from diffattr.base_model import check_base_model
 from diffattr import resources as work
@@ -42,7 +42,7 @@ wildcard_constraints:
     shard=r"\d+",
     K=r"\d+",
     fn=r"[a-z0-9_]+",
-    noise="|".join(NOISE_SCHEMES),
+    noise=NOISE_TAG_PATTERN,
     method="|".join(re.escape(name) for name in METHODS) or "^$",
     ckpt=r"main|main-\d+|retrain-\d+",
 
@@ -247,10 +247,21 @@ def feature_model_dir(wildcards):
     return model_dir("retrain", name[len("retrain-") :], seed)
 
 
+def noise_scheme(wildcards):
+    """The feature-noise scheme of a noise tag (`common`, `common-s3`, ...)."""
+    return split_noise_tag(wildcards.noise)[0]
+
+
+def feature_noise_seed(wildcards):
+    """The tag's own noise seed, else features.noise_seed."""
+    seed = split_noise_tag(wildcards.noise)[1]
+    return config["features"]["noise_seed"] if seed is None else seed
+
+
 def noise_geometry(wildcards):
     """The reference scheme's (batch_size, shard_rows); zeros for the other schemes, so changing
     features.reference_noise reruns only reference-noise features."""
-    if wildcards.noise != "reference":
+    if noise_scheme(wildcards) != "reference":
         return {"batch_size": 0, "shard_rows": 0}
     return dict(config["features"]["reference_noise"])
 

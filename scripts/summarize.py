@@ -13,4 +13,9 @@ with job_logging(snakemake.log[0], snakemake.threads):
         p.experiment,
         counterfactual_path=snakemake.input.get("counterfactual") or None,
         counterfactual_csv_path=snakemake.output.get("counterfactual"),
+        groundtruth_path=snakemake.input.groundtruth,
+        paired_csv_path=snakemake.output.paired,
+        pairs=p.pairs,
+        paired_resamples=p.paired_resamples,
+        paired_seed=p.paired_seed,
     )

@@ -9,7 +9,7 @@ import yaml
 from diffattr import store
 from diffattr.config import load_config, validate_config
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
-from diffattr.noise import NOISE_SCHEMES, feature_noise_keys, sample_noise
+from diffattr.noise import NOISE_SCHEMES, feature_noise_keys, sample_noise, split_noise_tag
 from tests.conftest import ROOT
 
 # --------------------------------------------------------------------------- store
@@ -200,11 +200,19 @@ def test_noise_scheme_is_a_method_parameter_and_part_of_the_feature_path():
         "a": {"kind": "trak", "output_fn": "square"},
         "b": {"kind": "trak", "output_fn": "square", "noise": "reference"},
         "c": {"kind": "raw_cos"},
+        "d": {"kind": "trak", "output_fn": "square", "noise_seed": 3},
     }
     config = validate_config(config)
     assert config["methods"]["a"]["noise"] == "independent"
     assert config["methods"]["b"]["noise"] == "reference"
     assert "noise" not in config["methods"]["c"]
     K = config["features"]["K"][0]
-    fields = [method_needs(config, m, K, "val")["test"][0].fields for m in ("a", "b")]
-    assert [f["noise"] for f in fields] == ["independent", "reference"]
+    fields = [method_needs(config, m, K, "val")["test"][0].fields for m in ("a", "b", "d")]
+    assert [f["noise"] for f in fields] == ["independent", "reference", "independent-s3"]
+    assert split_noise_tag("independent-s3") == ("independent", 3)
+    assert split_noise_tag("common") == ("common", None)
+    with pytest.raises(ConfigError, match="not a feature-noise tag"):
+        split_noise_tag("shared-s1")
+    config["methods"]["d"]["noise_seed"] = -1
+    with pytest.raises(ConfigError, match="methods.d.noise_seed"):
+        validate_config(config)

@@ -604,6 +604,7 @@ def lds_job(
         "kind": attrs.get("kind", attrs.get("score_kind")),
         "readout": attrs.get("readout", "signed"),
         "lds_sign": factor,
+        "params": attrs.get("params"),
         "lambdas": grid.tolist(),
         "lds_curve": curve.tolist(),
         "heldout_curve": heldout_curve.tolist(),
@@ -627,6 +628,8 @@ def lds_job(
             "ci_low": float(boot["ci_low"]),
             "ci_high": float(boot["ci_high"]),
             "at_grid_edge": lds.at_grid_edge(index, len(grid)),
+            # [S, n] at this λ, for paired comparisons between methods (diffattr.summary)
+            "predictions": bench_predictions[index].tolist(),
         }
     if fold_curves:
         crossfit = lds.crossfit_choice(fold_curves, grid)
@@ -728,5 +731,6 @@ def noise_ceiling_job(groundtruth_path: str, out_path: str, splits: Sequence[str
             "per_pair": np.asarray(ceiling["per_pair"]).tolist(),
             "attainable": ceiling["attainable"],
             "seeds": ceiling["seeds"],
+            "decomposition": lds.ceiling_decomposition(by_seed),
         }
     store.write_json(out_path, record)

@@ -507,3 +507,126 @@ def crossfit_choice(
 def at_grid_edge(index: int, num_lambdas: int) -> bool:
     """Whether a chosen λ is the first or last of the grid (the optimum may lie beyond it)."""
     return num_lambdas > 1 and index in (0, num_lambdas - 1)
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+def paired_bootstrap(
+    prediction_a: np.ndarray,
+    prediction_b: np.ndarray,
+    measured: np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Bootstrap of LDS(a) − LDS(b) for two methods on the same subsets and queries.
+
+    ``prediction_a``/``prediction_b`` are [S, n] LDS predictions (sign applied, as
+    :func:`predictions`) and ``measured`` the [S, n] outputs. Each resample draws S subsets and
+    n queries with replacement, the same draw for both methods, so what the two share (which
+    subsets and queries happened to be drawn) cancels in the difference.
+
+    Returns ``point`` (the full-sample difference), ``mean``, ``std``, ``ci_low``/``ci_high``
+    (2.5 / 97.5 percentiles), ``n_resamples`` and ``seed``.
+    """
+    a, b = _finite_2d(prediction_a, "prediction_a"), _finite_2d(prediction_b, "prediction_b")
+    y = _finite_2d(measured, "measured")
+    if not a.shape == b.shape == y.shape:
+        raise FeatureMismatchError(
+            f"paired predictions {a.shape}, {b.shape} and measured {y.shape} must all be [S, n]"
+        )
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 2:
+        raise ConfigError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
+    _check_subsets(a.shape[0])
+
+    def difference(rows: np.ndarray, cols: np.ndarray) -> float:
+        ranks = _ranks(y[np.ix_(rows, cols)])
+        lds_a = _pearson_centred(_ranks(a[np.ix_(rows, cols)]), ranks)
+        lds_b = _pearson_centred(_ranks(b[np.ix_(rows, cols)]), ranks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(np.nanmean(lds_a) - np.nanmean(lds_b))
+
+    n_subsets, n_queries = a.shape
+    point = difference(np.arange(n_subsets), np.arange(n_queries))
+    rng = np.random.default_rng(seed)
+    samples = np.array(
+        [
+            difference(rng.integers(0, n_subsets, n_subsets), rng.integers(0, n_queries, n_queries))
+            for _ in range(n_resamples)
+        ]
+    )
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        raise DataError("every paired bootstrap resample gave an undefined LDS difference")
+    return {
+        "point": point,
+        "mean": float(finite.mean()),
+        "std": float(finite.std()),
+        "ci_low": float(np.percentile(finite, 2.5)),
+        "ci_high": float(np.percentile(finite, 97.5)),
+        "n_resamples": int(n_resamples),
+        "seed": seed,
+    }
+
+
+# --------------------------------------------------------------------------- what the ceiling is made of
+
+
+def shared_component(measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split measured outputs [S, n] into a model-level part shared by every query and the rest.
+
+    Each query's outputs are standardised across subsets; the shared part of subset s is the
+    mean over queries of those standard scores (a model trained on subset s being better or
+    worse overall), and the per-query part is what is left. Returns (shared [S], residual
+    [S, n] in standard units).
+    """
+    y = _finite_2d(measured, "measured")
+    _check_subsets(y.shape[0])
+    std = y.std(axis=0, keepdims=True)
+    z = (y - y.mean(axis=0, keepdims=True)) / np.where(std > 0, std, 1.0)
+    shared = z.mean(axis=1)
+    return shared, z - shared[:, None]
+
+
+def ceiling_decomposition(measured_by_seed: np.ndarray) -> dict[str, Any]:
+    """How much of the measured outputs is one model-level effect shared by every query.
+
+    Args:
+        measured_by_seed: [R, S, n] outputs of R training seeds (R >= 1).
+
+    Returns ``shared_fraction`` (the share of the across-subset variance of the seed-mean
+    outputs, per query in standard units, that the shared part explains), ``shared_by_query``
+    (mean over queries of Spearman(y_j, shared) across subsets: how much of a per-query
+    ranking the shared part alone decides) and, for R >= 2, the seed-to-seed Spearman of the
+    shared part (``shared_seed_to_seed``, across subsets) and of the per-query part
+    (``residual_seed_to_seed``, mean over queries) — the ceiling of :func:`noise_ceiling`
+    taken apart.
+    """
+    outputs = np.asarray(measured_by_seed, dtype=np.float64)
+    if outputs.ndim != 3:
+        raise DataError(f"measured_by_seed must be [R, S, n], got shape {outputs.shape}")
+    mean = outputs.mean(axis=0)
+    shared, residual = shared_component(mean)
+    total = residual + shared[:, None]
+    fraction = float((shared**2).sum() * total.shape[1] / max((total**2).sum(), 1e-300))
+    by_query = spearman_columns(np.repeat(shared[:, None], mean.shape[1], axis=1), mean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result: dict[str, Any] = {
+            "shared_fraction": fraction,
+            "shared_by_query": float(np.nanmean(by_query)),
+            "seeds": int(outputs.shape[0]),
+        }
+    if outputs.shape[0] >= 2:
+        parts = [shared_component(outputs[r]) for r in range(outputs.shape[0])]
+        pairs = [(a, b) for a in range(len(parts)) for b in range(a + 1, len(parts))]
+        shared_r = [
+            float(spearman_columns(parts[a][0][:, None], parts[b][0][:, None])[0]) for a, b in pairs
+        ]
+        residual_r = [
+            float(np.nanmean(spearman_columns(parts[a][1], parts[b][1]))) for a, b in pairs
+        ]
+        result["shared_seed_to_seed"] = float(np.nanmean(shared_r))
+        result["residual_seed_to_seed"] = float(np.nanmean(residual_r))
+    return result

@@ -103,6 +103,26 @@ REFERENCE_SHARD_ROWS = 1000
 FEATURE_PURPOSE = "features"
 
 
+def noise_tag(scheme: str, seed: int | None = None) -> str:
+    """The feature path segment of a scheme: ``common``, or ``common-s3`` for a method that
+    sets its own ``noise_seed`` (None: ``features.noise_seed``)."""
+    return scheme if seed is None else f"{scheme}-s{int(seed)}"
+
+
+def split_noise_tag(tag: str) -> tuple[str, int | None]:
+    """(scheme, seed or None) of a :func:`noise_tag`."""
+    from diffattr.errors import ConfigError
+
+    scheme, _, seed = tag.partition("-s")
+    if scheme not in NOISE_SCHEMES or (seed and not seed.isdigit()):
+        raise ConfigError(f"{tag!r} is not a feature-noise tag (<scheme> or <scheme>-s<seed>)")
+    return scheme, int(seed) if seed else None
+
+
+#: Wildcard pattern of :func:`noise_tag`.
+NOISE_TAG_PATTERN = f"({'|'.join(NOISE_SCHEMES)})(-s[0-9]+)?"
+
+
 def _code(text: str) -> np.uint64:
     return _splitmix64(np.full((), _purpose_code(text), dtype=np.uint64))
 

@@ -109,7 +109,7 @@ def validate_lambdas(lambdas: Sequence[float] | np.ndarray) -> np.ndarray:
     if bad:
         raise ConfigError(
             f"every ridge λ must be finite and > 0; invalid value(s) {bad} in lambdas "
-            f"{grid.tolist()}. Use values such as 1e-2 ... 5e6."
+            f"{grid.tolist()}. Use values such as 1e-2 ... 5e9."
         )
     return grid
 

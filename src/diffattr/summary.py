@@ -155,6 +155,7 @@ def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None)
             if "attainable" in value:
                 text += f"; attainable ≈ {100 * value['attainable']:.1f} ({value['seeds']} seeds)"
             lines.append(f"- {split}: {text}")
+    lines += ceiling_decomposition_lines(ceiling)
     return "\n".join(lines)
 
 
@@ -167,13 +168,25 @@ def summary_job(
     extra_sections: Sequence[str] = (),
     counterfactual_path: str | None = None,
     counterfactual_csv_path: str | None = None,
+    groundtruth_path: str | None = None,
+    paired_csv_path: str | None = None,
+    pairs: Sequence[Sequence[str]] = (),
+    paired_resamples: int = 1000,
+    paired_seed: int = 42,
 ) -> list[dict[str, Any]]:
     """Write summary.csv and summary.md; with ``counterfactual_path`` (the collected
-    counterfactual summary) also ``counterfactual_csv_path`` and a counterfactual section."""
+    counterfactual summary) also ``counterfactual_csv_path`` and a counterfactual section;
+    with ``paired_csv_path`` (and the benchmark ``groundtruth_path``) the paired bootstrap of
+    each configured pair (:func:`paired_rows`) there and in summary.md."""
     records = [store.read_json(path) for path in lds_paths]
     rows = summary_rows(records)
     ceiling = store.read_json(ceiling_path) if ceiling_path else None
     store.write_text(csv_path, to_csv(rows))
+    if paired_csv_path:
+        measured = _benchmark_outputs(groundtruth_path, {r["split"] for r in records})
+        paired = paired_rows(records, measured, pairs, paired_resamples, paired_seed)
+        store.write_text(paired_csv_path, to_csv(paired, PAIRED_COLUMNS))
+        extra_sections = ["", paired_markdown(paired), *extra_sections]
     if counterfactual_path:
         from diffattr.counterfactual import write_counterfactual_table
 
@@ -183,7 +196,218 @@ def summary_job(
         f"# diffattr results: {experiment}",
         "",
         lds_markdown(rows, ceiling),
+        *seed_spread_markdown(records),
         *extra_sections,
     ]
     store.write_text(md_path, "\n".join(sections) + "\n")
     return rows
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+PAIRED_COLUMNS = [
+    "comparison",
+    "split",
+    "K",
+    "lambda_choice",
+    "lds_diff",
+    "diff_boot_mean",
+    "diff_boot_std",
+    "diff_ci_low",
+    "diff_ci_high",
+    "num_subsets",
+    "num_queries",
+]
+
+
+def _pair_partner(
+    records: Sequence[dict[str, Any]], method: str, split: str, K: int
+) -> dict[str, Any] | None:
+    """``method``'s record at (split, K), or at K = 0 for a method without timesteps."""
+    for record in records:
+        if record["method"] == method and record["split"] == split and int(record["K"]) in (K, 0):
+            return record
+    return None
+
+
+def paired_rows(
+    records: Sequence[dict[str, Any]],
+    measured: dict[str, Any],
+    pairs: Sequence[Sequence[str]],
+    n_resamples: int = 1000,
+    seed: int = 42,
+    choices: Sequence[str] = ("heldout", "oracle"),
+) -> list[dict[str, Any]]:
+    """Paired bootstrap of LDS(a) − LDS(b), ×100, for each configured pair [a, b] at each
+    (split, K) of a where b is scored too (b without timesteps: its K = 0 record).
+
+    ``measured`` maps each split to its [S, n] benchmark outputs; the predictions come from the
+    records (:func:`diffattr.jobs.lds_job` stores them at each λ choice). Pairs with a method
+    that is not in ``records`` are left out.
+    """
+    from diffattr.lds import paired_bootstrap
+
+    rows = []
+    for a, b in pairs:
+        for record in records:
+            if record["method"] != a:
+                continue
+            split, K = record["split"], int(record["K"])
+            other = _pair_partner(records, b, split, K)
+            if other is None or split not in measured:
+                continue
+            for choice in choices:
+                pa = record["choices"][choice].get("predictions")
+                pb = other["choices"][choice].get("predictions")
+                if pa is None or pb is None:
+                    continue
+                boot = paired_bootstrap(pa, pb, measured[split], n_resamples, seed)
+                rows.append(
+                    {
+                        "comparison": f"{a} - {b}",
+                        "split": split,
+                        "K": K,
+                        "lambda_choice": choice,
+                        "lds_diff": round(100 * boot["point"], 2),
+                        "diff_boot_mean": round(100 * boot["mean"], 2),
+                        "diff_boot_std": round(100 * boot["std"], 2),
+                        "diff_ci_low": round(100 * boot["ci_low"], 2),
+                        "diff_ci_high": round(100 * boot["ci_high"], 2),
+                        "num_subsets": record["num_subsets"],
+                        "num_queries": record["num_queries"],
+                    }
+                )
+    rows.sort(key=lambda r: (r["split"], r["comparison"], int(r["K"]), r["lambda_choice"]))
+    return rows
+
+
+def paired_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The paired-comparison section of summary.md."""
+    return "\n".join(
+        [
+            "## Paired differences (LDS points)",
+            "",
+            "`lds_diff` = LDS(a) − LDS(b) on the same subsets and queries; the bootstrap "
+            "resamples subsets and queries together for both methods (`diff_ci_*`: 95% "
+            "percentile interval). A difference whose interval excludes 0 is not an accident of "
+            "which subsets and queries were drawn.",
+            "",
+            markdown_table(rows, PAIRED_COLUMNS) if rows else "(no configured pair is scored)",
+        ]
+    )
+
+
+def ceiling_decomposition_lines(ceiling: dict[str, Any] | None) -> list[str]:
+    """Lines of summary.md taking the noise ceiling apart (shared model-level vs per-query)."""
+    parts = {
+        split: value.get("decomposition")
+        for split, value in (ceiling or {}).items()
+        if value and value.get("decomposition")
+    }
+    if not parts:
+        return []
+    lines = [
+        "",
+        "### What the measured outputs are made of",
+        "",
+        "`shared`: the part of each query's outputs (standardised across subsets) that is one "
+        "model-level effect common to every query — a model trained on subset s being better or "
+        "worse overall; it is the share of the across-subset variance it explains. `shared "
+        "decides`: mean Spearman of a query's outputs with that shared part alone. The "
+        "seed-to-seed columns split the ceiling above into the shared part (across subsets) and "
+        "the per-query rest. With few subsets the shared part is estimated from few points and "
+        "can decide most of every per-query Spearman (docs/noise.md).",
+        "",
+    ]
+    for split, part in parts.items():
+        text = (
+            f"- {split}: shared {100 * part['shared_fraction']:.1f}% of the variance; "
+            f"shared decides {100 * part['shared_by_query']:.1f}"
+        )
+        if "shared_seed_to_seed" in part:
+            text += (
+                f"; seed-to-seed shared {100 * part['shared_seed_to_seed']:.1f}, per-query "
+                f"{100 * part['residual_seed_to_seed']:.1f}"
+            )
+        lines.append(text)
+    return lines
+
+
+def _benchmark_outputs(groundtruth_path: str | None, splits: set[str]) -> dict[str, Any]:
+    """[S, n] benchmark outputs of each split, for the paired comparisons."""
+    if not groundtruth_path:
+        return {}
+    with store.open_h5(groundtruth_path) as handle:
+        return {s: handle[f"{s}/measured"][()] for s in splits if f"{s}/measured" in handle}
+
+
+# --------------------------------------------------------------------------- noise-seed spread
+
+
+def seed_spread_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Methods that differ only in ``noise_seed`` (same kind, params, K and split), with the
+    mean, std (ddof 1) and range of their held-out and oracle LDS over the seeds, ×100."""
+    import json
+
+    import numpy as np
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        params = dict(record.get("params") or {})
+        if "noise" not in params:
+            continue  # no gradient features
+        params.pop("noise_seed", None)
+        key = (
+            record["split"],
+            int(record["K"]),
+            record.get("kind"),
+            json.dumps(params, sort_keys=True),
+        )
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (split, K, _, _), members in groups.items():
+        if len(members) < 2 or not any("noise_seed" in (m.get("params") or {}) for m in members):
+            continue
+        row: dict[str, Any] = {
+            "methods": ", ".join(sorted(m["method"] for m in members)),
+            "split": split,
+            "K": K,
+            "seeds": len(members),
+        }
+        for choice in ("heldout", "oracle"):
+            values = 100 * np.array([m["choices"][choice]["lds"] for m in members])
+            row[f"{choice}_mean"] = round(float(values.mean()), 2)
+            row[f"{choice}_std"] = round(float(values.std(ddof=1)), 2)
+            row[f"{choice}_range"] = f"{values.min():.1f}..{values.max():.1f}"
+        rows.append(row)
+    rows.sort(key=lambda r: (r["split"], r["methods"], r["K"]))
+    return rows
+
+
+def seed_spread_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The noise-seed section of summary.md (empty without repeated methods)."""
+    rows = seed_spread_rows(records)
+    if not rows:
+        return []
+    columns = [
+        "methods",
+        "split",
+        "K",
+        "seeds",
+        "heldout_mean",
+        "heldout_std",
+        "heldout_range",
+        "oracle_mean",
+        "oracle_std",
+        "oracle_range",
+    ]
+    return [
+        "",
+        "## Feature-noise seed spread (LDS, %)",
+        "",
+        "Methods that differ only in `noise_seed`: how far the feature-noise draw alone moves "
+        "one run's LDS. A difference between two methods smaller than this spread is not "
+        "established by one run.",
+        "",
+        markdown_table(rows, columns),
+    ]

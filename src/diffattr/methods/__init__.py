@@ -72,7 +72,8 @@ def validate_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if not isinstance(entry, Mapping) or "kind" not in entry:
             raise ConfigError(f"{where} must be a mapping with a 'kind'; got {entry!r}")
         method = get_method(entry["kind"])
-        valid = [*COMMON_KEYS, *(["K", "noise"] if method.uses_K else []), *method.params]
+        noise_keys = ["K", "noise", "noise_seed"] if method.uses_K else []
+        valid = [*COMMON_KEYS, *noise_keys, *method.params]
         for key in entry:
             if key not in valid:
                 raise ConfigError(
@@ -84,6 +85,13 @@ def validate_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             resolved["K"] = copy.deepcopy(entry["K"])
         if method.uses_K:
             resolved["noise"] = _noise_scheme(where, entry, config)
+            if "noise_seed" in entry:
+                seed = entry["noise_seed"]
+                if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                    raise ConfigError(
+                        f"{where}.noise_seed must be a non-negative integer, got {seed!r}"
+                    )
+                resolved["noise_seed"] = seed
         for key, param in method.params.items():
             if key not in entry and param.required:
                 raise ConfigError(

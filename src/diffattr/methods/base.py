@@ -84,8 +84,11 @@ DEFAULT_NOISE = "common"
 
 
 def method_noise(params: Mapping[str, Any]) -> str:
-    """The feature-noise scheme of a method's params (``noise``, filled from ``features.noise``)."""
-    return params.get("noise", DEFAULT_NOISE)
+    """The feature-noise tag of a method's params: its scheme (``noise``, filled from
+    ``features.noise``), with ``-s<seed>`` when the method sets its own ``noise_seed``."""
+    from diffattr.noise import noise_tag
+
+    return noise_tag(params.get("noise", DEFAULT_NOISE), params.get("noise_seed"))
 
 
 def features_need(ckpt: str, fn: str, K: int, split: str, noise: str = DEFAULT_NOISE) -> Need:
