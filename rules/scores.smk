@@ -50,7 +50,7 @@ rule factor_method:
     input:
         unpack(method_inputs),
     output:
-        spectra=f"{RESULTS}/spectra/{{method}}/K{{K}}/{{query}}.h5",
+        scores=f"{RESULTS}/spectra/{{method}}/K{{K}}/{{query}}.h5",  # score_method.py writes it
     log:
         f"{LOGS}/factor_method/{{method}}/K{{K}}/{{query}}.log",
     benchmark:
@@ -71,6 +71,7 @@ rule factor_method:
         method=wildcard_text("method"),
         K=wildcard_int("K"),
         split=wildcard_text("query"),
+        settings=method_settings,
     script:
         "../scripts/score_method.py"
 
