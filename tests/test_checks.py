@@ -143,3 +143,49 @@ def test_sanity_figure_renders(tmp_path):
     ]
     plot_sanity(rows, tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sanity_job_reads_the_selected_lambda_score_file(tmp_path):
+    """The score file of a ridge method holds only its held-out λ (select_scores); the job must
+    find it by value, not by its index in the LDS grid, and agree with a direct count."""
+    import h5py
+
+    from diffattr import store
+    from diffattr.attribution_sanity import sanity_job
+
+    rng = np.random.default_rng(0)
+    n_train, n_val = 30, 8
+    train_labels = rng.integers(0, 3, n_train)
+    val_labels = rng.integers(0, 3, n_val)
+    with h5py.File(tmp_path / "dataset.h5", "w") as handle:
+        for split, labels in (("train", train_labels), ("val", val_labels)):
+            group = handle.create_group(split)
+            group["images"] = np.zeros((len(labels), 1, 2, 2), np.float32)
+            group["labels"] = labels
+            group["ids"] = np.arange(len(labels)) + (0 if split == "train" else 100)
+        handle.attrs[store.COMPLETE_ATTR] = True
+    tau = rng.normal(size=(n_val, n_train)).astype(np.float32)
+    with h5py.File(tmp_path / "scores.h5", "w") as handle:
+        handle["scores"] = tau[None]
+        handle["lambdas"] = np.array([2000.0])
+        handle["train_ids"] = np.arange(n_train)
+        handle["test_ids"] = np.arange(n_val) + 100
+        handle.attrs["lds_sign"] = -1
+        handle.attrs[store.COMPLETE_ATTR] = True
+    store.write_json(
+        tmp_path / "lds.json", {"choices": {"heldout": {"lambda": 2000.0, "lambda_index": 16}}}
+    )
+    rows = sanity_job(
+        [str(tmp_path / "scores.h5")],
+        [str(tmp_path / "lds.json")],
+        [{"method": "trak", "K": 10, "split": "val"}],
+        str(tmp_path / "dataset.h5"),
+        None,
+        str(tmp_path / "agreement.json"),
+        str(tmp_path / "agreement.png"),
+        top=5,
+    )
+    top5 = np.argsort(-tau, axis=1, kind="stable")[:, :5]
+    expected = np.mean([(train_labels[r] == val_labels[q]).mean() for q, r in enumerate(top5)])
+    assert rows[0]["agreement"] == pytest.approx(expected)
+    assert rows[0]["lambda"] == 2000.0

@@ -81,7 +81,7 @@ def sanity_job(
         choice = store.read_json(lds_path)["choices"]["heldout"]
         n = len(query_labels[split])
         scores, train_ids, test_ids, sign = read_score_rows(
-            scores_path, int(choice["lambda_index"]), np.arange(n)
+            scores_path, choice["lambda"], np.arange(n)
         )
         if not np.array_equal(train_ids, train.ids):
             raise FeatureMismatchError(f"{scores_path}: columns do not follow the train split")
