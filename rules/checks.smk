@@ -61,7 +61,7 @@ rule summarize_checks:
         summary=rules.summarize.output.csv,
         quality=quality_record(),
         sanity=rules.check_attributions.output.record,
-        counterfactual=counterfactual_summary_record(),
+        counterfactual=list(filter(None, [counterfactual_summary_record()])),
     output:
         md=f"{RESULTS}/checks.md",
         html=f"{REPORT}/findings.html",
