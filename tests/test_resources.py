@@ -127,8 +127,11 @@ def test_scoring_runtime_counts_the_factorisation_flops(cifar2):
     res = cifar2["resources"]
     expected = max(res["min_runtime"], math.ceil(res["safety"] * seconds / 60))
     assert work.score_runtime(cifar2, "val", "factor", threads=2) == expected
-    # one score matrix at one λ: 2·n·N·N (dual: no ΦV); the whole grid 27 of them
-    assert work.score_flops(cifar2, "val", "grid") == 27 * work.score_flops(cifar2, "val", "select")
+    # one score matrix at one λ: 2·n·N·N (dual: no ΦV); the whole grid one per λ
+    grid = len(cifar2["scoring"]["lambdas"])
+    assert work.score_flops(cifar2, "val", "grid") == grid * work.score_flops(
+        cifar2, "val", "select"
+    )
 
 
 def test_unknown_names_are_refused(cifar2):
