@@ -130,6 +130,7 @@ def test_save_and_reload_reproduce_outputs_exactly(base, trained):
     files = sorted(p.relative_to(trained).as_posix() for p in trained.rglob("*") if p.is_file())
     assert files == [
         "diffattr_model.json",
+        "diffattr_training.json",
         "lora/adapter_config.json",
         "lora/adapter_model.safetensors",
         "scheduler/scheduler_config.json",
