@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +32,9 @@ TRAININGS = {"train_main", "train_subset", "train_counterfactual"}
 # Report pages (rules/report.smk) follow any change of the LDS records; the config page follows
 # any config change. plot_attribution_grid runs once per changed LDS record.
 REPORT_JOBS = {"plot_lds": 1, "tabulate_runtimes": 1, "write_overview": 1, "dump_config": 1}
+# The plain-words checks (rules/checks.smk) read the LDS records for the held-out λ, so they
+# follow them too.
+CHECK_JOBS = {"check_attributions": 1, "summarize_checks": 1}
 
 
 def test_dry_run_plans_every_stage(tmp_path):
@@ -164,23 +166,10 @@ def test_bad_config_fails_before_any_job(tmp_path):
         snakemake(tmp_path, config, "-n")
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One complete run of the tiny config, shared by the incremental-rerun tests.
-
-    DIFFATTR_TINY_RUN=DIR (development aid) reuses a finished tiny run in DIR (config.yaml =
-    tests/config-tiny.yaml); these tests only read it and plan dry runs in it."""
-    import os
-
-    if os.environ.get("DIFFATTR_TINY_RUN"):
-        workdir = Path(os.environ["DIFFATTR_TINY_RUN"])
-        config = workdir / "config.yaml"
-        result = snakemake(workdir, config, "--cores", "1")
-        return workdir, config, result
-    workdir = tmp_path_factory.mktemp("run")
-    config = write_config(workdir, tiny_config())
-    result = snakemake(workdir, config, "--cores", "2")
-    return workdir, config, result
+@pytest.fixture
+def finished_run(tiny_run):
+    """The session's complete tiny run (conftest.tiny_run)."""
+    return tiny_run
 
 
 @pytest.mark.slow
@@ -270,6 +259,7 @@ def test_two_more_subsets_train_only_the_new_ones(finished_run):
         "summarize": 1,
         "plot_attribution_grid": 4,
         **REPORT_JOBS,
+        **CHECK_JOBS,
         "all": 1,
     }
 
@@ -302,6 +292,7 @@ def test_new_method_computes_only_its_own_jobs(finished_run, new):
         "summarize": 1,
         "plot_attribution_grid": 2,
         **REPORT_JOBS,
+        **CHECK_JOBS,
         "all": 1,
     }
 
@@ -323,7 +314,7 @@ def test_new_lambda_grid_reruns_scores_not_factorisations_nor_models(finished_ru
         "collect_counterfactual",
         "plot_counterfactual",
     }
-    report = {"plot_attribution_grid", *REPORT_JOBS}
+    report = {"plot_attribution_grid", *REPORT_JOBS, *CHECK_JOBS}
     # the grid is evaluated from the stored factorisations: none is recomputed
     assert set(jobs) - rescored == {"select_scores", "evaluate_lds", "summarize", "all", *report}
     assert jobs["train_counterfactual"] == 2 * 2, "random's removal sets do not depend on scores"
@@ -410,6 +401,28 @@ def _datasets(handle):
     return names
 
 
+def _feature_file(workdir, score_path, role):
+    """The feature file a score file names as its `role` ("train" or "test") input."""
+    import h5py
+
+    with h5py.File(score_path, "r") as handle:
+        value = handle.attrs[f"{role}_features"]
+    value = value.decode() if isinstance(value, bytes) else value
+    assert value.startswith("json:"), value
+    return workdir / json.loads(value[len("json:") :])["path"]
+
+
+def _direct_scores(workdir, score_path, lambdas):
+    """τ_λ = Ψ (ΦᵀΦ + λI)⁻¹ Φᵀ for every λ, one float64 solve each, from the feature files."""
+    train = _h5(_feature_file(workdir, score_path, "train"))
+    query = _h5(_feature_file(workdir, score_path, "test"))
+    phi, psi = train["features"].astype(np.float64), query["features"].astype(np.float64)
+    gram = phi.T @ phi
+    eye = np.eye(phi.shape[1])
+    scores = np.stack([psi @ np.linalg.solve(gram + lam * eye, phi.T) for lam in lambdas])
+    return scores, train["ids"], query["ids"]
+
+
 def _independent_lds(results, scores, train_ids, test_ids, pool, split, seeds):
     """Mean over queries of Spearman(-Σ_{i∈S} τ[j, i], seed-mean measured loss) per λ."""
     import warnings
@@ -449,14 +462,15 @@ def test_lds_recomputed_from_subsets_and_measurements(finished_run):
         summary = {(r["method"], r["split"], r["lambda_choice"]): r for r in csv.DictReader(handle)}
     for method in SCORED:
         for split in ("val", "gen"):
-            score = _h5(results / "scores" / method / "K2" / f"{split}.h5")
-            args = (score["scores"].astype(np.float64), score["train_ids"], score["test_ids"])
+            record = json.loads((results / "lds" / method / "K2" / f"{split}.json").read_text())
+            lambdas = np.asarray(record["lambdas"], dtype=np.float64)
+            # the score file holds the held-out λ only: the whole grid is re-solved from features
+            score_path = results / "scores" / method / "K2" / f"{split}.h5"
+            args = _direct_scores(workdir, score_path, lambdas)
             bench = _independent_lds(results, *args, "lds", split, pools["lds"]["train_seeds"])
             held = _independent_lds(results, *args, "heldout", split, [0])
-            record = json.loads((results / "lds" / method / "K2" / f"{split}.json").read_text())
             np.testing.assert_allclose(record["lds_curve"], bench, rtol=0, atol=1e-9)
             np.testing.assert_allclose(record["heldout_curve"], held, rtol=0, atol=1e-9)
-            lambdas = score["lambdas"]
             best_held = np.flatnonzero(held == np.nanmax(held))
             chosen = {
                 "heldout": best_held[np.argmin(lambdas[best_held])],
@@ -474,19 +488,11 @@ def test_scores_equal_a_direct_solve_per_lambda(finished_run):
     """τ_λ = Ψ (ΦᵀΦ + λI)⁻¹ Φᵀ from the feature files, one float64 solve per λ."""
     workdir, _, _ = finished_run
     results = workdir / "results" / "tiny"
-    import h5py
-
-    def feature_file(path, role):  # the score file names the feature files it was made from
-        with h5py.File(path, "r") as handle:
-            value = handle.attrs[f"{role}_features"]
-        value = value.decode() if isinstance(value, bytes) else value
-        assert value.startswith("json:"), value
-        return workdir / json.loads(value[len("json:") :])["path"]
-
     for method, output_fn in SCORED.items():
         for split in ("val", "gen"):
             path = results / "scores" / method / "K2" / f"{split}.h5"
-            train_path, query_path = feature_file(path, "train"), feature_file(path, "test")
+            train_path = _feature_file(workdir, path, "train")
+            query_path = _feature_file(workdir, path, "test")
             assert f"/main/{output_fn}/" in str(train_path), train_path
             train, query, score = _h5(train_path), _h5(query_path), _h5(path)
             phi = train["features"].astype(np.float64)
