@@ -46,6 +46,27 @@ def tiny_config() -> dict:
         return yaml.safe_load(handle)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(workdir, configfile, result) of one complete run of tests/config-tiny.yaml, shared by
+    every test that reads a finished run (the incremental-rerun tests, the checks with teeth,
+    the report): those tests only read it, plan dry runs in it or write next to it.
+
+    DIFFATTR_TINY_RUN=DIR (development aid) reuses a finished tiny run in DIR (config.yaml =
+    tests/config-tiny.yaml)."""
+    import os
+
+    from tests.workflow_utils import snakemake, tiny_config, write_config
+
+    if os.environ.get("DIFFATTR_TINY_RUN"):
+        workdir = Path(os.environ["DIFFATTR_TINY_RUN"])
+        config = workdir / "config.yaml"
+        return workdir, config, snakemake(workdir, config, "--cores", "1")
+    workdir = tmp_path_factory.mktemp("run")
+    config = write_config(workdir, tiny_config())
+    return workdir, config, snakemake(workdir, config, "--cores", "2", timeout=1800)
+
+
 # --------------------------------------------------------------------------- the checkout
 # The suite must leave the checkout as it found it (README: `make run` then `make test`): no
 # test may write a run's state into it or touch its code, which would make Snakemake rerun a

@@ -17,7 +17,7 @@ from PIL import Image
 from diffattr import report, store
 from diffattr.data import prepare_dataset
 from diffattr.errors import ConfigError, FeatureMismatchError
-from tests.workflow_utils import ROOT, snakemake, tiny_config, write_config
+from tests.workflow_utils import ROOT, snakemake
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -211,7 +211,7 @@ class RenderedImages(html.parser.HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def built_report(tmp_path_factory):
+def built_report(tmp_path_factory, request):
     """(results folder, report page) of a finished run and its `snakemake --report`.
 
     By default a fresh run of the tiny configuration. DIFFATTR_REPORT_RUN=<workdir> (with
@@ -224,9 +224,8 @@ def built_report(tmp_path_factory):
     if existing:
         workdir = Path(existing).resolve()
         config = Path(os.environ.get("DIFFATTR_REPORT_CONFIG", ROOT / "config.yaml")).resolve()
-    else:
-        workdir, config = out, write_config(out, tiny_config())
-        snakemake(workdir, config, "--cores", "2", timeout=3600)
+    else:  # the session's tiny run (conftest.tiny_run), shared with test_workflow.py
+        workdir, config, _ = request.getfixturevalue("tiny_run")
     experiment = yaml.safe_load(config.read_text())["experiment"]
     page = out / "report.html"
     snakemake(workdir, config, "--report", str(page))
