@@ -243,3 +243,29 @@ def test_every_script_calls_a_job_named_after_its_rule():
         if function not in {rule for rule, _ in runs} | {path.stem}:
             problems.append(f"{path.name}: job {function} is named after none of its rules {runs}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_stage_map_in_the_architecture_doc_matches_the_rules_and_scripts():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("### Stage map", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {}
+    for row in rows:
+        rules_cell, script, job = (cell.strip().strip("`") for cell in row.split("|")[1:4])
+        for rule in re.findall(r"\w+", rules_cell):
+            assert rule not in documented, f"rule {rule} has two rows"
+            documented[rule] = (script, job)
+    actual = {}
+    for script, runs in rule_scripts().items():
+        tree = ast.parse((ROOT / "scripts" / f"{script}.py").read_text(encoding="utf-8"))
+        (job,) = [
+            f"{node.module.split('.')[2]}.{alias.name}"
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            and is_jobs(node.module or "")
+            and node.module != "diffattr.jobs.common"
+            for alias in node.names
+        ]
+        for rule, _ in runs:
+            actual[rule] = (f"{script}.py", job)
+    assert documented == actual
