@@ -1027,9 +1027,11 @@ def bench_training(settings: Settings) -> list[Comparison]:
 
 # What a training / sampling / measurement / feature job imports (ours), and the same modules
 # behind `from diffusers import ...` of the whole library (baseline), each in a fresh process.
-STARTUP_OURS = "import diffattr.jobs, diffattr.models, diffattr.training, diffattr.sampling, " \
+STARTUP_JOBS = "import diffattr.jobs.common, diffattr.jobs.train, diffattr.jobs.generate, " \
+    "diffattr.jobs.measure, diffattr.jobs.features"  # fmt: skip
+STARTUP_OURS = STARTUP_JOBS + ", diffattr.models, diffattr.training, diffattr.sampling, " \
     "diffattr.measure, diffattr.features"  # fmt: skip
-STARTUP_BASELINE = "import diffattr.jobs, torch; " \
+STARTUP_BASELINE = STARTUP_JOBS + ", torch; " \
     "from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DDPMPipeline; " \
     "from diffusers.optimization import get_cosine_schedule_with_warmup; " \
     "import diffattr.models, diffattr.training, diffattr.sampling, diffattr.measure, " \

@@ -1,10 +1,10 @@
 """Snakemake adapter: sample quality (classifier on the real training images) and copy check."""
 
-from diffattr.jobs import job_logging
-from diffattr.sample_quality import sample_quality_job
+from diffattr.jobs.checks import assess_samples
+from diffattr.jobs.common import job_logging
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    sample_quality_job(
+    assess_samples(
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.record,

@@ -1,11 +1,11 @@
 """Snakemake adapter: top-k proponent class agreement of every scored method."""
 
-from diffattr.attribution_sanity import sanity_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.checks import check_attributions
+from diffattr.jobs.common import job_logging
 
 i = snakemake.input
 with job_logging(snakemake.log[0], snakemake.threads):
-    sanity_job(
+    check_attributions(
         list(i.scores),
         list(i.lds),
         snakemake.params.labels,

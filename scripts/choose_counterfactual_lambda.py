@@ -1,11 +1,11 @@
 """Snakemake adapter: the held-out λ of one scored method on the gen split."""
 
-from diffattr.counterfactual_jobs import choose_lambda_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import choose_counterfactual_lambda
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    choose_lambda_job(
+    choose_counterfactual_lambda(
         snakemake.input.scores,
         snakemake.input.heldout,
         snakemake.output.choice,

@@ -1,10 +1,10 @@
 """Snakemake adapter: per-method statistics and paired comparisons of the counterfactuals."""
 
-from diffattr.counterfactual_jobs import collect_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import collect_counterfactual
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    collect_job(
+    collect_counterfactual(
         snakemake.input.targets,
         list(snakemake.input.metrics),
         list(snakemake.input.removals),

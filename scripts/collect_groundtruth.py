@@ -1,10 +1,11 @@
 """Snakemake adapter: masks and measured outputs of one subset pool."""
 
-from diffattr.jobs import groundtruth_job, job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.lds import collect_groundtruth
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    groundtruth_job(
+    collect_groundtruth(
         snakemake.input.dataset,
         list(snakemake.input.subsets),
         p.measured_by_seed,

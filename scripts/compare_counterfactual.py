@@ -1,11 +1,11 @@
 """Snakemake adapter: l2 / SSIM / CLIP between a target and its regeneration."""
 
-from diffattr.counterfactual_jobs import compare_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import compare_counterfactual
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    compare_job(
+    compare_counterfactual(
         snakemake.input.samples,
         snakemake.input.regenerated,
         snakemake.output.metrics,

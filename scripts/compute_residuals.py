@@ -1,11 +1,11 @@
 """Snakemake adapter: DAS's residual profiles and weights of the training set."""
 
-from diffattr.jobs import job_logging
-from diffattr.residuals import residuals_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.residuals import compute_residuals
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    residuals_job(
+    compute_residuals(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.output.residuals,

@@ -1,7 +1,7 @@
 """Snakemake adapter: the validated configuration as an HTML page for the report."""
 
-from diffattr.jobs import job_logging
-from diffattr.report import config_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.report import dump_config
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    config_job(snakemake.params.config, snakemake.output.page)
+    dump_config(snakemake.params.config, snakemake.output.page)

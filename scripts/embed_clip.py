@@ -1,11 +1,11 @@
 """Snakemake adapter: CLIP image embeddings of one split (transformers CLIP, diffattr.clip)."""
 
-from diffattr.jobs import job_logging
-from diffattr.methods.similarity import clip_embedding_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.features import embed_clip
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    clip_embedding_job(
+    embed_clip(
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.features,

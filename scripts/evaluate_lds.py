@@ -1,10 +1,11 @@
 """Snakemake adapter: LDS curve, held-out and oracle λ, bootstrap."""
 
-from diffattr.jobs import job_logging, lds_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.lds import evaluate_lds
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    lds_job(
+    evaluate_lds(
         snakemake.input.scores,
         snakemake.input.groundtruth,
         snakemake.input.heldout,

@@ -1,10 +1,11 @@
 """Snakemake adapter: projected gradient features of one split (or train shard)."""
 
-from diffattr.jobs import features_job, job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.features import extract_features
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    features_job(
+    extract_features(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.input.get("samples"),

@@ -1,11 +1,11 @@
 """Snakemake adapter: Journey-TRAK gen features averaged along the sampling trajectory."""
 
-from diffattr.jobs import job_logging
-from diffattr.methods.journey import trajectory_features_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.features import extract_trajectory_features
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    trajectory_features_job(
+    extract_trajectory_features(
         snakemake.input.model,
         snakemake.input.samples,
         snakemake.input.trajectory,

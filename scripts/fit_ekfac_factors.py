@@ -1,11 +1,11 @@
 """Snakemake adapter: kronfluence (EK-FAC) factors of the main model."""
 
-from diffattr.ekfac import fit_factors_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.residuals import fit_ekfac_factors
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    fit_factors_job(
+    fit_ekfac_factors(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.output.factors,

@@ -1,10 +1,11 @@
 """Snakemake adapter: generate the seeded DDIM query set."""
 
-from diffattr.jobs import generate_job, job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.generate import generate_samples
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    generate_job(
+    generate_samples(
         snakemake.input.model,
         snakemake.output.samples,
         snakemake.output.grid,

@@ -1,10 +1,11 @@
 """Snakemake adapter: measured outputs (per-sample loss) of one subset model."""
 
-from diffattr.jobs import job_logging, measure_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.measure import measure_outputs
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    measure_job(
+    measure_outputs(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.input.samples,

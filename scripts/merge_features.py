@@ -1,6 +1,7 @@
 """Snakemake adapter: concatenate train feature shards in row order."""
 
-from diffattr.jobs import job_logging, merge_features_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.features import merge_train_features
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    merge_features_job(list(snakemake.input.shards), snakemake.output.features)
+    merge_train_features(list(snakemake.input.shards), snakemake.output.features)

@@ -1,8 +1,7 @@
 """Snakemake adapter: seed-to-seed noise ceiling of the benchmark."""
 
-from diffattr.jobs import job_logging, noise_ceiling_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.lds import noise_ceiling
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    noise_ceiling_job(
-        snakemake.input.groundtruth, snakemake.output.ceiling, snakemake.params.splits
-    )
+    noise_ceiling(snakemake.input.groundtruth, snakemake.output.ceiling, snakemake.params.splits)

@@ -1,11 +1,11 @@
 """Snakemake adapter: proponent / opponent grid of a few queries at the held-out λ."""
 
-from diffattr.jobs import job_logging
-from diffattr.report import attribution_grid_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.report import plot_attribution_grid
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    attribution_grid_job(
+    plot_attribution_grid(
         snakemake.input.scores,
         snakemake.input.lds,
         snakemake.input.dataset,

@@ -1,11 +1,11 @@
 """Snakemake adapter: originals beside each method's regeneration and removed examples."""
 
-from diffattr.counterfactual_jobs import plot_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import plot_counterfactual
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    plot_job(
+    plot_counterfactual(
         snakemake.input.samples,
         snakemake.input.dataset,
         list(snakemake.input.regenerated),

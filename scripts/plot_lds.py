@@ -1,10 +1,10 @@
 """Snakemake adapter: LDS bar chart and LDS-vs-λ curves of the experiment."""
 
-from diffattr.jobs import job_logging
-from diffattr.report import lds_figures_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.report import plot_lds
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    lds_figures_job(
+    plot_lds(
         list(snakemake.input.lds),
         snakemake.params.labels,
         snakemake.output.bars,

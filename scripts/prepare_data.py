@@ -1,6 +1,7 @@
 """Snakemake adapter: build the train/val splits file."""
 
-from diffattr.jobs import job_logging, prepare_data_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.data import prepare_data
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    prepare_data_job(snakemake.params.data, snakemake.output.dataset)
+    prepare_data(snakemake.params.data, snakemake.output.dataset)

@@ -1,11 +1,11 @@
 """Snakemake adapter: regenerate one target with its retrained model from the same noise."""
 
-from diffattr.counterfactual_jobs import regenerate_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import regenerate_counterfactual
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    regenerate_job(
+    regenerate_counterfactual(
         snakemake.input.model,
         snakemake.input.samples,
         snakemake.output.regenerated,

@@ -1,11 +1,11 @@
 """Snakemake adapter: one target's removal set (top-k training rows) for one method."""
 
-from diffattr.counterfactual_jobs import removal_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import remove_top_examples
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    removal_job(
+    remove_top_examples(
         snakemake.input.dataset,
         snakemake.output.removal,
         p.method,

@@ -1,10 +1,11 @@
 """Snakemake adapter: score matrices at every λ of the grid (scoring.write_all_lambdas)."""
 
-from diffattr.jobs import job_logging, score_grid_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.scores import score_grid
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    score_grid_job(
+    score_grid(
         snakemake.input.spectra,
         snakemake.output.scores,
         p.lambdas,

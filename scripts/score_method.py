@@ -1,11 +1,11 @@
 """Snakemake adapter: the scores of one (method, K, query split), by the method's kind."""
 
-from diffattr.jobs import job_logging
-from diffattr.methods import score_method_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.scores import score_method
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    score_method_job(
+    score_method(
         p.kind,
         p.params,
         dict(snakemake.input.items()),

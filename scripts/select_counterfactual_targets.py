@@ -1,11 +1,11 @@
 """Snakemake adapter: record the generated images the counterfactual evaluation explains."""
 
-from diffattr.counterfactual_jobs import select_targets_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.counterfactual import select_counterfactual_targets
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    select_targets_job(
+    select_counterfactual_targets(
         snakemake.input.samples,
         snakemake.output.targets,
         p.num_targets,

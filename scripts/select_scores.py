@@ -1,10 +1,11 @@
 """Snakemake adapter: the score file of a method with a ridge λ, at its held-out λ."""
 
-from diffattr.jobs import job_logging, select_scores_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.scores import select_scores
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    select_scores_job(
+    select_scores(
         snakemake.input.spectra,
         snakemake.input.heldout,
         snakemake.output.scores,

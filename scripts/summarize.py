@@ -1,11 +1,11 @@
 """Snakemake adapter: summary.csv and summary.md of the experiment."""
 
-from diffattr.jobs import job_logging
-from diffattr.summary import summary_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.summary import summarize
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
-    summary_job(
+    summarize(
         list(snakemake.input.lds),
         snakemake.input.ceiling,
         snakemake.output.csv,

@@ -1,11 +1,11 @@
 """Snakemake adapter: what the run found, in plain words (checks.md, the report's first screen)."""
 
-from diffattr.demo_checks import checks_job
-from diffattr.jobs import job_logging
+from diffattr.jobs.checks import summarize_checks
+from diffattr.jobs.common import job_logging
 
 i = snakemake.input
 with job_logging(snakemake.log[0], snakemake.threads):
-    checks_job(
+    summarize_checks(
         i.summary,
         i.quality[0] if len(i.quality) else None,
         i.sanity,

@@ -1,7 +1,7 @@
 """Snakemake adapter: per-rule runtime table from the experiment's benchmark files."""
 
-from diffattr.jobs import job_logging
-from diffattr.report import runtime_table_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.report import tabulate_runtimes
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    runtime_table_job(snakemake.params.benchmarks, snakemake.output.table)
+    tabulate_runtimes(snakemake.params.benchmarks, snakemake.output.table)

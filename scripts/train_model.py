@@ -1,10 +1,11 @@
 """Snakemake adapter: train the main model or one subset model (resumable)."""
 
-from diffattr.jobs import job_logging, train_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.train import train_model
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads) as log:
-    train_job(
+    train_model(
         snakemake.input.dataset,
         snakemake.output.model,
         p.checkpoint_dir,

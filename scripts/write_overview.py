@@ -1,7 +1,7 @@
 """Snakemake adapter: the report's front page (held-out LDS table and key figures)."""
 
-from diffattr.jobs import job_logging
-from diffattr.report import overview_job
+from diffattr.jobs.common import job_logging
+from diffattr.jobs.report import write_overview
 
 i = snakemake.input
 figures = {"samples": i.samples}
@@ -12,4 +12,6 @@ figures["lambda-curves"] = i.curves
 if len(i.counterfactual):
     figures["counterfactual-grid"] = i.counterfactual[0]
 with job_logging(snakemake.log[0], snakemake.threads):
-    overview_job(i.summary, figures, snakemake.output.page, snakemake.params.experiment, i.findings)
+    write_overview(
+        i.summary, figures, snakemake.output.page, snakemake.params.experiment, i.findings
+    )

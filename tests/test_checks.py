@@ -145,13 +145,13 @@ def test_sanity_figure_renders(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sanity_job_reads_the_selected_lambda_score_file(tmp_path):
+def test_check_attributions_reads_the_selected_lambda_score_file(tmp_path):
     """The score file of a ridge method holds only its held-out λ (select_scores); the job must
     find it by value, not by its index in the LDS grid, and agree with a direct count."""
     import h5py
 
     from diffattr import store
-    from diffattr.attribution_sanity import sanity_job
+    from diffattr.jobs.checks import check_attributions
 
     rng = np.random.default_rng(0)
     n_train, n_val = 30, 8
@@ -175,7 +175,7 @@ def test_sanity_job_reads_the_selected_lambda_score_file(tmp_path):
     store.write_json(
         tmp_path / "lds.json", {"choices": {"heldout": {"lambda": 2000.0, "lambda_index": 16}}}
     )
-    rows = sanity_job(
+    rows = check_attributions(
         [str(tmp_path / "scores.h5")],
         [str(tmp_path / "lds.json")],
         [{"method": "trak", "K": 10, "split": "val"}],

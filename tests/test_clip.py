@@ -84,7 +84,7 @@ def test_unavailable_reasons_say_how_to_fix(tmp_path, monkeypatch):
 
 def test_counterfactual_metric_uses_the_same_encoder(tiny_clip, tmp_path):
     from diffattr import counterfactual as cf
-    from diffattr.counterfactual_jobs import compare_job
+    from diffattr.jobs.counterfactual import compare_counterfactual
 
     rng = np.random.default_rng(2)
     images = rng.uniform(-1, 1, size=(4, 1, 8, 8)).astype(np.float32)
@@ -97,7 +97,7 @@ def test_counterfactual_metric_uses_the_same_encoder(tiny_clip, tmp_path):
     store.write_h5(samples, {"images": images, "ids": np.arange(4)}, {})
     regenerated = tmp_path / "regen.h5"
     store.write_h5(regenerated, {"image": images[2]}, {"method": "m", "target": 1})
-    record = compare_job(
+    record = compare_counterfactual(
         str(samples), str(regenerated), str(tmp_path / "m.json"), ["l2", "clip"],
         str(tiny_clip), "cpu",
     )  # fmt: skip

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from diffattr import counterfactual as cf
-from diffattr import counterfactual_jobs as cfjobs
 from diffattr import data, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, DataError
+from diffattr.jobs import counterfactual as cfjobs
 
 # --------------------------------------------------------------------------- removal sets
 
@@ -91,7 +91,7 @@ def test_removal_file_keeps_everything_but_the_top_k_at_the_chosen_lambda(tmp_pa
         tmp_path / "gen.h5", scores, np.arange(100, 100 + n_train), np.arange(n_gen), [1, 10, 100]
     )
     store.write_json(tmp_path / "choice.json", {"lambda": 10.0, "lambda_index": 1, "K": 4})
-    cfjobs.removal_job(
+    cfjobs.remove_top_examples(
         str(tmp_path / "dataset.h5"),
         str(tmp_path / "removal.h5"),
         "trak",
@@ -121,7 +121,7 @@ def test_scores_in_loss_units_remove_the_most_negative(tmp_path):
         {"lds_sign": 1},
     )
     store.write_json(tmp_path / "choice.json", {"lambda": 0.0, "lambda_index": 0, "K": 0})
-    removed = cfjobs.removal_job(
+    removed = cfjobs.remove_top_examples(
         str(tmp_path / "dataset.h5"), str(tmp_path / "removal.h5"), "datamodels", 4, 3, 0.2, 0,
         scores_path=str(tmp_path / "gen.h5"), lambda_path=str(tmp_path / "choice.json"),
     )  # fmt: skip
@@ -138,7 +138,7 @@ def test_k_free_methods_use_their_k0_scores(tiny_config):
 
 @pytest.mark.parametrize("sign", [-1, 1])
 def test_lambda_choice_is_the_one_the_lds_record_reports(tmp_path, sign):
-    from diffattr.jobs import lds_job
+    from diffattr.jobs.lds import evaluate_lds
 
     rng = np.random.default_rng(5)
     n_train, n_gen, n_subsets = 24, 6, 10
@@ -164,8 +164,8 @@ def test_lambda_choice_is_the_one_the_lds_record_reports(tmp_path, sign):
         {"lds_sign": sign},
     )  # fmt: skip
     paths = [str(tmp_path / name) for name in ("gen.h5", "heldout.h5")]
-    choice = cfjobs.choose_lambda_job(*paths, str(tmp_path / "choice.json"), "m", 3)
-    record = lds_job(paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), "gen", 4, 0)
+    choice = cfjobs.choose_counterfactual_lambda(*paths, str(tmp_path / "choice.json"), "m", 3)
+    record = evaluate_lds(paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), "gen", 4, 0)
     assert choice["lambda_index"] == record["choices"]["heldout"]["lambda_index"] == 2
     np.testing.assert_allclose(choice["heldout_curve"], record["heldout_curve"])
 
@@ -175,7 +175,9 @@ def test_random_removal_is_seeded_per_target(tmp_path):
 
     def removed(target, seed, name):
         path = str(tmp_path / name)
-        cfjobs.removal_job(str(tmp_path / "dataset.h5"), path, cf.RANDOM, target, None, 0.2, seed)
+        cfjobs.remove_top_examples(
+            str(tmp_path / "dataset.h5"), path, cf.RANDOM, target, None, 0.2, seed
+        )
         return store.read_h5(path, "removed")
 
     first = removed(7, 42, "a.h5")
@@ -192,7 +194,7 @@ def generated(tmp_path, tiny_unet_config):
     """A tiny random-weight model and 6 samples generated from it in batches of 4."""
     import torch
 
-    from diffattr.jobs import generate_job
+    from diffattr.jobs.generate import generate_samples
     from diffattr.models import build_scheduler, build_unet, save_model
     from tests.conftest import SCHEDULER
 
@@ -203,7 +205,7 @@ def generated(tmp_path, tiny_unet_config):
     for batch_size in (4, 1):
         paths[batch_size] = tmp_path / f"gen-b{batch_size}.h5"
         grid = tmp_path / f"gen-b{batch_size}.png"
-        generate_job(
+        generate_samples(
             str(model_dir), str(paths[batch_size]), str(grid), 6, 3, 0.0, 0, batch_size, 2, "cpu"
         )
     return model_dir, paths
@@ -214,7 +216,7 @@ def generated(tmp_path, tiny_unet_config):
 def test_regeneration_with_the_main_model_is_bit_identical(generated, tmp_path, batch_size, target):
     model_dir, paths = generated
     out = tmp_path / "regen.h5"
-    image = cfjobs.regenerate_job(
+    image = cfjobs.regenerate_counterfactual(
         str(model_dir), str(paths[batch_size]), str(out), "main", target, batch_size, "cpu"
     )
     original = store.read_h5(paths[batch_size], "images")[target]
@@ -227,7 +229,9 @@ def test_regeneration_uses_the_stored_batch_layout(generated, tmp_path):
     """generation.batch_size is not a param: a changed value must not change the regeneration."""
     model_dir, paths = generated
     out = tmp_path / "r.h5"
-    image = cfjobs.regenerate_job(str(model_dir), str(paths[4]), str(out), "m", 1, 2, "cpu")
+    image = cfjobs.regenerate_counterfactual(
+        str(model_dir), str(paths[4]), str(out), "m", 1, 2, "cpu"
+    )
     assert np.array_equal(image, store.read_h5(paths[4], "images")[1])
     assert store.read_attrs(out)["batch_size"] == 4
 
@@ -355,7 +359,7 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     """SD + LoRA: the target's prompt and guidance are reused; ℓ2 is between VAE latent modes."""
     import torch
 
-    from diffattr.jobs import generate_job
+    from diffattr.jobs.generate import generate_samples
     from diffattr.models import build_model, load_diffusion_model
     from tests.sd_fixture import build_tiny_sd
 
@@ -365,12 +369,12 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     build_model({"kind": "sd_lora", "base": str(base), "lora": lora}, {}).save(tmp_path / "main")
     samples = tmp_path / "gen.h5"
     prompts = ["a baroque painting", "a ukiyo e painting"]
-    generate_job(
+    generate_samples(
         str(tmp_path / "main"), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
         "cpu", guidance_scale=7.5, prompts=prompts,
     )  # fmt: skip
     regenerated = tmp_path / "regen.h5"
-    image = cfjobs.regenerate_job(
+    image = cfjobs.regenerate_counterfactual(
         str(tmp_path / "main"), str(samples), str(regenerated), "m", 3, 2, "cpu"
     )
     assert np.array_equal(image, store.read_h5(samples, "images")[3])
@@ -379,7 +383,7 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     shifted = tmp_path / "shifted.h5"
     store.write_h5(shifted, {"image": np.clip(image + 0.3, -1, 1)}, {"method": "m", "target": 3})
     out = tmp_path / "metrics.json"
-    record = cfjobs.compare_job(
+    record = cfjobs.compare_counterfactual(
         str(samples), str(shifted), str(out), ["l2", "ssim"], None, "cpu",
         latent_model_dir=str(tmp_path / "main"),
     )  # fmt: skip

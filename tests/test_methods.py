@@ -14,7 +14,8 @@ import yaml
 from diffattr import lds, methods, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, FeatureMismatchError
-from diffattr.methods import get_method, method_kinds, score_method_job
+from diffattr.jobs.scores import score_method
+from diffattr.methods import get_method, method_kinds
 from diffattr.methods.retrain import datamodel_coefficients
 from diffattr.methods.trak import OUTPUT_FNS
 from diffattr.scoring import read_scores
@@ -72,7 +73,7 @@ def run(
 
     out = tmp_path / f"{kind}.h5"
     params = params if params is not None else {"output_fn": "loss"}
-    score_method_job(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
+    score_method(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
     if not get_method(kind).writes_spectra(params):
         return read_scores(out)
     scores = tmp_path / f"{kind}-scores.h5"
@@ -431,17 +432,17 @@ def test_clip_similarity_of_embeddings(tmp_path, kind):
     close(result.scores[0], psi @ phi.T if kind == "clip_dot" else cosine(psi, phi))
 
 
-def test_clip_embedding_job_embeds_with_the_transformers_clip(tmp_path):
+def test_embed_clip_embeds_with_the_transformers_clip(tmp_path):
     """A tiny random CLIP saved with save_pretrained; the embeddings are diffattr.clip's."""
     from diffattr.clip import ClipEncoder
     from diffattr.features import read_features
-    from diffattr.methods.similarity import clip_embedding_job
+    from diffattr.jobs.features import embed_clip
     from tests.clip_fixture import build_tiny_clip
 
     weights = str(build_tiny_clip(tmp_path / "clip"))
     dataset, samples = small_dataset(tmp_path)
     out = tmp_path / "clip-gen.h5"
-    clip_embedding_job(dataset, samples, str(out), "gen", weights, 3, "cpu")
+    embed_clip(dataset, samples, str(out), "gen", weights, 3, "cpu")
     embeddings, ids, attrs = read_features(out)
     images = store.read_h5(samples, "images")
     close(embeddings, ClipEncoder(weights)(images), rtol=1e-5)
@@ -449,7 +450,7 @@ def test_clip_embedding_job_embeds_with_the_transformers_clip(tmp_path):
     assert "CLIPVisionModelWithProjection" in attrs["clip_model"]
     assert len(attrs["clip_weights_digest"]) == 16
     with pytest.raises(ConfigError, match="clip.weights is not set"):
-        clip_embedding_job(dataset, samples, str(out), "gen", None, 3, "cpu")
+        embed_clip(dataset, samples, str(out), "gen", None, 3, "cpu")
 
 
 # --------------------------------------------------------------------------- retrain-pool baselines
@@ -511,7 +512,7 @@ def test_datamodels_job_and_too_many_models(tmp_path):
 
 
 def test_lds_job_uses_the_sign_of_the_score_file(tmp_path):
-    from diffattr.jobs import lds_job
+    from diffattr.jobs.lds import evaluate_lds
 
     path, _, _ = retrain_groundtruth(tmp_path, models=30)
     result = run(
@@ -535,7 +536,7 @@ def test_lds_job_uses_the_sign_of_the_score_file(tmp_path):
             {"pool": pool},
         )
     out = tmp_path / "lds.json"
-    lds_job(
+    evaluate_lds(
         str(tmp_path / "empirical_influence.h5"),
         str(tmp_path / "lds.h5"),
         str(tmp_path / "heldout.h5"),
@@ -556,10 +557,11 @@ def test_lds_job_uses_the_sign_of_the_score_file(tmp_path):
 # --------------------------------------------------------------------------- main-run snapshots
 
 
-def test_snapshot_steps_and_train_main_job(tmp_path, tiny_unet_config):
+def test_snapshot_steps_and_train_main(tmp_path, tiny_unet_config):
     from diffattr.data import prepare_dataset
+    from diffattr.jobs.train import train_main
     from diffattr.models import load_model
-    from diffattr.snapshots import snapshot_steps, train_main_job
+    from diffattr.snapshots import snapshot_steps
 
     assert snapshot_steps(10, 100, 32) == [10, 20, 30]  # 40 steps
     assert snapshot_steps(1, 8, 4) == [1, 1, 2]  # a 2-step run: equal snapshots are fine
@@ -579,7 +581,7 @@ def test_snapshot_steps_and_train_main_job(tmp_path, tiny_unet_config):
     assert steps == [2, 4, 6]
     targets = [str(tmp_path / "models" / "main-checkpoints" / str(p)) for p in (25, 50, 75)]
     training = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3}
-    train_main_job(
+    train_main(
         str(dataset),
         str(tmp_path / "models" / "main"),
         targets,

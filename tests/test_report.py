@@ -17,6 +17,7 @@ from PIL import Image
 from diffattr import report, store
 from diffattr.data import prepare_dataset
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.jobs import report as report_jobs
 from tests.workflow_utils import ROOT, snakemake
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -60,7 +61,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_lds_figures(lds_files, tmp_path):
     paths, labels = lds_files
-    report.lds_figures_job(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
+    report_jobs.plot_lds(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
     assert _png_size(tmp_path / "lds.png")[0] > 300
     assert _png_size(tmp_path / "curves.png")[0] > 300
     records = report.load_lds_records(paths, labels)
@@ -110,7 +111,7 @@ def scored_dataset(tmp_path):
 def test_attribution_grid(scored_dataset, tmp_path):
     dataset, scores_path, lds, scores = scored_dataset
     out = tmp_path / "grid.png"
-    chosen = report.attribution_grid_job(str(scores_path), str(lds), str(dataset), None,
+    chosen = report_jobs.plot_attribution_grid(str(scores_path), str(lds), str(dataset), None,
                                          str(out), "val", 3, 5, 3)  # fmt: skip
     assert chosen["rows"] == [0, 4, 9]
     assert chosen["proponents"][0][0] == 7, "held-out λ index 2 is used"
@@ -130,7 +131,7 @@ def test_attribution_grid_refuses_misaligned_scores(scored_dataset, tmp_path):
         {},
     )  # fmt: skip
     with pytest.raises(FeatureMismatchError, match="do not follow the train split"):
-        report.attribution_grid_job(str(bad), str(lds), str(dataset), None,
+        report_jobs.plot_attribution_grid(str(bad), str(lds), str(dataset), None,
                                     str(tmp_path / "g.png"), "val", 2, 2, 1)  # fmt: skip
 
 
@@ -141,7 +142,7 @@ def test_runtime_table(tmp_path):
         path = tmp_path / "bench" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{seconds}\t0:00:10\t512.5\t0\t0\t0\t0\t0\t0\t0\n")
-    rows = report.runtime_table_job(str(tmp_path / "bench"), str(tmp_path / "runtimes.html"))
+    rows = report_jobs.tabulate_runtimes(str(tmp_path / "bench"), str(tmp_path / "runtimes.html"))
     assert rows[0] == {"rule": "train_main", "jobs": 1, "total_s": 30.0, "mean_s": 30.0,
                        "max_s": 30.0, "max_rss_mb": 512.5}  # fmt: skip
     assert rows[1]["rule"] == "train_subset" and rows[1]["jobs"] == 2 and rows[1]["mean_s"] == 12.0
@@ -150,7 +151,7 @@ def test_runtime_table(tmp_path):
 
 
 def test_config_page_escapes_and_overview(tmp_path, lds_files):
-    report.config_job({"experiment": "x<y>", "data": {"source": "digits"}},
+    report_jobs.dump_config({"experiment": "x<y>", "data": {"source": "digits"}},
                       str(tmp_path / "c.html"))  # fmt: skip
     page = (tmp_path / "c.html").read_text()
     assert "x&lt;y&gt;" in page and "source: digits" in page
@@ -163,8 +164,8 @@ def test_config_page_escapes_and_overview(tmp_path, lds_files):
         writer.writerow({"method": "dtrak", "split": "val", "K": 4, "lambda_choice": "oracle",
                          "lambda": 1, "lds": 20.0})  # fmt: skip
     paths, labels = lds_files
-    report.lds_figures_job(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
-    report.overview_job(str(summary), {"lds-chart": str(tmp_path / "lds.png")},
+    report_jobs.plot_lds(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
+    report_jobs.write_overview(str(summary), {"lds-chart": str(tmp_path / "lds.png")},
                         str(tmp_path / "o.html"), "demo")  # fmt: skip
     fragment = (tmp_path / "o.html").read_text()
     assert "id='lds-chart'" in fragment and "data:image/png;base64," in fragment

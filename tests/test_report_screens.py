@@ -24,8 +24,9 @@ import yaml
 from PIL import Image
 
 from diffattr import report, store
-from diffattr.demo_checks import checks_job
-from diffattr.jobs import save_png
+from diffattr.jobs.checks import summarize_checks
+from diffattr.jobs.generate import save_png
+from diffattr.jobs.report import write_overview
 from diffattr.sample_quality import sample_sheet
 from tests.workflow_utils import ROOT
 
@@ -69,7 +70,7 @@ def _synthetic_front_page(folder: Path) -> tuple[Path, Path]:
     store.write_json(sanity, [{"method": "dtrak", "K": 10, "split": "val", "top": 5,
                                "agreement": 0.62, "chance": 0.1, "ratio": 6.2}])  # fmt: skip
     findings = folder / "findings.html"
-    checks_job(str(summary), None, str(sanity), None,
+    summarize_checks(str(summary), None, str(sanity), None,
                {"dtrak": "trak", "trak": "trak", "raw_cos": "raw_cos"},
                {"dataset": "digits", "n_train": 600}, str(folder / "checks.md"),
                str(findings))  # fmt: skip
@@ -80,7 +81,7 @@ def _synthetic_front_page(folder: Path) -> tuple[Path, Path]:
                                  [t for t, _ in chosen], [b for _, b in chosen], scores,
                                  grid, title="dtrak, K = 10, val queries")  # fmt: skip
     overview = folder / "overview.html"
-    report.overview_job(str(summary), {"samples": str(sheet)}, str(overview), "demo",
+    write_overview(str(summary), {"samples": str(sheet)}, str(overview), "demo",
                         str(findings))  # fmt: skip
     return overview, grid
 

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffattr import jobs
 from diffattr.errors import ConfigError
 from diffattr.features import num_trainable_parameters, per_sample_gradients
+from diffattr.jobs.features import extract_features
+from diffattr.jobs.generate import generate_samples
+from diffattr.jobs.measure import measure_outputs
 from diffattr.models import (
     LoRAStableDiffusion,
     build_model,
@@ -28,6 +30,7 @@ from diffattr.models import (
     load_model,
     resolve_base_model,
 )
+from diffattr.queries import load_query_captions
 from diffattr.sampling import assign_prompts, generate, sample_seeds
 from diffattr.training import LatentBatches, TrainingSettings, train_diffusion_model
 from tests.sd_fixture import build_captioned_imagefolder, build_tiny_sd
@@ -235,7 +238,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     dataset = tmp_path / "dataset.h5"
     _write_captioned_dataset(dataset)
     samples, grid = tmp_path / "gen.h5", tmp_path / "gen.png"
-    jobs.generate_job(
+    generate_samples(
         str(trained),
         str(samples),
         str(grid),
@@ -256,7 +259,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
         assert handle.attrs["guidance_scale"] == 7.5
     assert prompts == [CAPTIONS[0]] * 2 + [CAPTIONS[1]] * 2, "class captions in label order"
     assert images.shape == (4, 3, 16, 16) and np.abs(images).max() <= 1
-    assert jobs.load_query_captions("gen", str(dataset), str(samples)) == prompts
+    assert load_query_captions("gen", str(dataset), str(samples)) == prompts
     # One sample regenerates alone from its seed and prompt.
     model = load_diffusion_model(trained)
     alone = generate(model, sample_seeds(4, 0)[3:], 3, prompts=prompts[3:], batch_size=1)
@@ -264,7 +267,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
 
     # Measurement conditions gen samples on the recorded prompts, not on their index.
     measured = tmp_path / "m.h5"
-    jobs.measure_job(
+    measure_outputs(
         str(trained), str(dataset), str(samples), str(measured), ["gen"], 5, [0], 3, "cpu"
     )
     swapped = tmp_path / "gen-swapped.h5"
@@ -273,7 +276,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
         del handle["prompts"]
         handle.create_dataset("prompts", data=prompts[::-1], dtype=h5py.string_dtype())
     measured_swapped = tmp_path / "m2.h5"
-    jobs.measure_job(
+    measure_outputs(
         str(trained), str(dataset), str(swapped), str(measured_swapped), ["gen"], 5, [0], 3, "cpu"
     )
     with h5py.File(measured) as a, h5py.File(measured_swapped) as b:
@@ -282,7 +285,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     assert not np.allclose(loss, loss_swapped)
 
     features = tmp_path / "f.h5"
-    jobs.features_job(
+    extract_features(
         str(trained),
         str(dataset),
         str(samples),
@@ -305,7 +308,7 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     # the structured projection covers the LoRA factors of the real SD-LoRA denoiser
     args = [str(trained), str(dataset), str(samples), str(features), "gen", "square", 2]
     args += ["uniform", "normal", 128, 42, 0, 4, "cpu"]  # Z >= one dimension per LoRA factor
-    jobs.features_job(*args, projection="structured")
+    extract_features(*args, projection="structured")
     with h5py.File(features) as handle:
         assert handle.attrs["projection"] == "structured"
         assert handle.attrs["proj_kind"] == "structured-normal"
@@ -373,12 +376,12 @@ def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, 
     """The SD-LoRA counterfactual regenerates a target conditionally: with the original model
     it reproduces the stored sample bit for bit, and the recorded prompt and guidance scale
     (not an unconditional pass) decide the image."""
-    from diffattr.counterfactual_jobs import regenerate_job
+    from diffattr.jobs.counterfactual import regenerate_counterfactual
 
     dataset = tmp_path / "dataset.h5"
     _write_captioned_dataset(dataset)
     samples = tmp_path / "gen.h5"
-    jobs.generate_job(str(trained), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
+    generate_samples(str(trained), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
                       "cpu", dataset_path=str(dataset), guidance_scale=3.0)  # fmt: skip
     with h5py.File(samples) as handle:
         images, prompts = handle["images"][()], [p.decode() for p in handle["prompts"][()]]
@@ -386,7 +389,9 @@ def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, 
 
     def regenerate(path: Path, target: int) -> np.ndarray:
         out = tmp_path / f"{path.stem}-{target}.h5"
-        image = regenerate_job(str(trained), str(path), str(out), "trak", target, 8, "cpu")
+        image = regenerate_counterfactual(
+            str(trained), str(path), str(out), "trak", target, 8, "cpu"
+        )
         with h5py.File(out) as handle:
             assert handle.attrs["prompt"] == prompts[target] or path != samples
         return image

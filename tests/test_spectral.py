@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from diffattr import lds, spectral, store
-from diffattr.counterfactual_jobs import choose_lambda_job, removal_job
 from diffattr.errors import ConfigError, FeatureMismatchError
-from diffattr.jobs import lds_job, score_grid_job, select_scores_job
+from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_top_examples
+from diffattr.jobs.lds import evaluate_lds
+from diffattr.jobs.scores import score_grid, select_scores
 from diffattr.scoring import read_scores, write_trak_scores
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
@@ -158,7 +159,7 @@ def _pools(tmp_path, n_train, split, ids):
 
 
 def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
-    """lds_job, the counterfactual λ and the removal from the spectra file and the selected
+    """evaluate_lds, the counterfactual λ and the removal from the spectra file and the selected
     score file give what the full grid of score matrices gives."""
     monkeypatch.setattr(spectral, "ROW_BLOCK", 8)
     n_train, dim = 30, 9
@@ -170,9 +171,11 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
     write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
-    ours = lds_job(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"), "gen", 8, 0,
+    ours = evaluate_lds(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"), "gen", 8, 0,
                    lambdas=LAMBDAS, train_paths=[train])  # fmt: skip
-    reference = lds_job(full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"), "gen", 8, 0)
+    reference = evaluate_lds(
+        full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"), "gen", 8, 0
+    )
     np.testing.assert_allclose(ours["lds_curve"], reference["lds_curve"], atol=1e-6)
     np.testing.assert_allclose(ours["heldout_curve"], reference["heldout_curve"], atol=1e-6)
     for name in ("heldout", "oracle"):
@@ -180,11 +183,11 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
         assert ours["choices"][name]["boot_std"] == pytest.approx(
             reference["choices"][name]["boot_std"], abs=1e-6
         )
-    choice = choose_lambda_job(spectra, pools["heldout"], str(tmp_path / "c.json"), "trak", 2,
+    choice = choose_counterfactual_lambda(spectra, pools["heldout"], str(tmp_path / "c.json"), "trak", 2,
                                LAMBDAS, [train])  # fmt: skip
     assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
     selected = str(tmp_path / "gen.h5")
-    chosen = select_scores_job(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
+    chosen = select_scores(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
     assert chosen == choice["lambda"]
     stored = read_scores(selected)
     assert stored.lambdas.tolist() == [choice["lambda"]]
@@ -192,14 +195,14 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     assert stored.attrs["lambda_grid"] == LAMBDAS
     store.write_h5(tmp_path / "dataset.h5", {"train/ids": np.arange(n_train)}, {})
     for scores_path, name in ((selected, "ours.h5"), (full, "reference.h5")):
-        removal_job(str(tmp_path / "dataset.h5"), str(tmp_path / name), "trak", 1003, 5, 0.2, 0,
+        remove_top_examples(str(tmp_path / "dataset.h5"), str(tmp_path / name), "trak", 1003, 5, 0.2, 0,
                     scores_path=scores_path, lambda_path=str(tmp_path / "c.json"))  # fmt: skip
     np.testing.assert_array_equal(
         store.read_h5(tmp_path / "ours.h5", "removed"),
         store.read_h5(tmp_path / "reference.h5", "removed"),
     )
     everything = str(tmp_path / "grid.h5")
-    score_grid_job(spectra, everything, LAMBDAS, 8, [train])
+    score_grid(spectra, everything, LAMBDAS, 8, [train])
     grid, reference_grid = read_scores(everything), read_scores(full)
     assert grid.lambdas.tolist() == LAMBDAS
     scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from diffattr import lds, store
-from diffattr.summary import paired_rows, summary_job
+from diffattr.jobs.summary import summarize
+from diffattr.summary import paired_rows
 
 
 def _record(method, K, split, prediction, lds_value):
@@ -58,7 +59,7 @@ def run(tmp_path):
 def test_summary_has_crossfit_and_paired_rows(run):
     tmp_path, paths, truth, measured, good, bad = run
     pairs = [["dtrak", "trak"], ["dtrak", "raw_cos"], ["dtrak", "missing"]]
-    summary_job(
+    summarize(
         paths,
         None,
         str(tmp_path / "s.csv"),
@@ -107,7 +108,7 @@ def test_summary_takes_the_ceiling_apart(run):
         "val": {"mean": ceiling["mean"], "attainable": 0.5, "seeds": 2, "decomposition": part}
     }
     store.write_json(tmp_path / "ceiling.json", record)
-    summary_job(
+    summarize(
         paths, str(tmp_path / "ceiling.json"), str(tmp_path / "s.csv"), str(tmp_path / "s.md"), "x"
     )
     text = (tmp_path / "s.md").read_text()

@@ -26,11 +26,12 @@ and channels) or images to preprocess (uint8 0..255 or float [0, 1]; [n, H, W], 
 centre crop, [-1, 1]).
 
 The features are the workflow's (:func:`diffattr.features.extract_features` with a projector
-from :func:`diffattr.projection.make_projector`, as :func:`diffattr.jobs.features_job` builds
-it); the noise of each image is keyed by a hash of its preprocessed pixels
-(:func:`content_ids`), so an image has the same features in the training set and among the
-queries. Scores are τ = Ψ(ΦᵀΦ + λI)⁻¹Φᵀ (:func:`diffattr.scoring.trak_scores`) at one λ (default:
-the mean non-zero eigenvalue of ΦᵀΦ, see :func:`default_lambda`).
+from :func:`diffattr.projection.make_projector`, as
+:func:`diffattr.jobs.features.extract_features` builds it); the noise of each image is keyed by
+a hash of its preprocessed pixels (:func:`content_ids`), so an image has the same features in
+the training set and among the queries. Scores are τ = Ψ(ΦᵀΦ + λI)⁻¹Φᵀ
+(:func:`diffattr.scoring.trak_scores`) at one λ (default: the mean non-zero eigenvalue of ΦᵀΦ,
+see :func:`default_lambda`).
 """
 
 from __future__ import annotations
@@ -417,8 +418,8 @@ class Attributor:
     # ----------------------------------------------------------------- features
 
     def _make_projector(self, proj_kind: str, proj_dim: int, proj_seed: int) -> Any:
-        """The projector of the workflow's feature jobs, built the way ``jobs.features_job``
-        builds it (keep the two in step: one factory for both)."""
+        """The projector of the workflow's feature jobs, built the way
+        :func:`diffattr.jobs.features.extract_features` builds it (keep the two in step: one factory for both)."""
         from diffattr.projection_structured import make_feature_projector
 
         return make_feature_projector(self.unet, proj_dim, proj_seed, proj_kind, "auto")

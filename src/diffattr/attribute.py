@@ -198,7 +198,7 @@ def write_png_gallery(
         tmp.write_bytes(buffer.getvalue())
 
 
-def attribute_job(
+def attribute_and_write(
     model_dir: str,
     train: str,
     query: str,
@@ -263,7 +263,7 @@ __all__ = [
     "Attributor",
     "METHOD_OUTPUT_FNS",
     "attribute",
-    "attribute_job",
+    "attribute_and_write",
     "content_ids",
     "default_lambda",
     "list_images",

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from diffattr import store
 from diffattr.errors import ConfigError, FeatureMismatchError
 
 
@@ -48,51 +47,6 @@ def class_agreement(
         "ratio": float(shared.mean() / chance.mean()) if chance.mean() > 0 else float("nan"),
         "per_query": np.round(shared, 4).tolist(),
     }
-
-
-def sanity_job(
-    score_paths: Sequence[str],
-    lds_paths: Sequence[str],
-    labels: Sequence[Mapping[str, Any]],
-    dataset_path: str,
-    quality_path: str | None,
-    out_json: str,
-    out_png: str,
-    top: int = 5,
-) -> list[dict[str, Any]]:
-    """Class agreement of every (method, K, split) in ``labels`` (parallel to the paths)."""
-    from diffattr import data
-    from diffattr.report import read_score_rows
-
-    if not len(score_paths) == len(lds_paths) == len(labels):
-        raise ConfigError("score files, LDS records and labels must be parallel lists")
-    train = data.load_split(dataset_path, "train")
-    query_labels: dict[str, np.ndarray] = {"val": data.load_split(dataset_path, "val").labels}
-    query_ids: dict[str, np.ndarray] = {"val": data.load_split(dataset_path, "val").ids}
-    if quality_path is not None:
-        quality = store.read_json(quality_path)
-        query_labels["gen"] = np.asarray(quality["gen"]["labels"], dtype=np.int64)
-        query_ids["gen"] = np.asarray(quality["gen"]["ids"], dtype=np.int64)
-    rows = []
-    for scores_path, lds_path, label in zip(score_paths, lds_paths, labels, strict=True):
-        split = label["split"]
-        if split not in query_labels:
-            continue  # a split without classes (gen without the quality record)
-        choice = store.read_json(lds_path)["choices"]["heldout"]
-        n = len(query_labels[split])
-        scores, train_ids, test_ids, sign = read_score_rows(
-            scores_path, choice["lambda"], np.arange(n)
-        )
-        if not np.array_equal(train_ids, train.ids):
-            raise FeatureMismatchError(f"{scores_path}: columns do not follow the train split")
-        if not np.array_equal(test_ids, query_ids[split]):
-            raise FeatureMismatchError(f"{scores_path}: rows do not match the {split!r} queries")
-        # support: τ, or −τ for scores in loss units (lds_sign +1), as in the proponent grids
-        result = class_agreement(-sign * scores, query_labels[split], train.labels, top)
-        rows.append({**dict(label), "lambda": choice["lambda"], **result})
-    store.write_json(out_json, rows)
-    plot_sanity(rows, out_png)
-    return rows
 
 
 def plot_sanity(rows: Sequence[Mapping[str, Any]], out_path: str | os.PathLike) -> None:

@@ -197,9 +197,9 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_attribute(args: argparse.Namespace) -> int:
-    from diffattr.attribute import attribute_job
+    from diffattr.attribute import attribute_and_write
 
-    written = attribute_job(
+    written = attribute_and_write(
         args.model,
         args.train,
         args.query,

@@ -1,7 +1,7 @@
 """CLIP image embeddings through transformers: the one CLIP of the project.
 
 Used by the ``clip_dot`` / ``clip_cos`` methods (:mod:`diffattr.methods.similarity`) and by the
-counterfactual CLIP metric (:mod:`diffattr.counterfactual_jobs`). ``clip.weights`` names a
+counterfactual CLIP metric (:mod:`diffattr.jobs.counterfactual`). ``clip.weights`` names a
 transformers checkpoint:
 
 * a local folder written by ``save_pretrained`` of a ``CLIPModel`` (both towers) or of a

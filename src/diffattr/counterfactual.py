@@ -16,7 +16,7 @@ Kernels (pure functions, arrays in and out):
 * :func:`metric_statistics`, :func:`paired_fractions`, :func:`removal_overlap`;
 * the report: ``counterfactual.csv`` rows and the section of ``summary.md``.
 
-The file-level jobs are in :mod:`diffattr.counterfactual_jobs`.
+The file-level jobs are in :mod:`diffattr.jobs.counterfactual`.
 """
 
 from __future__ import annotations

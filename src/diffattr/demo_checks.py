@@ -13,12 +13,9 @@ fraction, so a reader sees when there are too few targets to tell).
 from __future__ import annotations
 
 import csv
-import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from diffattr import store
 
 # Methods that score from model gradients (the subject of the study), as opposed to pixel or
 # CLIP similarity baselines.
@@ -141,28 +138,4 @@ def findings(
                     f"%): {verdict}.",
                 )
             )
-    return lines
-
-
-def checks_job(
-    summary_csv: str,
-    quality_path: str | None,
-    sanity_path: str | None,
-    counterfactual_path: str | None,
-    method_kinds: Mapping[str, str],
-    run: Mapping[str, Any],
-    out_md: str,
-    out_html: str,
-) -> list[tuple[str, str]]:
-    quality = store.read_json(quality_path) if quality_path else None
-    sanity = store.read_json(sanity_path) if sanity_path else []
-    counterfactual = store.read_json(counterfactual_path) if counterfactual_path else None
-    lines = findings(summary_csv, quality, sanity, counterfactual, method_kinds, run)
-    markdown = "## What this run found\n\n" + "".join(f"- **{h}.** {t}\n" for h, t in lines)
-    store.write_text(out_md, markdown)
-    items = "".join(f"<li><b>{html.escape(h)}.</b> {html.escape(t)}</li>" for h, t in lines)
-    store.write_text(
-        out_html,
-        f"<div class='diffattr-findings'><h3>What this run found</h3><ul>{items}</ul></div>\n",
-    )
     return lines

@@ -17,9 +17,9 @@ SD-LoRA model). ``GroupNorm``/``LayerNorm`` affine parameters (and any other mod
 and parameter count (``uncovered``). Only modules whose parameters are trainable are tracked
 (the LoRA adapters of an ``sd_lora`` model).
 
-Factors are fitted once per model (:func:`fit_factors_job`, ``ekfac/main/T{T}-{strategy}/``);
-the scores (:func:`influence_scores`) are computed for a damping grid, one kronfluence pass per
-damping, and the damping is chosen on the held-out subsets like λ.
+Factors are fitted once per model (:func:`diffattr.jobs.residuals.fit_ekfac_factors`,
+``ekfac/main/T{T}-{strategy}/``); the scores (:func:`influence_scores`) are computed for a
+damping grid, one kronfluence pass per damping, and the damping is chosen on the held-out subsets like λ.
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def _is64(model: nn.Module) -> bool:
 
 
 def _train_inputs(model: Any, dataset_path: str, batch_size: int):
-    from diffattr.jobs import load_queries, load_query_captions
+    from diffattr.queries import load_queries, load_query_captions
 
     images, ids = load_queries("train", dataset_path, None)
     captions = load_query_captions("train", dataset_path, None) if model.conditional else None
@@ -333,7 +333,7 @@ def _train_inputs(model: Any, dataset_path: str, batch_size: int):
 
 
 def _encode(model: Any, images, ids, captions, batch_size: int):
-    from diffattr.jobs import encoded_queries
+    from diffattr.queries import encoded_queries
 
     parts, conds = [], []
     for _, x0, cond in encoded_queries(model, images, captions, batch_size):
@@ -345,64 +345,7 @@ def _encode(model: Any, images, ids, captions, batch_size: int):
     return x0, np.asarray(ids, dtype=np.int64), cond
 
 
-def fit_factors_job(
-    model_dir: str,
-    dataset_path: str,
-    out_dir: str,
-    factor_timesteps: int,
-    strategy: str,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
-) -> dict[str, Any]:
-    """The factors of the main model: every training image at ``factor_timesteps`` uniform
-    timesteps, each (image, t) one example (forward + backward passes, no scores), with the
-    training features' noise under scheme ``noise``."""
-    from diffattr import features, store
-    from diffattr import noise as noise_lib
-    from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.progress import status
-
-    model = load_diffusion_model(model_dir, resolve_device(device))
-    scheduler = model.scheduler
-    steps = features.select_timesteps(
-        int(factor_timesteps), "uniform", scheduler.config.num_train_timesteps
-    )
-    x0, ids, cond = _train_inputs(model, dataset_path, batch_size)
-    keys = noise_lib.feature_noise_keys(
-        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-    )
-    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=keys)
-    provenance = fit_factors(
-        model.denoiser,
-        scheduler,
-        dataset,
-        out_dir,
-        strategy,
-        noise_seed,
-        batch_size,
-        {
-            "model_digest": store.digest_directory(model_dir),
-            "factor_timesteps": steps,
-            "n_train": len(ids),
-            **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
-        },
-    )
-    status(
-        "%s factors of %d modules (%d parameters; %d uncovered), peak RSS %.0f MB",
-        strategy,
-        len(provenance["tracked_modules"]),
-        provenance["covered_parameters"],
-        provenance["uncovered_parameters"],
-        provenance["peak_rss_mb"],
-    )
-    return provenance
-
-
-def scores_job(
+def influence_scores_of_split(
     model_dir: str,
     dataset_path: str,
     samples_path: str | None,
@@ -422,8 +365,8 @@ def scores_job(
     from diffattr import features, store
     from diffattr import noise as noise_lib
     from diffattr.errors import FeatureMismatchError
-    from diffattr.jobs import load_queries, load_query_captions
     from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.queries import load_queries, load_query_captions
 
     provenance = read_provenance(factors_dir)
     digest = store.digest_directory(model_dir)

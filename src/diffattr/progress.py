@@ -2,7 +2,7 @@
 
 Long loops (training, generation, measurement, features, scoring) draw a tqdm bar on the stream
 their job passes as ``progress`` (the job's log file under Snakemake). When a job finishes,
-:func:`diffattr.jobs.job_logging` prints one line on the terminal (the job's own stderr, which
+:func:`diffattr.jobs.common.job_logging` prints one line on the terminal (the job's own stderr, which
 Snakemake passes through, also with ``--quiet``), for example::
 
     [diffattr] done train_subset lds/3/seed0 in 41.2s: 240 steps, final loss 0.0318

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,78 +76,6 @@ def residual_profile(
             rmse = err.reshape(batch, count, -1).mean(dim=2).sqrt()
             out[:, start : start + count] = rmse.cpu()
     return out
-
-
-def residuals_job(
-    model_dir: str,
-    dataset_path: str,
-    out_path: str,
-    S: int,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
-) -> None:
-    """Residual profiles [N, S] and DAS weights of every training image (forward passes only),
-    with the training features' noise under scheme ``noise``."""
-    from diffattr import features, store
-    from diffattr import noise as noise_lib
-    from diffattr.jobs import encoded_queries, load_queries, load_query_captions
-    from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.progress import progress_bar, status
-
-    model = load_diffusion_model(model_dir, resolve_device(device))
-    scheduler = model.scheduler
-    steps = features.select_timesteps(int(S), "uniform", scheduler.config.num_train_timesteps)
-    images, ids = load_queries("train", dataset_path, None)
-    captions = load_query_captions("train", dataset_path, None) if model.conditional else None
-    keys = noise_lib.feature_noise_keys(
-        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-    )
-    residuals = np.empty((len(ids), len(steps)), dtype=np.float64)
-    update, close = progress_bar(progress, len(ids), "residuals", unit="sample")
-    try:
-        for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
-            chunk_ids = ids[rows]
-            x0 = torch.as_tensor(np.asarray(x0))
-            for start in range(0, len(chunk_ids), batch_size):
-                stop = min(start + batch_size, len(chunk_ids))
-                batch_cond = None if cond is None else cond[start:stop]
-                residuals[rows.start + start : rows.start + stop] = residual_profile(
-                    model.denoiser,
-                    scheduler,
-                    x0[start:stop],
-                    chunk_ids[start:stop],
-                    steps,
-                    noise_seed,
-                    batch_cond,
-                    noise_keys=keys[rows][start:stop],
-                ).numpy()
-                update(rows.start + stop)
-    finally:
-        close()
-    attrs = {
-        "model_digest": store.digest_directory(model_dir),
-        "noise_seed": int(noise_seed),
-        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
-        "timesteps": steps,
-        "S": int(S),
-        "n_rows": len(ids),
-    }
-    store.write_h5(
-        out_path,
-        {
-            "residuals": residuals.astype(np.float32),
-            "weights": das_weights(residuals),
-            "ids": np.asarray(ids, dtype=np.int64),
-            "timesteps": np.asarray(steps, dtype=np.int64),
-        },
-        attrs,
-    )
-    status("residuals [%d x %d]", *residuals.shape)
 
 
 def read_weights(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from diffattr import store
-from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.errors import ConfigError
 
 THRESHOLD = 0.8
 NEIGHBOURS = 10
@@ -153,37 +153,6 @@ def save_png_figure(figure: Any, out_path: str | os.PathLike, dpi: int = 120) ->
     figure.savefig(buffer, format="png", dpi=dpi)
     with store.atomic_path(out_path, suffix=".png") as tmp:
         tmp.write_bytes(buffer.getvalue())
-
-
-def sample_quality_job(
-    dataset_path: str, samples_path: str, out_json: str, out_png: str
-) -> dict[str, Any]:
-    """Score ``samples_path`` against the splits of ``dataset_path``; JSON record + figure."""
-    from diffattr import data
-
-    train = data.load_split(dataset_path, "train")
-    val = data.load_split(dataset_path, "val")
-    with store.open_h5(samples_path) as handle:
-        gen = np.asarray(handle["images"][()], dtype=np.float32)
-        gen_ids = handle["ids"][()].astype(np.int64)
-    if gen.shape[1:] != train.images.shape[1:]:
-        raise FeatureMismatchError(
-            f"{samples_path}: samples have shape {gen.shape[1:]}, the train images "
-            f"{train.images.shape[1:]}"
-        )
-    record = quality_record(train.images, train.labels, val.images, val.labels, gen)
-    record["gen"]["ids"] = gen_ids.tolist()
-    record["samples_digest"] = store.digest_files([samples_path])
-    store.write_json(out_json, record)
-    plot_quality(record, out_png)
-    from diffattr.progress import status
-
-    status(
-        "%.0f%% of samples recognised (real val %.0f%%)",
-        100 * record["gen"]["recognised_fraction"],
-        100 * record["val"]["recognised_fraction"],
-    )
-    return record
 
 
 def sample_sheet(

@@ -32,7 +32,7 @@ The primal form reads the training features again (its ΦV would be N × Z); rea
 spectra file get the training feature file of each member (``train_paths``).
 
 :func:`open_scores` gives the same interface (:class:`GridScores`) for a spectra file and a
-plain score file (methods without λ), so ``lds_job``, the counterfactual λ choice and the
+plain score file (methods without λ), so ``evaluate_lds``, the counterfactual λ choice and the
 score selection do not care which one a method produced. :func:`write_selected_scores` writes
 the score file — the layout of :mod:`diffattr.scoring` — at the λ values that are used.
 """

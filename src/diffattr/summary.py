@@ -15,8 +15,6 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from diffattr import store
-
 COLUMNS = [
     "method",
     "split",
@@ -35,7 +33,7 @@ COLUMNS = [
 
 
 def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Flatten LDS records (from ``lds_job``) into table rows, LDS ×100."""
+    """Flatten LDS records (from ``evaluate_lds``) into table rows, LDS ×100."""
     rows = []
     for record in records:
         for choice in ("heldout", "oracle"):
@@ -159,50 +157,6 @@ def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None)
     return "\n".join(lines)
 
 
-def summary_job(
-    lds_paths: Sequence[str],
-    ceiling_path: str | None,
-    csv_path: str,
-    md_path: str,
-    experiment: str,
-    extra_sections: Sequence[str] = (),
-    counterfactual_path: str | None = None,
-    counterfactual_csv_path: str | None = None,
-    groundtruth_path: str | None = None,
-    paired_csv_path: str | None = None,
-    pairs: Sequence[Sequence[str]] = (),
-    paired_resamples: int = 1000,
-    paired_seed: int = 42,
-) -> list[dict[str, Any]]:
-    """Write summary.csv and summary.md; with ``counterfactual_path`` (the collected
-    counterfactual summary) also ``counterfactual_csv_path`` and a counterfactual section;
-    with ``paired_csv_path`` (and the benchmark ``groundtruth_path``) the paired bootstrap of
-    each configured pair (:func:`paired_rows`) there and in summary.md."""
-    records = [store.read_json(path) for path in lds_paths]
-    rows = summary_rows(records)
-    ceiling = store.read_json(ceiling_path) if ceiling_path else None
-    store.write_text(csv_path, to_csv(rows))
-    if paired_csv_path:
-        measured = _benchmark_outputs(groundtruth_path, {r["split"] for r in records})
-        paired = paired_rows(records, measured, pairs, paired_resamples, paired_seed)
-        store.write_text(paired_csv_path, to_csv(paired, PAIRED_COLUMNS))
-        extra_sections = ["", paired_markdown(paired), *extra_sections]
-    if counterfactual_path:
-        from diffattr.counterfactual import write_counterfactual_table
-
-        section = write_counterfactual_table(counterfactual_path, counterfactual_csv_path)
-        extra_sections = [*extra_sections, "", section]
-    sections = [
-        f"# diffattr results: {experiment}",
-        "",
-        lds_markdown(rows, ceiling),
-        *seed_spread_markdown(records),
-        *extra_sections,
-    ]
-    store.write_text(md_path, "\n".join(sections) + "\n")
-    return rows
-
-
 # --------------------------------------------------------------------------- paired comparisons
 
 PAIRED_COLUMNS = [
@@ -242,7 +196,7 @@ def paired_rows(
     (split, K) of a where b is scored too (b without timesteps: its K = 0 record).
 
     ``measured`` maps each split to its [S, n] benchmark outputs; the predictions come from the
-    records (:func:`diffattr.jobs.lds_job` stores them at each λ choice). Pairs with a method
+    records (:func:`diffattr.jobs.lds.evaluate_lds` stores them at each λ choice). Pairs with a method
     that is not in ``records`` are left out.
     """
     from diffattr.lds import paired_bootstrap
@@ -331,14 +285,6 @@ def ceiling_decomposition_lines(ceiling: dict[str, Any] | None) -> list[str]:
             )
         lines.append(text)
     return lines
-
-
-def _benchmark_outputs(groundtruth_path: str | None, splits: set[str]) -> dict[str, Any]:
-    """[S, n] benchmark outputs of each split, for the paired comparisons."""
-    if not groundtruth_path:
-        return {}
-    with store.open_h5(groundtruth_path) as handle:
-        return {s: handle[f"{s}/measured"][()] for s in splits if f"{s}/measured" in handle}
 
 
 # --------------------------------------------------------------------------- noise-seed spread

@@ -208,40 +208,6 @@ def method_needs(config: Mapping[str, Any], name: str, K: int, split: str) -> di
     return method.needs(config["methods"][name], K, split)
 
 
-def score_method_job(
-    kind: str,
-    params: Mapping[str, Any],
-    inputs: Mapping[str, Any],
-    out_path: str,
-    method: str,
-    K: int,
-    split: str,
-    lambdas: list[float],
-    chunk_rows: int,
-    progress: Any = None,
-    settings: Mapping[str, Any] | None = None,
-) -> None:
-    """Score one (method, K, split): ``inputs`` maps each input name to a path or paths;
-    ``progress`` (the job's log stream) receives the TRAK family's progress bar."""
-    files = {
-        name: [paths] if isinstance(paths, str) else list(paths) for name, paths in inputs.items()
-    }
-    job = ScoreJob(
-        method,
-        kind,
-        dict(params),
-        int(K),
-        split,
-        files,
-        out_path,
-        list(lambdas),
-        chunk_rows,
-        progress,
-        dict(settings or {}),
-    )
-    get_method(kind).score(job)
-
-
 __all__ = [
     "NO_K",
     "Method",
@@ -256,6 +222,5 @@ __all__ = [
     "method_targets",
     "register",
     "runnable_methods",
-    "score_method_job",
     "validate_methods",
 ]

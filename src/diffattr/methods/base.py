@@ -13,7 +13,7 @@ Every score file has the layout of :func:`diffattr.scoring.write_trak_scores`: `
 [L, n, N], ``lambdas`` [L], ``train_ids`` [N], ``test_ids`` [n]. Methods without a ridge λ
 store L = 1 with λ = 0 ("no λ"). The attrs ``method``, ``kind``, ``K`` (0 for methods that use
 no timesteps), ``split``, ``params`` and ``lds_sign`` (+1 for scores in loss units, −1 for
-"τ > 0 supports the query") travel to ``lds_job``.
+"τ > 0 supports the query") travel to ``evaluate_lds``.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class EKFAC(Method):
         settings = job.settings
         scheme = job.params.get("noise", "common")
         geometry = settings.get("reference_noise", {}) if scheme == "reference" else {}
-        scores, train_ids, test_ids, info = ekfac.scores_job(
+        scores, train_ids, test_ids, info = ekfac.influence_scores_of_split(
             job.one_input("model"),
             job.one_input("dataset"),
             job.one_input("samples") if "samples" in job.inputs else None,

@@ -2,11 +2,11 @@
 
 A simplified "The Journey, Not the Destination" (Georgiev et al. 2023), for generated samples only:
 
-1. :func:`record_trajectory_job` re-runs the seeded DDIM generation of ``samples/gen.h5`` with
-   the main model and stores the predicted clean sample x̂0 of every step (clamped to [-1, 1])
+1. :func:`diffattr.jobs.features.record_trajectory` re-runs the seeded DDIM generation of
+   ``samples/gen.h5`` with the main model and stores the predicted clean sample x̂0 of every step (clamped to [-1, 1])
    with the step's timestep t_i. It checks that the final images equal the stored ones.
-2. :func:`trajectory_features_job` takes, for each step i, x̂0_i as the clean sample at t_i with
-   fresh keyed noise (:func:`diffattr.noise.sample_noise`, as for every feature; always the
+2. :func:`diffattr.jobs.features.extract_trajectory_features` takes, for each step i, x̂0_i as
+   the clean sample at t_i with fresh keyed noise (:func:`diffattr.noise.sample_noise`, as for every feature; always the
    ``independent`` scheme on the ``gen`` split, since the trajectory's timesteps are not the
    training features' timesteps, so no draw could be shared with a training row), the gradient
    of f (``loss``) there, averages over the steps and projects once.
@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from diffattr.errors import FeatureMismatchError
 from diffattr.methods.base import Need, features_need, method_noise, register
 from diffattr.methods.readout import READOUT_PARAM
 from diffattr.methods.trak import OUTPUT_FN_PARAM, TrakKernel
@@ -49,63 +48,6 @@ class JourneyTrak(TrakKernel):
             "train": [features_need("main", fn, K, "train", method_noise(params))],
             "test": [Need("trajectory_features", {"fn": fn})],
         }
-
-
-def record_trajectory_job(
-    model_dir: str,
-    samples_path: str,
-    out_path: str,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
-) -> None:
-    """Re-run the generation of ``samples_path`` and store x̂0 at every DDIM step.
-
-    Seeds, steps, η, prompts and guidance come from ``samples_path`` itself. x̂0 is clamped
-    pixels for a pixel model and unclamped latents for a latent model (protocol §4.1).
-    """
-    from diffattr import store
-    from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.sampling import generate
-
-    with store.open_h5(samples_path) as handle:
-        images, seeds, ids = handle["images"][()], handle["seeds"][()], handle["ids"][()]
-        prompts = [_text(p) for p in handle["prompts"][()]] if "prompts" in handle else None
-        attrs = {k: store.decode_attr(v) for k, v in handle.attrs.items()}
-    digest = store.digest_directory(model_dir)
-    store.require_attrs(attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}")
-    model = load_diffusion_model(model_dir, resolve_device(device))
-    steps, eta = int(attrs["steps"]), float(attrs["eta"])
-    guidance = float(attrs.get("guidance_scale", 1.0))
-    result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
-    difference = float(np.abs(result["images"] - images).max())
-    if difference > IMAGE_TOLERANCE:
-        raise FeatureMismatchError(
-            f"re-generating {samples_path} with {model_dir} gives images that differ by up to "
-            f"{difference:.3g} (> {IMAGE_TOLERANCE}); the trajectory would not be the one that "
-            "produced the samples. Regenerate the samples (rule generate_samples)."
-        )
-    store.write_h5(
-        out_path,
-        {
-            "x0_trajectory": result["x0_trajectory"],
-            "timesteps": result["trajectory_timesteps"],
-            "ids": ids,
-            "seeds": seeds,
-        },
-        {
-            "split": "gen",
-            "model_digest": digest,
-            "steps": steps,
-            "eta": eta,
-            "gen_seed": attrs.get("gen_seed"),
-            "max_image_difference": difference,
-        },
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def trajectory_gradients(
@@ -159,78 +101,3 @@ def trajectory_gradients(
         total = total.div_(len(timesteps))
         out[start:stop] = (total if structured else projector.project(total)).cpu().numpy()
     return out
-
-
-def trajectory_features_job(
-    model_dir: str,
-    samples_path: str,
-    trajectory_path: str,
-    out_path: str,
-    output_fn: str,
-    proj_kind: str,
-    proj_dim: int,
-    proj_seed: int,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    projection: str = "auto",
-    allocation: str = "proportional",
-    progress: IO[str] | None = None,
-) -> None:
-    """Journey-TRAK features of the generated samples, written like any feature file.
-
-    A conditional model is conditioned on each sample's recorded prompt (no guidance).
-    """
-    from diffattr import features, store
-    from diffattr.jobs import load_query_captions
-    from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection_structured import make_feature_projector
-
-    digest = store.digest_directory(model_dir)
-    with store.open_h5(trajectory_path) as handle:
-        store.require_attrs(
-            {k: store.decode_attr(v) for k, v in handle.attrs.items()},
-            {"model_digest": digest},
-            f"{trajectory_path} vs model {model_dir}",
-        )
-        trajectory = handle["x0_trajectory"][()]
-        timesteps = handle["timesteps"][()].astype(np.int64)
-        ids = handle["ids"][()].astype(np.int64)
-    model = load_diffusion_model(model_dir, resolve_device(device))
-    cond = None
-    if model.conditional:
-        cond = model.condition(load_query_captions("gen", "", samples_path))
-    grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_feature_projector(
-        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
-    )
-    matrix = trajectory_gradients(
-        model.denoiser,
-        model.scheduler,
-        trajectory,
-        timesteps,
-        ids,
-        output_fn,
-        noise_seed,
-        projector,
-        batch_size,
-        cond=cond,
-        progress=progress,
-    )
-    attrs = {
-        "split": "gen",
-        "output_fn": output_fn,
-        "K": int(len(timesteps)),
-        "t_strategy": "trajectory",
-        "timesteps": timesteps.tolist(),
-        "noise_seed": noise_seed,
-        "noise": "independent",
-        "model_digest": digest,
-        "model_kind": model.kind,
-        "grad_dim": grad_dim,
-        **{
-            f"proj_{k}" if not k.startswith("proj") else k: v
-            for k, v in projector.describe().items()
-        },
-    }
-    features.write_features(out_path, matrix, ids, attrs)

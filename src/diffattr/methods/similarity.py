@@ -3,8 +3,8 @@
 * ``raw_dot`` / ``raw_cos``: dot product / cosine of flattened images in [-1, 1], or of the VAE
   latent mode for latent models, as the reference did for ArtBench (:func:`raw_inputs`);
 * ``clip_dot`` / ``clip_cos``: dot product / cosine of CLIP image embeddings computed by
-  :func:`clip_embedding_job` through :class:`diffattr.clip.ClipEncoder` (transformers, CLIP's
-  own preprocessing; the paper used OpenAI's ViT-B/32).
+  :func:`diffattr.jobs.features.embed_clip` through :class:`diffattr.clip.ClipEncoder`
+  (transformers, CLIP's own preprocessing; the paper used OpenAI's ViT-B/32).
 
 ``clip.weights`` names a transformers checkpoint (a ``save_pretrained`` folder, or a hub id in
 the local hub cache). Without it the CLIP methods are skipped with a message that says how to
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from diffattr.errors import ConfigError
 from diffattr.methods.base import (
     NO_LAMBDA,
     Method,
@@ -45,8 +44,8 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 def raw_inputs(split: str, dataset_path: str, samples_path: str, model_dir: str) -> tuple:
     """(x [n, D], ids) of a split: pixels in [-1, 1], or the VAE latent mode (unscaled) for a
     latent model, as the reference did for ArtBench."""
-    from diffattr.jobs import load_queries
     from diffattr.models import load_diffusion_model, model_kind
+    from diffattr.queries import load_queries
 
     images, ids = load_queries(split, dataset_path, samples_path)
     if model_kind(model_dir) != "unet":
@@ -130,36 +129,3 @@ class ClipCosine(ClipSimilarity):
     kind = "clip_cos"
     summary = "cosine similarity of CLIP image embeddings"
     cosine = True
-
-
-def clip_embedding_job(
-    dataset_path: str,
-    samples_path: str | None,
-    out_path: str,
-    split: str,
-    weights: str | None,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
-) -> None:
-    """Embed one split (train, val or gen) with CLIP; written like a feature file."""
-    from diffattr import store
-    from diffattr.clip import ClipEncoder
-    from diffattr.features import write_features
-    from diffattr.jobs import load_queries
-    from diffattr.models import resolve_device
-
-    reason = clip_unavailable_reason({"weights": weights})
-    if reason:
-        raise ConfigError(f"cannot compute CLIP embeddings: {reason}")
-    images, ids = load_queries(split, dataset_path, samples_path)
-    device = str(resolve_device(device))
-    encoder = ClipEncoder(weights, device, batch_size)
-    embeddings = encoder(images, progress)
-    attrs = {
-        "split": split,
-        "clip_model": encoder.description,
-        "clip_weights": str(weights),
-        "clip_weights_digest": store.digest_files(encoder.files()),
-    }
-    write_features(out_path, embeddings, ids, attrs)

@@ -1,16 +1,17 @@
-"""File-level jobs of the counterfactual evaluation (protocol §6): one per rule in
+"""Jobs of the counterfactual evaluation (protocol §6): one per rule in
 ``rules/counterfactual.smk``. Each reads its input files, calls the kernels of
 :mod:`diffattr.counterfactual` and writes its outputs through :mod:`diffattr.store`.
 
-* :func:`select_targets_job`   ``counterfactual/targets.h5``
-* :func:`choose_lambda_job`    ``counterfactual/lambda/{method}.json`` (held-out λ, gen split)
-* :func:`removal_job`          ``counterfactual/removals/{method}/{target}.h5``
-* :func:`regenerate_job`       ``counterfactual/regenerated/{method}/{target}.h5``
-* :func:`compare_job`          ``counterfactual/metrics/{method}/{target}.json``
-* :func:`collect_job`          ``counterfactual/{metrics,paired}.csv``, ``summary.json``
-* :func:`plot_job`             ``counterfactual/figure.png``
+* :func:`select_counterfactual_targets`  ``counterfactual/targets.h5``
+* :func:`choose_counterfactual_lambda`   ``counterfactual/lambda/{method}.json`` (held-out λ, gen)
+* :func:`remove_top_examples`            ``counterfactual/removals/{method}/{target}.h5``
+* :func:`regenerate_counterfactual`      ``counterfactual/regenerated/{method}/{target}.h5``
+* :func:`compare_counterfactual`         ``counterfactual/metrics/{method}/{target}.json``
+* :func:`collect_counterfactual`         ``counterfactual/{metrics,paired}.csv``, ``summary.json``
+* :func:`plot_counterfactual`            ``counterfactual/figure.png``
 
-Retraining uses :func:`diffattr.jobs.train_job` with the removal file as the training subset.
+Retraining (rule ``train_counterfactual``) uses :func:`diffattr.jobs.train.train_model` with the
+removal file as the training subset.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from diffattr.errors import ConfigError, FeatureMismatchError
 logger = logging.getLogger(__name__)
 
 
-def select_targets_job(
+def select_counterfactual_targets(
     samples_path: str,
     out_path: str,
     num_targets: int,
@@ -92,7 +93,7 @@ def _heldout_gen_truth(path: str) -> dict[str, np.ndarray]:
         }
 
 
-def choose_lambda_job(
+def choose_counterfactual_lambda(
     scores_path: str,
     heldout_path: str,
     out_path: str,
@@ -101,7 +102,8 @@ def choose_lambda_job(
     lambdas: Sequence[float] | None = None,
     train_paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The λ with the best held-out LDS on the gen split: the same choice as ``lds_job``.
+    """The λ with the best held-out LDS on the gen split: the same choice as
+    :func:`diffattr.jobs.lds.evaluate_lds`.
 
     It is recomputed here from the held-out pool alone (rather than read from the LDS record),
     so adding benchmark subsets does not retrain the counterfactual models. ``scores_path`` is
@@ -109,7 +111,7 @@ def choose_lambda_job(
     file; ``train_paths`` are the training features a primal spectra file reads again.
     """
     from diffattr import spectral
-    from diffattr.jobs import heldout_lambda_index
+    from diffattr.jobs.lds import heldout_lambda_index
 
     truth = _heldout_gen_truth(heldout_path)
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
@@ -129,7 +131,7 @@ def choose_lambda_job(
     return record
 
 
-def removal_job(
+def remove_top_examples(
     dataset_path: str,
     out_path: str,
     method: str,
@@ -142,7 +144,7 @@ def removal_job(
 ) -> np.ndarray:
     """Remove the target's top-k training rows; the file's ``positions`` are the kept rows.
 
-    ``positions`` (sorted kept rows) makes the file a training subset for ``train_job``;
+    ``positions`` (sorted kept rows) makes the file a training subset for ``train_model``;
     ``removed`` holds the removed rows in rank order and ``scores`` the ranking scores (oriented
     so that larger means more support for the target).
     """
@@ -190,7 +192,7 @@ def removal_job(
     return removed
 
 
-def regenerate_job(
+def regenerate_counterfactual(
     model_dir: str,
     samples_path: str,
     out_path: str,
@@ -244,7 +246,7 @@ def regenerate_job(
     return image
 
 
-def compare_job(
+def compare_counterfactual(
     samples_path: str,
     regenerated_path: str,
     out_path: str,
@@ -299,7 +301,7 @@ def latent_modes(model_dir: str, images: np.ndarray, device: str = "cpu") -> np.
     return model.encode(images, scaled=False).numpy()
 
 
-def collect_job(
+def collect_counterfactual(
     targets_path: str,
     metric_paths: Sequence[str],
     removal_paths: Sequence[str],
@@ -367,7 +369,7 @@ def collect_job(
     return summary
 
 
-def plot_job(
+def plot_counterfactual(
     samples_path: str,
     dataset_path: str,
     regenerated_paths: Sequence[str],

@@ -1,0 +1,288 @@
+"""Jobs of ``rules/features.smk``: gradient features (query splits and train shards, their
+merge), the Journey-TRAK trajectory and its features, and the CLIP embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import IO
+
+import numpy as np
+
+from diffattr import noise as noise_lib
+from diffattr import store
+from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.methods.journey import IMAGE_TOLERANCE, trajectory_gradients
+from diffattr.methods.similarity import clip_unavailable_reason
+from diffattr.progress import status
+from diffattr.queries import _text, encoded_queries, load_queries, load_query_captions
+
+
+def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
+    """Contiguous row range of shard ``shard`` of ``num_shards`` (sizes differ by at most one)."""
+    if not 0 <= shard < num_shards:
+        raise ConfigError(f"shard {shard} is out of range for {num_shards} shards")
+    bounds = np.linspace(0, n_rows, num_shards + 1).round().astype(int)
+    return slice(int(bounds[shard]), int(bounds[shard + 1]))
+
+
+def extract_features(
+    model_dir: str,
+    dataset_path: str,
+    samples_path: str | None,
+    out_path: str,
+    split: str,
+    output_fn: str,
+    K: int,
+    t_strategy: str,
+    proj_kind: str,
+    proj_dim: int,
+    proj_seed: int,
+    noise_seed: int,
+    batch_size: int,
+    device: str,
+    shard: int = 0,
+    num_shards: int = 1,
+    projection: str = "auto",
+    allocation: str = "proportional",
+    progress: IO[str] | None = None,
+    noise: str = "independent",
+    noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
+    noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
+) -> None:
+    """Projected per-sample gradient features of one split (or one shard of the train split).
+
+    ``projection`` / ``allocation``: :func:`diffattr.projection_structured.make_feature_projector`.
+
+    The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
+    model); a latent model works on the VAE mode, conditioned on each sample's caption.
+    ``noise`` is the feature-noise scheme (:data:`diffattr.noise.NOISE_SCHEMES`); the
+    ``reference`` scheme groups rows by their position in the whole split, so shards agree.
+    """
+    from diffattr import features
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.projection_structured import make_feature_projector
+
+    output_fn, normalize_timesteps = features.parse_feature_name(output_fn)
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    scheduler = model.scheduler
+    images, ids = load_queries(split, dataset_path, samples_path)
+    captions = load_query_captions(split, dataset_path, samples_path) if model.conditional else None
+    rows = shard_rows(len(ids), shard, num_shards)
+    images, ids = images[rows], ids[rows]
+    captions = None if captions is None else captions[rows]
+    noise_keys = noise_lib.feature_noise_keys(
+        noise, split, ids, np.arange(rows.start, rows.stop), noise_batch_size, noise_shard_rows
+    )
+    steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
+    grad_dim = features.num_trainable_parameters(model.denoiser)
+    projector = make_feature_projector(
+        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
+    )
+    parts = []
+    for chunk, x0, cond in encoded_queries(model, images, captions, batch_size):
+        parts.append(
+            features.extract_features(
+                model.denoiser,
+                scheduler,
+                x0,
+                ids[chunk],
+                output_fn,
+                steps,
+                noise_seed,
+                projector,
+                batch_size,
+                cond=cond,
+                progress=progress,
+                normalize_timesteps=normalize_timesteps,
+                noise_keys=noise_keys[chunk],
+            )
+        )
+    matrix = np.concatenate(parts, axis=0)
+    attrs = {
+        "split": split,
+        "output_fn": output_fn,
+        "timestep_norm": normalize_timesteps,
+        "K": K,
+        "t_strategy": t_strategy,
+        "timesteps": steps,
+        "noise_seed": noise_seed,
+        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+        "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
+        "grad_dim": grad_dim,
+        "shard": shard,
+        "num_shards": num_shards,
+        **{
+            f"proj_{k}" if not k.startswith("proj") else k: v
+            for k, v in projector.describe().items()
+        },
+    }
+    features.write_features(out_path, matrix, ids, attrs)
+    status("%s features [%d x %d]", split, *matrix.shape)
+
+
+def merge_train_features(shard_paths: Sequence[str], out_path: str) -> None:
+    from diffattr import features
+
+    features.merge_feature_shards(list(shard_paths), out_path)
+
+
+def record_trajectory(
+    model_dir: str,
+    samples_path: str,
+    out_path: str,
+    batch_size: int,
+    device: str,
+    progress: IO[str] | None = None,
+) -> None:
+    """Re-run the generation of ``samples_path`` and store x̂0 at every DDIM step.
+
+    Seeds, steps, η, prompts and guidance come from ``samples_path`` itself. x̂0 is clamped
+    pixels for a pixel model and unclamped latents for a latent model (protocol §4.1).
+    """
+    from diffattr import store
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.sampling import generate
+
+    with store.open_h5(samples_path) as handle:
+        images, seeds, ids = handle["images"][()], handle["seeds"][()], handle["ids"][()]
+        prompts = [_text(p) for p in handle["prompts"][()]] if "prompts" in handle else None
+        attrs = {k: store.decode_attr(v) for k, v in handle.attrs.items()}
+    digest = store.digest_directory(model_dir)
+    store.require_attrs(attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}")
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    steps, eta = int(attrs["steps"]), float(attrs["eta"])
+    guidance = float(attrs.get("guidance_scale", 1.0))
+    result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
+    difference = float(np.abs(result["images"] - images).max())
+    if difference > IMAGE_TOLERANCE:
+        raise FeatureMismatchError(
+            f"re-generating {samples_path} with {model_dir} gives images that differ by up to "
+            f"{difference:.3g} (> {IMAGE_TOLERANCE}); the trajectory would not be the one that "
+            "produced the samples. Regenerate the samples (rule generate_samples)."
+        )
+    store.write_h5(
+        out_path,
+        {
+            "x0_trajectory": result["x0_trajectory"],
+            "timesteps": result["trajectory_timesteps"],
+            "ids": ids,
+            "seeds": seeds,
+        },
+        {
+            "split": "gen",
+            "model_digest": digest,
+            "steps": steps,
+            "eta": eta,
+            "gen_seed": attrs.get("gen_seed"),
+            "max_image_difference": difference,
+        },
+    )
+
+
+def extract_trajectory_features(
+    model_dir: str,
+    samples_path: str,
+    trajectory_path: str,
+    out_path: str,
+    output_fn: str,
+    proj_kind: str,
+    proj_dim: int,
+    proj_seed: int,
+    noise_seed: int,
+    batch_size: int,
+    device: str,
+    projection: str = "auto",
+    allocation: str = "proportional",
+    progress: IO[str] | None = None,
+) -> None:
+    """Journey-TRAK features of the generated samples, written like any feature file.
+
+    A conditional model is conditioned on each sample's recorded prompt (no guidance).
+    """
+    from diffattr import features, store
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.projection_structured import make_feature_projector
+    from diffattr.queries import load_query_captions
+
+    digest = store.digest_directory(model_dir)
+    with store.open_h5(trajectory_path) as handle:
+        store.require_attrs(
+            {k: store.decode_attr(v) for k, v in handle.attrs.items()},
+            {"model_digest": digest},
+            f"{trajectory_path} vs model {model_dir}",
+        )
+        trajectory = handle["x0_trajectory"][()]
+        timesteps = handle["timesteps"][()].astype(np.int64)
+        ids = handle["ids"][()].astype(np.int64)
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    cond = None
+    if model.conditional:
+        cond = model.condition(load_query_captions("gen", "", samples_path))
+    grad_dim = features.num_trainable_parameters(model.denoiser)
+    projector = make_feature_projector(
+        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
+    )
+    matrix = trajectory_gradients(
+        model.denoiser,
+        model.scheduler,
+        trajectory,
+        timesteps,
+        ids,
+        output_fn,
+        noise_seed,
+        projector,
+        batch_size,
+        cond=cond,
+        progress=progress,
+    )
+    attrs = {
+        "split": "gen",
+        "output_fn": output_fn,
+        "K": int(len(timesteps)),
+        "t_strategy": "trajectory",
+        "timesteps": timesteps.tolist(),
+        "noise_seed": noise_seed,
+        "noise": "independent",
+        "model_digest": digest,
+        "model_kind": model.kind,
+        "grad_dim": grad_dim,
+        **{
+            f"proj_{k}" if not k.startswith("proj") else k: v
+            for k, v in projector.describe().items()
+        },
+    }
+    features.write_features(out_path, matrix, ids, attrs)
+
+
+def embed_clip(
+    dataset_path: str,
+    samples_path: str | None,
+    out_path: str,
+    split: str,
+    weights: str | None,
+    batch_size: int,
+    device: str,
+    progress: IO[str] | None = None,
+) -> None:
+    """Embed one split (train, val or gen) with CLIP; written like a feature file."""
+    from diffattr import store
+    from diffattr.clip import ClipEncoder
+    from diffattr.features import write_features
+    from diffattr.models import resolve_device
+    from diffattr.queries import load_queries
+
+    reason = clip_unavailable_reason({"weights": weights})
+    if reason:
+        raise ConfigError(f"cannot compute CLIP embeddings: {reason}")
+    images, ids = load_queries(split, dataset_path, samples_path)
+    device = str(resolve_device(device))
+    encoder = ClipEncoder(weights, device, batch_size)
+    embeddings = encoder(images, progress)
+    attrs = {
+        "split": split,
+        "clip_model": encoder.description,
+        "clip_weights": str(weights),
+        "clip_weights_digest": store.digest_files(encoder.files()),
+    }
+    write_features(out_path, embeddings, ids, attrs)

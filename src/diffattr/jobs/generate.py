@@ -1,0 +1,101 @@
+"""Job of ``rules/generate.smk``: the main model's generated samples and their contact sheet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import IO
+
+import numpy as np
+
+from diffattr import store
+from diffattr.errors import ConfigError
+from diffattr.progress import status
+from diffattr.queries import _text
+
+
+def generate_samples(
+    model_dir: str,
+    out_path: str,
+    grid_path: str,
+    num_samples: int,
+    steps: int,
+    eta: float,
+    seed: int,
+    batch_size: int,
+    grid_columns: int,
+    device: str,
+    progress: IO[str] | None = None,
+    dataset_path: str | None = None,
+    guidance_scale: float = 7.5,
+    prompts: Sequence[str] | None = None,
+) -> None:
+    """Seeded DDIM samples of the main model; a conditional model gets one prompt per sample.
+
+    Prompts are ``prompts`` in contiguous blocks, or by default the dataset's class captions
+    (in label order) in blocks; each sample's prompt is stored in the ``prompts`` dataset.
+    """
+    from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.sample_quality import real_examples, sample_sheet
+    from diffattr.sampling import assign_prompts, generate, sample_seeds
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    seeds = sample_seeds(num_samples, seed)
+    per_sample = None
+    if model.conditional:
+        if prompts is None:
+            if dataset_path is None:
+                raise ConfigError(
+                    "generation.prompts is null, so prompts come from the class captions, "
+                    "but no dataset file was given"
+                )
+            prompts = class_captions(dataset_path)
+        per_sample = assign_prompts(num_samples, prompts)
+    result = generate(model, seeds, steps, eta, batch_size, per_sample, guidance_scale, progress)
+    attrs = {
+        "split": "gen",
+        "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
+        "steps": steps,
+        "eta": eta,
+        "gen_seed": seed,
+        "sampler": "ddim",
+        "batch_size": batch_size,  # on CPU the batch layout fixes the last bits (regeneration)
+    }
+    arrays = {
+        "images": result["images"],
+        "seeds": seeds,
+        "ids": np.arange(num_samples, dtype=np.int64),
+    }
+    if per_sample is not None:
+        arrays["prompts"] = np.array(per_sample, dtype=object)
+        attrs["guidance_scale"] = guidance_scale
+    store.write_h5(out_path, arrays, attrs)
+    shown = result["images"][: grid_columns * grid_columns]
+    real = real_examples(dataset_path, len(shown)) if dataset_path is not None else None
+    save_png(grid_path, sample_sheet(shown, real, grid_columns), scale=1)
+    status("%d samples, %d DDIM steps", num_samples, steps)
+
+
+def class_captions(dataset_path: str) -> list[str]:
+    """The caption of each class of the train split, in label order."""
+    with store.open_h5(dataset_path) as handle:
+        if "train/captions" not in handle:
+            raise ConfigError(
+                f"{dataset_path}: the train split has no captions to use as prompts; set "
+                "generation.prompts, or data.caption_template and rebuild the dataset"
+            )
+        labels = handle["train/labels"][()]
+        captions = [_text(c) for c in handle["train/captions"][()]]
+    by_label: dict[int, str] = {}
+    for label, caption in zip(labels.tolist(), captions, strict=True):
+        by_label.setdefault(int(label), caption)
+    return [by_label[label] for label in sorted(by_label)]
+
+
+def save_png(path: str, pixels: np.ndarray, scale: int = 4) -> None:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    with store.atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG")

@@ -1,0 +1,220 @@
+"""Jobs of ``rules/lds.smk``: the ground truth of a subset pool, the LDS of a score file and
+the seed-to-seed noise ceiling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from diffattr import data, lds, store
+from diffattr.errors import FeatureMismatchError
+from diffattr.progress import status
+
+
+def collect_groundtruth(
+    dataset_path: str,
+    subset_paths: Sequence[str],
+    measured_paths: Sequence[Sequence[str]],
+    out_path: str,
+    pool: str,
+    splits: Sequence[str],
+) -> None:
+    """Collect one pool's masks [S, N] and measured outputs [R seeds, S, n] per split."""
+    train = data.load_split(dataset_path, "train")
+    masks = data.subset_mask([data.read_subset(p) for p in subset_paths], len(train))
+    arrays: dict[str, np.ndarray] = {"masks": masks, "train_ids": train.ids}
+    for split in splits:
+        by_seed, ids = [], None
+        for per_seed in measured_paths:  # [seed][subset]
+            if len(per_seed) != len(subset_paths):
+                raise FeatureMismatchError(
+                    f"{len(per_seed)} measured files for {len(subset_paths)} subsets of pool {pool!r}"
+                )
+            rows = []
+            for path in per_seed:
+                with store.open_h5(path) as handle:
+                    if f"{split}/loss" not in handle:
+                        raise FeatureMismatchError(
+                            f"{path}: has no measured outputs for split {split!r}"
+                        )
+                    rows.append(handle[f"{split}/loss"][()])
+                    these = handle[f"{split}/ids"][()]
+                if ids is not None and not np.array_equal(ids, these):
+                    raise FeatureMismatchError(f"{path}: query ids differ from the other models'")
+                ids = these
+            by_seed.append(np.stack(rows))
+        arrays[f"{split}/measured_by_seed"] = np.stack(by_seed)
+        arrays[f"{split}/measured"] = np.stack(by_seed).mean(axis=0)
+        arrays[f"{split}/ids"] = ids
+    store.write_h5(
+        out_path,
+        arrays,
+        {
+            "pool": pool,
+            "num_subsets": len(subset_paths),
+            "num_seeds": len(measured_paths),
+            "splits": list(splits),
+        },
+    )
+
+
+def _load_groundtruth(path: str, split: str) -> dict[str, np.ndarray]:
+    with store.open_h5(path) as handle:
+        return {
+            "masks": handle["masks"][()],
+            "train_ids": handle["train_ids"][()],
+            "measured": handle[f"{split}/measured"][()],
+            "measured_by_seed": handle[f"{split}/measured_by_seed"][()],
+            "ids": handle[f"{split}/ids"][()],
+        }
+
+
+def _check_alignment(score: Any, truth: dict[str, np.ndarray], where: str) -> None:
+    if not np.array_equal(score.train_ids, truth["train_ids"]):
+        raise FeatureMismatchError(
+            f"{where}: score columns do not follow the train split's row order"
+        )
+    if not np.array_equal(score.test_ids, truth["ids"]):
+        raise FeatureMismatchError(f"{where}: score rows do not match the measured queries")
+
+
+def evaluate_lds(
+    scores_path: str,
+    groundtruth_path: str,
+    heldout_path: str,
+    out_path: str,
+    split: str,
+    bootstrap_resamples: int,
+    bootstrap_seed: int,
+    sign: int | None = None,
+    lambdas: Sequence[float] | None = None,
+    train_paths: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
+    benchmark itself; and cross-fitted over the benchmark subsets (``crossfit``: λ chosen on
+    one half, evaluated on the other, and swapped; :func:`diffattr.lds.crossfit_choice`).
+    Writes a JSON record with the full curves.
+
+    ``scores_path`` is a spectra file (methods with a ridge λ, evaluated on ``lambdas`` without a
+    score matrix per λ: :mod:`diffattr.spectral`; a primal one reads ``train_paths``, the
+    members' training features, again) or a score file. ``sign`` defaults to its
+    ``lds_sign`` attr (+1 for scores in loss units, such as empirical influence and datamodels;
+    −1 otherwise)."""
+    from diffattr import spectral
+
+    bench = _load_groundtruth(groundtruth_path, split)
+    held = _load_groundtruth(heldout_path, split)
+    with spectral.open_scores(scores_path, lambdas, train_paths) as score:
+        _check_alignment(score, bench, scores_path)
+        _check_alignment(score, held, scores_path)
+        factor = score.sign if sign is None else int(sign)
+        flip = factor / score.sign  # an explicit sign overrides the file's
+        bench_predictions = flip * score.predictions(bench["masks"])
+        held_predictions = flip * score.predictions(held["masks"])
+        grid, attrs = score.lambdas, score.attrs
+    num_subsets = bench["masks"].shape[0]
+    folds = lds.crossfit_folds(num_subsets) if num_subsets >= 4 else []
+    full = lds.lds_from_predictions(bench_predictions, bench["measured"])
+    fold_curves = [
+        lds.lds_from_predictions(bench_predictions[:, rows], bench["measured"][rows])
+        for rows in folds
+    ]
+    curve = _nanmean_rows(full, "lds")
+    heldout_curve = _nanmean_rows(
+        lds.lds_from_predictions(held_predictions, held["measured"]), "heldout"
+    )
+    record: dict[str, Any] = {
+        "method": attrs.get("method"),
+        "split": split,
+        "K": attrs.get("train_K", attrs.get("K")),
+        "kind": attrs.get("kind", attrs.get("score_kind")),
+        "readout": attrs.get("readout", "signed"),
+        "lds_sign": factor,
+        "params": attrs.get("params"),
+        "lambdas": grid.tolist(),
+        "lds_curve": curve.tolist(),
+        "heldout_curve": heldout_curve.tolist(),
+        "num_subsets": int(bench["masks"].shape[0]),
+        "num_heldout_subsets": int(held["masks"].shape[0]),
+        "num_queries": int(bench["measured"].shape[1]),
+        "choices": {},
+    }
+    oracle_index = int(np.nanargmax(curve))
+    heldout_index, _ = lds.choose_lambda(heldout_curve, grid)
+    for name, index in (("heldout", heldout_index), ("oracle", oracle_index)):
+        boot = lds.bootstrap_predictions(
+            bench_predictions[index], bench["measured"], bootstrap_resamples, bootstrap_seed
+        )
+        record["choices"][name] = {
+            "lambda": float(grid[index]),
+            "lambda_index": index,
+            "lds": float(curve[index]),
+            "boot_mean": float(boot["mean"]),
+            "boot_std": float(boot["std"]),
+            "ci_low": float(boot["ci_low"]),
+            "ci_high": float(boot["ci_high"]),
+            "at_grid_edge": lds.at_grid_edge(index, len(grid)),
+            # [S, n] at this λ, for paired comparisons between methods (diffattr.summary)
+            "predictions": bench_predictions[index].tolist(),
+        }
+    if fold_curves:
+        crossfit = lds.crossfit_choice(fold_curves, grid)
+        record["crossfit"] = {
+            **crossfit,
+            "folds": len(folds),
+            "fold_subsets": [len(f) for f in folds],
+            "fold_curves": [lds.curve_mean(c).tolist() for c in fold_curves],
+        }
+    for name, choice in [*record["choices"].items(), ("crossfit", record.get("crossfit"))]:
+        if choice and choice["at_grid_edge"]:
+            status("warning: the %s λ is at the edge of the grid; widen scoring.lambdas", name)
+    store.write_json(out_path, record)
+    held = record["choices"]["heldout"]
+    status(
+        "LDS %.2f%% at held-out λ %g (oracle %.2f%%)",
+        100 * held["lds"],
+        held["lambda"],
+        100 * record["choices"]["oracle"]["lds"],
+    )
+    return record
+
+
+def _nanmean_rows(per_query: np.ndarray, where: str) -> np.ndarray:
+    """LDS per λ: ``nanmean`` over queries of [L, n], warning once per λ with NaN queries."""
+    summaries = [lds.summarise(row) for row in per_query]
+    for summary in summaries:
+        lds._warn_nan(summary, where)
+    return np.array([summary["lds"] for summary in summaries], dtype=np.float64)
+
+
+def heldout_lambda_index(
+    score: Any, heldout: dict[str, np.ndarray], where: str
+) -> tuple[int, np.ndarray]:
+    """(index, held-out curve): the λ with the best held-out LDS, as in :func:`evaluate_lds`."""
+    _check_alignment(score, heldout, where)
+    predictions = score.predictions(heldout["masks"])
+    curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout["measured"]), where)
+    index, _ = lds.choose_lambda(curve, score.lambdas)
+    return index, curve
+
+
+def noise_ceiling(groundtruth_path: str, out_path: str, splits: Sequence[str]) -> None:
+    """Seed-to-seed agreement of the measured outputs, per split (needs >= 2 training seeds)."""
+    record: dict[str, Any] = {}
+    for split in splits:
+        truth = _load_groundtruth(groundtruth_path, split)
+        by_seed = truth["measured_by_seed"]
+        if by_seed.shape[0] < 2:
+            record[split] = None
+            continue
+        ceiling = lds.noise_ceiling(by_seed)
+        record[split] = {
+            "mean": ceiling["mean"],
+            "per_pair": np.asarray(ceiling["per_pair"]).tolist(),
+            "attainable": ceiling["attainable"],
+            "seeds": ceiling["seeds"],
+            "decomposition": lds.ceiling_decomposition(by_seed),
+        }
+    store.write_json(out_path, record)

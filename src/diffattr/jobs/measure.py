@@ -1,0 +1,78 @@
+"""Job of ``rules/measure.smk``: the measured outputs (per-sample losses) of one model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import IO
+
+import numpy as np
+
+from diffattr import store
+from diffattr.progress import status
+from diffattr.queries import encoded_queries, load_queries, load_query_captions
+
+
+def measure_outputs(
+    model_dir: str,
+    dataset_path: str,
+    samples_path: str,
+    out_path: str,
+    splits: Sequence[str],
+    timesteps: int,
+    noise_seeds: Sequence[int],
+    batch_size: int,
+    device: str,
+    progress: IO[str] | None = None,
+) -> None:
+    """Per-sample loss of one model on every query split, averaged over the timestep grid.
+
+    A conditional model is conditioned on each sample's caption (gen: its recorded prompt),
+    without guidance; a latent model measures in latent space (x0 = VAE mode).
+    """
+    from diffattr.measure import measure_losses, timestep_grid
+    from diffattr.models import load_diffusion_model, resolve_device
+
+    model = load_diffusion_model(model_dir, resolve_device(device))
+    scheduler = model.scheduler
+    grid = timestep_grid(timesteps, scheduler.config.num_train_timesteps)
+    arrays: dict[str, np.ndarray] = {}
+    for split in splits:
+        images, ids = load_queries(split, dataset_path, samples_path)
+        captions = None
+        if model.conditional:
+            captions = load_query_captions(split, dataset_path, samples_path)
+        parts = []
+        for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
+            parts.append(
+                measure_losses(
+                    model.denoiser,
+                    scheduler,
+                    x0,
+                    ids[rows],
+                    grid,
+                    list(noise_seeds),
+                    f"measure/{split}",
+                    batch_size,
+                    cond=cond,
+                    progress=progress,
+                )
+            )
+        by_noise = np.concatenate(parts, axis=1)
+        arrays[f"{split}/loss_by_noise"] = by_noise
+        arrays[f"{split}/loss"] = by_noise.mean(axis=0)
+        arrays[f"{split}/ids"] = ids
+    attrs = {
+        "model_digest": store.digest_directory(model_dir),
+        "model_kind": model.kind,
+        "splits": list(splits),
+        "timesteps": grid.tolist(),
+        "noise_seeds": list(noise_seeds),
+        "output": "diffusion loss mean_d (eps_hat - eps)^2",
+    }
+    if model.uses_latents:
+        attrs["space"] = "VAE latent mode x scaling_factor"
+    if model.conditional:
+        attrs["condition"] = "caption (gen: recorded prompt), no guidance"
+    store.write_h5(out_path, arrays, attrs)
+    losses = [f"{split} {arrays[f'{split}/loss'].mean():.4g}" for split in splits]
+    status("mean loss %s", ", ".join(losses))

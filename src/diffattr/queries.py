@@ -1,0 +1,79 @@
+"""Query splits: the images, ids and captions of ``train`` / ``val`` (from the dataset) and
+``gen`` (from the generated samples), and their encoding for a model (VAE latents, caption
+embeddings). Used by the jobs and by kernels that read a split themselves (EK-FAC, the
+similarity baselines)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from diffattr import data, store
+from diffattr.errors import ConfigError
+
+
+def load_queries(
+    split: str, dataset_path: str, samples_path: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images and ids of a query split: ``train``/``val`` from the dataset, ``gen`` from samples."""
+    if split == "gen":
+        if samples_path is None:
+            raise ConfigError("split 'gen' needs the generated samples file")
+        with store.open_h5(samples_path) as handle:
+            return handle["images"][()], handle["ids"][()]
+    if split not in ("train", "val"):
+        raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
+    loaded = data.load_split(dataset_path, split)
+    return loaded.images, loaded.ids
+
+
+def load_query_captions(
+    split: str, dataset_path: str, samples_path: str | None
+) -> list[str] | None:
+    """Captions of a query split (``gen``: the recorded prompts), or None when it has none."""
+    if split == "gen":
+        if samples_path is None:
+            raise ConfigError("split 'gen' needs the generated samples file")
+        path, name = samples_path, "prompts"
+    elif split in ("train", "val"):
+        path, name = dataset_path, f"{split}/captions"
+    else:
+        raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
+    with store.open_h5(path) as handle:
+        return [_text(c) for c in handle[name][()]] if name in handle else None
+
+
+def encoded_queries(
+    model: Any,
+    images: np.ndarray,
+    captions: list[str] | None,
+    batch_size: int,
+    chunk_rows: int = 1024,
+) -> Iterator[tuple[slice, np.ndarray, Any]]:
+    """(rows, x0, cond) in row chunks: x0 through ``model.encode`` (the VAE mode for latent
+    models), cond the caption embeddings of a conditional model (else None).
+
+    A pixel model gets one chunk with the images unchanged; a latent model chunks of
+    ``chunk_rows`` rows, so embeddings and latents never exist for the whole split at once.
+    """
+    n = len(images)
+    if not model.uses_latents and not model.conditional:
+        yield slice(0, n), images, None
+        return
+    if model.conditional and (captions is None or len(captions) != n):
+        raise ConfigError(
+            f"a {model.kind} model is conditioned on captions, but the {n} query samples have "
+            f"{'none' if captions is None else len(captions)}; set data.caption_template "
+            "(val/train) or regenerate the samples (gen)"
+        )
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n))
+        x0 = model.encode(images[rows], batch_size).numpy()
+        cond = model.condition(captions[rows]) if model.conditional else None
+        yield rows, x0, cond
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
