@@ -223,8 +223,9 @@ def test_regeneration_with_the_main_model_is_bit_identical(generated, tmp_path, 
     model_dir, paths = generated
     out = tmp_path / "regen.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(model_dir), str(paths[batch_size]), str(out), "main", target, batch_size, "cpu"
-    )
+        str(model_dir), str(paths[batch_size]), str(out), method="main", target=target,
+        runtime=Runtime(batch_size=batch_size, device="cpu"),
+    )  # fmt: skip
     original = store.read_h5(paths[batch_size], "images")[target]
     assert image.dtype == original.dtype and np.array_equal(image, original)
     attrs = store.read_attrs(out)
@@ -236,8 +237,9 @@ def test_regeneration_uses_the_stored_batch_layout(generated, tmp_path):
     model_dir, paths = generated
     out = tmp_path / "r.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(model_dir), str(paths[4]), str(out), "m", 1, 2, "cpu"
-    )
+        str(model_dir), str(paths[4]), str(out), method="m", target=1,
+        runtime=Runtime(batch_size=2, device="cpu"),
+    )  # fmt: skip
     assert np.array_equal(image, store.read_h5(paths[4], "images")[1])
     assert store.read_attrs(out)["batch_size"] == 4
 
@@ -383,8 +385,9 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     )  # fmt: skip
     regenerated = tmp_path / "regen.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(tmp_path / "main"), str(samples), str(regenerated), "m", 3, 2, "cpu"
-    )
+        str(tmp_path / "main"), str(samples), str(regenerated), method="m", target=3,
+        runtime=Runtime(batch_size=2, device="cpu"),
+    )  # fmt: skip
     assert np.array_equal(image, store.read_h5(samples, "images")[3])
     assert store.read_attrs(regenerated)["prompt"] == prompts[1]
 

@@ -393,8 +393,9 @@ def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, 
     def regenerate(path: Path, target: int) -> np.ndarray:
         out = tmp_path / f"{path.stem}-{target}.h5"
         image = regenerate_counterfactual(
-            str(trained), str(path), str(out), "trak", target, 8, "cpu"
-        )
+            str(trained), str(path), str(out), method="trak", target=target,
+            runtime=Runtime(batch_size=8, device="cpu"),
+        )  # fmt: skip
         with h5py.File(out) as handle:
             assert handle.attrs["prompt"] == prompts[target] or path != samples
         return image

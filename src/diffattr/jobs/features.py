@@ -123,9 +123,8 @@ def record_trajectory(
     model_dir: str,
     samples_path: str,
     out_path: str,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Re-run the generation of ``samples_path`` and store x̂0 at every DDIM step.
 
@@ -142,9 +141,10 @@ def record_trajectory(
         attrs = {k: store.decode_attr(v) for k, v in handle.attrs.items()}
     digest = store.digest_directory(model_dir)
     store.require_attrs(attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}")
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     steps, eta = int(attrs["steps"]), float(attrs["eta"])
     guidance = float(attrs.get("guidance_scale", 1.0))
+    batch_size, progress = runtime.batch_size, runtime.progress
     result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
     difference = float(np.abs(result["images"] - images).max())
     if difference > IMAGE_TOLERANCE:
