@@ -52,6 +52,14 @@ def schema_default(path: str) -> Any:
     return copy.deepcopy(node["default"])
 
 
+def schema_field(path: str) -> Any:
+    """A dataclass field whose default is :func:`schema_default` of ``path`` (read when an
+    instance is made, so the schema stays the one place the default is written)."""
+    import dataclasses
+
+    return dataclasses.field(default_factory=lambda: schema_default(path))
+
+
 def _with_defaults(validator_class: type) -> type:
     validate_properties = validator_class.VALIDATORS["properties"]
 

@@ -32,12 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
-from diffattr.config import schema_default
+from diffattr.config import schema_field as _default
 from diffattr.errors import ConfigError
-
-
-def _default(path: str) -> Any:
-    return field(default_factory=lambda: schema_default(path))
 
 
 def _bad(owner: object, name: str, value: Any, valid: str) -> ConfigError:
