@@ -68,13 +68,16 @@ def _check_choice(owner: object, name: str, valid: Sequence[str]) -> None:
         raise _bad(owner, name, value, f"choose one of: {', '.join(map(repr, valid))}")
 
 
-def _as_tuple(owner: object, name: str, allow_none: bool = False) -> None:
-    """Store a sequence field as a tuple (a string is not a sequence of values here)."""
+def _as_tuple(owner: object, name: str, check: Any, valid: str, allow_none: bool = False) -> None:
+    """Check a sequence field (``check(items)``, else ``valid`` says what is) and store it as a
+    tuple; a string is not a sequence of values here."""
     value = getattr(owner, name)
     if value is None and allow_none:
         return
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise _bad(owner, name, value, "expected a list")
+        raise _bad(owner, name, value, f"expected a list; {valid}")
+    if not check(value):
+        raise _bad(owner, name, value, valid)
     object.__setattr__(owner, name, tuple(value))
 
 
@@ -225,11 +228,9 @@ class FeatureSettings(ProjectionSettings):
                 f"FeatureSettings.from_params: param noise_geometry = {geometry!r}; expected "
                 "{'batch_size': ..., 'shard_rows': ...}"
             )
-        return cls(
-            **values,
-            noise_batch_size=geometry["batch_size"],
-            noise_shard_rows=geometry["shard_rows"],
-        )
+        values["noise_batch_size"] = geometry["batch_size"]
+        values["noise_shard_rows"] = geometry["shard_rows"]
+        return cls(**values)
 
     @classmethod
     def _needed(cls) -> list[str]:
@@ -275,7 +276,7 @@ class SplitRows(_FromParams):
 
     @classmethod
     def from_params(cls, params: Any, samples_path: str | None = None) -> SplitRows:
-        return cls(**cls._values(params), samples_path=samples_path)
+        return cls(**{**cls._values(params), "samples_path": samples_path})
 
 
 # --------------------------------------------------------------------------- other stages
@@ -292,12 +293,18 @@ class MeasureSettings(_FromParams):
     def __post_init__(self) -> None:
         from diffattr.queries import SPLITS
 
-        _as_tuple(self, "splits")
-        _as_tuple(self, "noise_seeds")
-        if not self.splits or any(s not in SPLITS for s in self.splits):
-            raise _bad(self, "splits", self.splits, f"expected splits among {list(SPLITS)}")
-        if not self.noise_seeds or not all(_is_int(s) for s in self.noise_seeds):
-            raise _bad(self, "noise_seeds", self.noise_seeds, "expected a non-empty list of ints")
+        _as_tuple(
+            self,
+            "splits",
+            lambda v: bool(v) and all(s in SPLITS for s in v),
+            f"expected splits among {list(SPLITS)}",
+        )
+        _as_tuple(
+            self,
+            "noise_seeds",
+            lambda v: bool(v) and all(_is_int(s) for s in v),
+            "expected a non-empty list of integers",
+        )
         _check_int(self, "timesteps", 1)
 
 
@@ -319,11 +326,13 @@ class GenerationSettings(_FromParams):
         _check_int(self, "seed")
         _check_number(self, "eta", 0)
         _check_number(self, "guidance_scale", 0)
-        _as_tuple(self, "prompts", allow_none=True)
-        if self.prompts is not None and (
-            not self.prompts or not all(isinstance(p, str) for p in self.prompts)
-        ):
-            raise _bad(self, "prompts", self.prompts, "expected null or a non-empty list of text")
+        _as_tuple(
+            self,
+            "prompts",
+            lambda v: bool(v) and all(isinstance(p, str) for p in v),
+            "expected null or a non-empty list of text",
+            allow_none=True,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,11 +355,13 @@ class LdsSettings(_FromParams):
         _check_choice(self, "split", QUERY_SPLITS)
         _check_int(self, "bootstrap_resamples", 2)
         _check_int(self, "bootstrap_seed")
-        _as_tuple(self, "lambdas", allow_none=True)
-        if self.lambdas is not None and not all(
-            _is_number(v) and v > 0 and v != float("inf") for v in self.lambdas
-        ):
-            raise _bad(self, "lambdas", self.lambdas, "expected finite numbers > 0")
+        _as_tuple(
+            self,
+            "lambdas",
+            lambda v: all(_is_number(x) and 0 < x < float("inf") for x in v),
+            "expected null or finite numbers > 0 (empty: a method without λ)",
+            allow_none=True,
+        )
         if self.sign is not None and (not _is_int(self.sign) or self.sign not in (-1, 1)):
             raise _bad(self, "sign", self.sign, "expected -1, +1 or None (the file's lds_sign)")
 
