@@ -955,6 +955,7 @@ def bench_training(settings: Settings) -> list[Comparison]:
         batch_size=batch,
         **{key: config["training"][key] for key in keys},
         device=str(settings.device),
+        checkpoint_every=0,  # no resume checkpoints in the timing
     )
     log(f"training: demo UNet, batch {batch}, {steps} steps")
 

@@ -2,17 +2,19 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.residuals import compute_residuals
+from diffattr.settings import Runtime
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "features")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     compute_residuals(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.output.residuals,
         p.S,
         p.noise_seed,
-        snakemake.config["features"]["batch_size"],  # performance only: not a param
-        p.device,
+        runtime.batch_size,  # performance only: not a param
+        runtime.device,
         progress=log,
         noise=p.noise,
         noise_batch_size=p.noise_geometry["batch_size"],

@@ -2,16 +2,18 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import embed_clip
+from diffattr.settings import Runtime
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "clip")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     embed_clip(
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.features,
         p.split,
         p.weights,
-        snakemake.config["clip"]["batch_size"],  # performance only: not a param
-        p.device,
+        runtime.batch_size,  # performance only: not a param
+        runtime.device,
         progress=log,
     )

@@ -2,17 +2,14 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.lds import evaluate_lds
+from diffattr.settings import LdsSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     evaluate_lds(
         snakemake.input.scores,
         snakemake.input.groundtruth,
         snakemake.input.heldout,
         snakemake.output.lds,
-        p.split,
-        p.bootstrap_resamples,
-        p.bootstrap_seed,
-        lambdas=p.lambdas,
+        settings=LdsSettings.from_params(snakemake.params),
         train_paths=list(snakemake.input.get("train", [])),
     )

@@ -2,22 +2,15 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.generate import generate_samples
+from diffattr.settings import GenerationSettings, Runtime
 
-p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "generation")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     generate_samples(
         snakemake.input.model,
+        snakemake.input.dataset,
         snakemake.output.samples,
         snakemake.output.grid,
-        p.num_samples,
-        p.steps,
-        p.eta,
-        p.seed,
-        snakemake.config["generation"]["batch_size"],  # performance only: not a param
-        p.grid_columns,
-        p.device,
-        progress=log,
-        dataset_path=snakemake.input.dataset,
-        guidance_scale=p.guidance_scale,
-        prompts=p.prompts,
+        settings=GenerationSettings.from_params(snakemake.params),
+        runtime=runtime.logging_to(log),
     )

@@ -2,18 +2,15 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.measure import measure_outputs
+from diffattr.settings import MeasureSettings, Runtime
 
-p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "measure")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     measure_outputs(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.measured,
-        p.splits,
-        p.timesteps,
-        p.noise_seeds,
-        snakemake.config["measure"]["batch_size"],  # performance only: not a param
-        p.device,
-        progress=log,
+        settings=MeasureSettings.from_params(snakemake.params),
+        runtime=runtime.logging_to(log),
     )

@@ -2,14 +2,13 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import record_trajectory
+from diffattr.settings import Runtime
 
-p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "generation")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     record_trajectory(
         snakemake.input.model,
         snakemake.input.samples,
         snakemake.output.trajectory,
-        snakemake.config["generation"]["batch_size"],  # performance only: not a param
-        p.device,
-        progress=log,
+        runtime=runtime.logging_to(log),
     )

@@ -2,15 +2,16 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import regenerate_counterfactual
+from diffattr.settings import Runtime
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads):
+runtime = Runtime.from_snakemake(snakemake, "generation")
+with job_logging(snakemake.log[0], runtime.threads):
     regenerate_counterfactual(
         snakemake.input.model,
         snakemake.input.samples,
         snakemake.output.regenerated,
-        p.method,
-        p.target,
-        snakemake.config["generation"]["batch_size"],  # performance only: not a param
-        p.device,
+        method=p.method,
+        target=p.target,
+        runtime=runtime,
     )

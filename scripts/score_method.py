@@ -2,9 +2,11 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.scores import score_method
+from diffattr.settings import Runtime
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = Runtime.from_snakemake(snakemake, "features")
+with job_logging(snakemake.log[0], runtime.threads) as log:
     score_method(
         p.kind,
         p.params,
@@ -16,5 +18,5 @@ with job_logging(snakemake.log[0], snakemake.threads) as log:
         p.lambdas,
         p.chunk_rows,
         progress=log,
-        settings={**p.settings, "batch_size": snakemake.config["features"]["batch_size"]},
+        settings={**p.settings, "batch_size": runtime.batch_size},
     )

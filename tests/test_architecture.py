@@ -4,7 +4,9 @@
 * Only ``diffattr.jobs`` defines ``*_job`` functions; there, each job is named after its rule.
 * What the Snakefile imports at parse time loads no torch, diffusers, transformers, matplotlib
   or kronfluence (every dry run and every DAG build would pay for them).
-* Every ``scripts/*.py`` calls one job of ``diffattr.jobs.<rule file>``, and that job exists.
+* Every ``scripts/*.py`` calls one job of ``diffattr.jobs.<rule file>``, and that job exists;
+  besides it a script imports only ``diffattr.jobs.common`` and the settings classes of
+  ``diffattr.settings``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,15 @@ def test_every_script_calls_a_job_named_after_its_rule():
             if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
                 "diffattr"
             ):
+                continue
+            if node.module == "diffattr.settings":
+                import diffattr.settings as settings
+
+                problems += [
+                    f"{path.name}: diffattr.settings has no class {alias.name}"
+                    for alias in node.names
+                    if not isinstance(getattr(settings, alias.name, None), type)
+                ]
                 continue
             if not is_jobs(node.module) or node.module == "diffattr.jobs":
                 problems.append(

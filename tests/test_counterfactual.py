@@ -13,6 +13,7 @@ from diffattr import data, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, DataError
 from diffattr.jobs import counterfactual as cfjobs
+from diffattr.settings import GenerationSettings, LdsSettings, Runtime
 
 # --------------------------------------------------------------------------- removal sets
 
@@ -165,7 +166,10 @@ def test_lambda_choice_is_the_one_the_lds_record_reports(tmp_path, sign):
     )  # fmt: skip
     paths = [str(tmp_path / name) for name in ("gen.h5", "heldout.h5")]
     choice = cfjobs.choose_counterfactual_lambda(*paths, str(tmp_path / "choice.json"), "m", 3)
-    record = evaluate_lds(paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), "gen", 4, 0)
+    settings = LdsSettings(split="gen", bootstrap_resamples=4, bootstrap_seed=0)
+    record = evaluate_lds(
+        paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), settings=settings
+    )
     assert choice["lambda_index"] == record["choices"]["heldout"]["lambda_index"] == 2
     np.testing.assert_allclose(choice["heldout_curve"], record["heldout_curve"])
 
@@ -206,8 +210,10 @@ def generated(tmp_path, tiny_unet_config):
         paths[batch_size] = tmp_path / f"gen-b{batch_size}.h5"
         grid = tmp_path / f"gen-b{batch_size}.png"
         generate_samples(
-            str(model_dir), str(paths[batch_size]), str(grid), 6, 3, 0.0, 0, batch_size, 2, "cpu"
-        )
+            str(model_dir), None, str(paths[batch_size]), str(grid),
+            settings=GenerationSettings(num_samples=6, steps=3, eta=0.0, seed=0, grid_columns=2),
+            runtime=Runtime(batch_size=batch_size, device="cpu"),
+        )  # fmt: skip
     return model_dir, paths
 
 
@@ -217,8 +223,9 @@ def test_regeneration_with_the_main_model_is_bit_identical(generated, tmp_path, 
     model_dir, paths = generated
     out = tmp_path / "regen.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(model_dir), str(paths[batch_size]), str(out), "main", target, batch_size, "cpu"
-    )
+        str(model_dir), str(paths[batch_size]), str(out), method="main", target=target,
+        runtime=Runtime(batch_size=batch_size, device="cpu"),
+    )  # fmt: skip
     original = store.read_h5(paths[batch_size], "images")[target]
     assert image.dtype == original.dtype and np.array_equal(image, original)
     attrs = store.read_attrs(out)
@@ -230,8 +237,9 @@ def test_regeneration_uses_the_stored_batch_layout(generated, tmp_path):
     model_dir, paths = generated
     out = tmp_path / "r.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(model_dir), str(paths[4]), str(out), "m", 1, 2, "cpu"
-    )
+        str(model_dir), str(paths[4]), str(out), method="m", target=1,
+        runtime=Runtime(batch_size=2, device="cpu"),
+    )  # fmt: skip
     assert np.array_equal(image, store.read_h5(paths[4], "images")[1])
     assert store.read_attrs(out)["batch_size"] == 4
 
@@ -370,13 +378,16 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     samples = tmp_path / "gen.h5"
     prompts = ["a baroque painting", "a ukiyo e painting"]
     generate_samples(
-        str(tmp_path / "main"), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
-        "cpu", guidance_scale=7.5, prompts=prompts,
+        str(tmp_path / "main"), None, str(samples), str(tmp_path / "gen.png"),
+        settings=GenerationSettings(num_samples=4, steps=3, eta=0.0, seed=0, grid_columns=2,
+                                    guidance_scale=7.5, prompts=prompts),
+        runtime=Runtime(batch_size=2, device="cpu"),
     )  # fmt: skip
     regenerated = tmp_path / "regen.h5"
     image = cfjobs.regenerate_counterfactual(
-        str(tmp_path / "main"), str(samples), str(regenerated), "m", 3, 2, "cpu"
-    )
+        str(tmp_path / "main"), str(samples), str(regenerated), method="m", target=3,
+        runtime=Runtime(batch_size=2, device="cpu"),
+    )  # fmt: skip
     assert np.array_equal(image, store.read_h5(samples, "images")[3])
     assert store.read_attrs(regenerated)["prompt"] == prompts[1]
 

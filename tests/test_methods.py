@@ -513,6 +513,7 @@ def test_datamodels_job_and_too_many_models(tmp_path):
 
 def test_lds_job_uses_the_sign_of_the_score_file(tmp_path):
     from diffattr.jobs.lds import evaluate_lds
+    from diffattr.settings import LdsSettings
 
     path, _, _ = retrain_groundtruth(tmp_path, models=30)
     result = run(
@@ -541,9 +542,7 @@ def test_lds_job_uses_the_sign_of_the_score_file(tmp_path):
         str(tmp_path / "lds.h5"),
         str(tmp_path / "heldout.h5"),
         str(out),
-        "val",
-        4,
-        0,
+        settings=LdsSettings(split="val", bootstrap_resamples=4, bootstrap_seed=0),
     )
     record = json.loads(out.read_text())
     masks, measured = truth["lds"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -32,6 +33,13 @@ from diffattr.models import (
 )
 from diffattr.queries import load_query_captions
 from diffattr.sampling import assign_prompts, generate, sample_seeds
+from diffattr.settings import (
+    FeatureSettings,
+    GenerationSettings,
+    MeasureSettings,
+    Runtime,
+    SplitRows,
+)
 from diffattr.training import LatentBatches, TrainingSettings, train_diffusion_model
 from tests.sd_fixture import build_captioned_imagefolder, build_tiny_sd
 from tests.workflow_utils import ROOT, planned_jobs, snakemake, write_config
@@ -240,19 +248,15 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     samples, grid = tmp_path / "gen.h5", tmp_path / "gen.png"
     generate_samples(
         str(trained),
+        str(dataset),
         str(samples),
         str(grid),
-        4,
-        3,
-        0.0,
-        0,
-        4,
-        2,
-        "cpu",
-        dataset_path=str(dataset),
-        guidance_scale=7.5,
-        prompts=None,
-    )
+        settings=GenerationSettings(
+            num_samples=4, steps=3, eta=0.0, seed=0, grid_columns=2, guidance_scale=7.5,
+            prompts=None,
+        ),
+        runtime=Runtime(batch_size=4, device="cpu"),
+    )  # fmt: skip
     with h5py.File(samples) as handle:
         prompts = [p.decode() for p in handle["prompts"][()]]
         images = handle["images"][()]
@@ -267,8 +271,10 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
 
     # Measurement conditions gen samples on the recorded prompts, not on their index.
     measured = tmp_path / "m.h5"
+    measure = MeasureSettings(splits=["gen"], timesteps=5, noise_seeds=[0])
+    cpu3 = Runtime(batch_size=3, device="cpu")
     measure_outputs(
-        str(trained), str(dataset), str(samples), str(measured), ["gen"], 5, [0], 3, "cpu"
+        str(trained), str(dataset), str(samples), str(measured), settings=measure, runtime=cpu3
     )
     swapped = tmp_path / "gen-swapped.h5"
     shutil.copy(samples, swapped)
@@ -277,38 +283,31 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
         handle.create_dataset("prompts", data=prompts[::-1], dtype=h5py.string_dtype())
     measured_swapped = tmp_path / "m2.h5"
     measure_outputs(
-        str(trained), str(dataset), str(swapped), str(measured_swapped), ["gen"], 5, [0], 3, "cpu"
-    )
+        str(trained), str(dataset), str(swapped), str(measured_swapped), settings=measure,
+        runtime=cpu3,
+    )  # fmt: skip
     with h5py.File(measured) as a, h5py.File(measured_swapped) as b:
         loss, loss_swapped = a["gen/loss"][()], b["gen/loss"][()]
         assert a.attrs["model_kind"] == "sd_lora"
     assert not np.allclose(loss, loss_swapped)
 
     features = tmp_path / "f.h5"
-    extract_features(
-        str(trained),
-        str(dataset),
-        str(samples),
-        str(features),
-        "gen",
-        "square",
-        2,
-        "uniform",
-        "normal",
-        16,
-        42,
-        0,
-        4,
-        "cpu",
-    )
+    rows = SplitRows(split="gen", samples_path=str(samples))
+    settings = FeatureSettings(
+        output_fn="square", K=2, t_strategy="uniform", proj_kind="normal", proj_dim=16,
+        proj_seed=42, noise_seed=0, projection="auto", noise="independent",
+    )  # fmt: skip
+    runtime = Runtime(batch_size=4, device="cpu")
+    extract_features(str(trained), str(dataset), str(features), rows=rows, settings=settings,
+                     runtime=runtime)  # fmt: skip
     with h5py.File(features) as handle:
         assert handle["features"].shape == (4, 16)
         assert handle.attrs["grad_dim"] == num_trainable_parameters(model.denoiser)
         dense = handle["features"][()]
     # the structured projection covers the LoRA factors of the real SD-LoRA denoiser
-    args = [str(trained), str(dataset), str(samples), str(features), "gen", "square", 2]
-    args += ["uniform", "normal", 128, 42, 0, 4, "cpu"]  # Z >= one dimension per LoRA factor
-    extract_features(*args, projection="structured")
+    structured = replace(settings, proj_dim=128, projection="structured")  # Z >= 1 per factor
+    extract_features(str(trained), str(dataset), str(features), rows=rows, settings=structured,
+                     runtime=runtime)  # fmt: skip
     with h5py.File(features) as handle:
         assert handle.attrs["projection"] == "structured"
         assert handle.attrs["proj_kind"] == "structured-normal"
@@ -381,8 +380,12 @@ def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, 
     dataset = tmp_path / "dataset.h5"
     _write_captioned_dataset(dataset)
     samples = tmp_path / "gen.h5"
-    generate_samples(str(trained), str(samples), str(tmp_path / "gen.png"), 4, 3, 0.0, 0, 2, 2,
-                      "cpu", dataset_path=str(dataset), guidance_scale=3.0)  # fmt: skip
+    generate_samples(
+        str(trained), str(dataset), str(samples), str(tmp_path / "gen.png"),
+        settings=GenerationSettings(num_samples=4, steps=3, eta=0.0, seed=0, grid_columns=2,
+                                    guidance_scale=3.0, prompts=None),
+        runtime=Runtime(batch_size=2, device="cpu"),
+    )  # fmt: skip
     with h5py.File(samples) as handle:
         images, prompts = handle["images"][()], [p.decode() for p in handle["prompts"][()]]
     assert prompts[1] != prompts[2]
@@ -390,8 +393,9 @@ def test_counterfactual_regenerates_with_the_recorded_prompt_and_guidance(base, 
     def regenerate(path: Path, target: int) -> np.ndarray:
         out = tmp_path / f"{path.stem}-{target}.h5"
         image = regenerate_counterfactual(
-            str(trained), str(path), str(out), "trak", target, 8, "cpu"
-        )
+            str(trained), str(path), str(out), method="trak", target=target,
+            runtime=Runtime(batch_size=8, device="cpu"),
+        )  # fmt: skip
         with h5py.File(out) as handle:
             assert handle.attrs["prompt"] == prompts[target] or path != samples
         return image

@@ -3,6 +3,8 @@ subset predictions, LDS curves, the selected score files and the jobs that read 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_to
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
 from diffattr.scoring import read_scores, write_trak_scores
+from diffattr.settings import LdsSettings
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
 N_TEST, N_SUBSETS = 7, 16
@@ -171,11 +174,13 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
     write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
-    ours = evaluate_lds(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"), "gen", 8, 0,
-                   lambdas=LAMBDAS, train_paths=[train])  # fmt: skip
+    grid = LdsSettings(split="gen", bootstrap_resamples=8, bootstrap_seed=0, lambdas=LAMBDAS)
+    ours = evaluate_lds(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"),
+                        settings=grid, train_paths=[train])  # fmt: skip
     reference = evaluate_lds(
-        full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"), "gen", 8, 0
-    )
+        full, pools["lds"], pools["heldout"], str(tmp_path / "b.json"),
+        settings=replace(grid, lambdas=None),
+    )  # fmt: skip
     np.testing.assert_allclose(ours["lds_curve"], reference["lds_curve"], atol=1e-6)
     np.testing.assert_allclose(ours["heldout_curve"], reference["heldout_curve"], atol=1e-6)
     for name in ("heldout", "oracle"):

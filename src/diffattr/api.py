@@ -418,11 +418,15 @@ class Attributor:
     # ----------------------------------------------------------------- features
 
     def _make_projector(self, proj_kind: str, proj_dim: int, proj_seed: int) -> Any:
-        """The projector of the workflow's feature jobs, built the way
-        :func:`diffattr.jobs.features.extract_features` builds it (keep the two in step: one factory for both)."""
-        from diffattr.projection_structured import make_feature_projector
+        """The projector of the workflow's feature jobs, built by the same factory
+        (:meth:`diffattr.settings.ProjectionSettings.projector`, which
+        :func:`diffattr.jobs.features.extract_features` calls), with ``projection: auto``."""
+        from diffattr.settings import ProjectionSettings
 
-        return make_feature_projector(self.unet, proj_dim, proj_seed, proj_kind, "auto")
+        settings = ProjectionSettings(
+            proj_kind=proj_kind, proj_dim=proj_dim, proj_seed=proj_seed, projection="auto"
+        )
+        return settings.projector(self.unet)
 
     def images(self, source: Any, role: str = "query") -> ImageSet:
         """Preprocess any supported image source to the model's size and channels."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,38 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
     with open(path or SCHEMA_PATH) as handle:
         return yaml.safe_load(handle)
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_schema() -> dict[str, Any]:
+    return load_schema()
+
+
+def schema_default(path: str) -> Any:
+    """The schema's default of the key at dotted ``path`` (``"features.proj_dim"``), a copy.
+
+    The one place a default is written is the schema; settings classes that need a default for a
+    key the config also has take it from here (``tests/test_settings.py`` checks they do)."""
+    node: dict[str, Any] = _packaged_schema()
+    root = node
+    for key in path.split("."):
+        properties = node.get("properties", {})
+        if key not in properties:
+            raise ConfigError(f"the config schema has no key {path!r} (at {key!r})")
+        node = properties[key]
+        if "$ref" in node:
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    if "default" not in node:
+        raise ConfigError(f"the config schema gives {path!r} no default")
+    return copy.deepcopy(node["default"])
+
+
+def schema_field(path: str) -> Any:
+    """A dataclass field whose default is :func:`schema_default` of ``path`` (read when an
+    instance is made, so the schema stays the one place the default is written)."""
+    import dataclasses
+
+    return dataclasses.field(default_factory=lambda: schema_default(path))
 
 
 def _with_defaults(validator_class: type) -> type:

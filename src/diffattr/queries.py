@@ -13,6 +13,11 @@ import numpy as np
 from diffattr import data, store
 from diffattr.errors import ConfigError
 
+#: Every split a job can read: ``train`` and ``val`` from the dataset, ``gen`` from the samples.
+SPLITS: tuple[str, ...] = ("train", "val", "gen")
+#: The splits attributions are evaluated on (``lds.splits``).
+QUERY_SPLITS: tuple[str, ...] = ("val", "gen")
+
 
 def load_queries(
     split: str, dataset_path: str, samples_path: str | None

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffattr.config import schema_field
 from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
@@ -49,24 +50,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Optimisation hyperparameters (the paper's CIFAR values are in experiments/cifar2.yaml)."""
+    """Optimisation hyperparameters (the paper's CIFAR values are in experiments/cifar2.yaml).
+
+    Defaults are the schema's ``training.*`` (``seed``: ``training.main_seed``; ``device``: the
+    top-level ``device``); the workflow passes every value from the validated config."""
 
     epochs: int
     batch_size: int
-    lr: float = 1e-4
-    adam_beta1: float = 0.95
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-6
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    warmup_fraction: float = 0.1
-    random_flip: bool = True
-    seed: int = 42
-    checkpoint_every: int = 0
-    device: str = "auto"
-    caption_dropout: float = 0.1
-    mixed_precision: str = "no"
-    ema_decay: float = 0.0
+    lr: float = schema_field("training.lr")
+    adam_beta1: float = schema_field("training.adam_beta1")
+    adam_beta2: float = schema_field("training.adam_beta2")
+    weight_decay: float = schema_field("training.weight_decay")
+    adam_eps: float = schema_field("training.adam_eps")
+    max_grad_norm: float = schema_field("training.max_grad_norm")
+    warmup_fraction: float = schema_field("training.warmup_fraction")
+    random_flip: bool = schema_field("training.random_flip")
+    seed: int = schema_field("training.main_seed")
+    checkpoint_every: int = schema_field("training.checkpoint_every")
+    device: str = schema_field("device")
+    caption_dropout: float = schema_field("training.caption_dropout")
+    mixed_precision: str = schema_field("training.mixed_precision")
+    ema_decay: float = schema_field("training.ema_decay")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

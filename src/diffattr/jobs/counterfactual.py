@@ -40,6 +40,7 @@ from diffattr.counterfactual import (
     top_k_removal,
 )
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.settings import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +197,14 @@ def regenerate_counterfactual(
     model_dir: str,
     samples_path: str,
     out_path: str,
+    *,
     method: str,
     target: int,
-    batch_size: int,
-    device: str,
+    runtime: Runtime,
 ) -> np.ndarray:
-    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt."""
+    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt.
+
+    ``runtime.batch_size`` is only a fallback for sample files that do not record theirs."""
     from diffattr.models import load_diffusion_model, resolve_device
 
     with store.open_h5(samples_path) as handle:
@@ -212,11 +215,11 @@ def regenerate_counterfactual(
         gen = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
     # On CPU the batch layout fixes the last bits, so regenerate in the original generation's
     # batches (batch_size is only a fallback for sample files that do not record theirs).
-    batch_size = int(gen.get("batch_size", batch_size))
+    batch_size = int(gen.get("batch_size", runtime.batch_size))
     if gen["eta"] != 0:
         raise ConfigError(f"{samples_path}: eta = {gen['eta']}; regeneration needs eta = 0")
     index = int(np.flatnonzero(ids == target)[0])
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     image = regenerate_sample(
         model,
         seeds,

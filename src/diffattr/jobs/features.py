@@ -15,6 +15,7 @@ from diffattr.methods.journey import IMAGE_TOLERANCE, trajectory_gradients
 from diffattr.methods.similarity import clip_unavailable_reason
 from diffattr.progress import status
 from diffattr.queries import _text, encoded_queries, load_queries, load_query_captions
+from diffattr.settings import FeatureSettings, Runtime, SplitRows, TrajectoryFeatureSettings
 
 
 def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
@@ -28,58 +29,49 @@ def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
 def extract_features(
     model_dir: str,
     dataset_path: str,
-    samples_path: str | None,
     out_path: str,
-    split: str,
-    output_fn: str,
-    K: int,
-    t_strategy: str,
-    proj_kind: str,
-    proj_dim: int,
-    proj_seed: int,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    shard: int = 0,
-    num_shards: int = 1,
-    projection: str = "auto",
-    allocation: str = "proportional",
-    progress: IO[str] | None = None,
-    noise: str = "independent",
-    noise_batch_size: int = noise_lib.REFERENCE_BATCH_SIZE,
-    noise_shard_rows: int = noise_lib.REFERENCE_SHARD_ROWS,
+    *,
+    rows: SplitRows,
+    settings: FeatureSettings,
+    runtime: Runtime,
 ) -> None:
     """Projected per-sample gradient features of one split (or one shard of the train split).
 
-    ``projection`` / ``allocation``: :func:`diffattr.projection_structured.make_feature_projector`.
+    ``settings.projection`` / ``allocation``:
+    :func:`diffattr.projection_structured.make_feature_projector`.
 
     The gradient is over the model's trainable parameters (the LoRA adapters of an ``sd_lora``
     model); a latent model works on the VAE mode, conditioned on each sample's caption.
-    ``noise`` is the feature-noise scheme (:data:`diffattr.noise.NOISE_SCHEMES`); the
+    ``settings.noise`` is the feature-noise scheme (:data:`diffattr.noise.NOISE_SCHEMES`); the
     ``reference`` scheme groups rows by their position in the whole split, so shards agree.
     """
     from diffattr import features
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection_structured import make_feature_projector
 
-    output_fn, normalize_timesteps = features.parse_feature_name(output_fn)
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    split, s = rows.split, settings
+    output_fn, normalize_timesteps = features.parse_feature_name(s.output_fn)
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
-    images, ids = load_queries(split, dataset_path, samples_path)
-    captions = load_query_captions(split, dataset_path, samples_path) if model.conditional else None
-    rows = shard_rows(len(ids), shard, num_shards)
-    images, ids = images[rows], ids[rows]
-    captions = None if captions is None else captions[rows]
+    images, ids = load_queries(split, dataset_path, rows.samples_path)
+    captions = None
+    if model.conditional:
+        captions = load_query_captions(split, dataset_path, rows.samples_path)
+    taken = shard_rows(len(ids), rows.shard, rows.num_shards)
+    images, ids = images[taken], ids[taken]
+    captions = None if captions is None else captions[taken]
     noise_keys = noise_lib.feature_noise_keys(
-        noise, split, ids, np.arange(rows.start, rows.stop), noise_batch_size, noise_shard_rows
+        s.noise,
+        split,
+        ids,
+        np.arange(taken.start, taken.stop),
+        s.noise_batch_size,
+        s.noise_shard_rows,
     )
-    steps = features.select_timesteps(K, t_strategy, scheduler.config.num_train_timesteps)
+    steps = features.select_timesteps(s.K, s.t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_feature_projector(
-        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
-    )
+    projector = s.projector(model.denoiser)
     parts = []
-    for chunk, x0, cond in encoded_queries(model, images, captions, batch_size):
+    for chunk, x0, cond in encoded_queries(model, images, captions, runtime.batch_size):
         parts.append(
             features.extract_features(
                 model.denoiser,
@@ -88,11 +80,11 @@ def extract_features(
                 ids[chunk],
                 output_fn,
                 steps,
-                noise_seed,
+                s.noise_seed,
                 projector,
-                batch_size,
+                runtime.batch_size,
                 cond=cond,
-                progress=progress,
+                progress=runtime.progress,
                 normalize_timesteps=normalize_timesteps,
                 noise_keys=noise_keys[chunk],
             )
@@ -102,16 +94,16 @@ def extract_features(
         "split": split,
         "output_fn": output_fn,
         "timestep_norm": normalize_timesteps,
-        "K": K,
-        "t_strategy": t_strategy,
+        "K": s.K,
+        "t_strategy": s.t_strategy,
         "timesteps": steps,
-        "noise_seed": noise_seed,
-        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+        "noise_seed": s.noise_seed,
+        **noise_lib.feature_noise_attrs(s.noise, s.noise_batch_size, s.noise_shard_rows),
         "model_digest": store.digest_directory(model_dir),
         "model_kind": model.kind,
         "grad_dim": grad_dim,
-        "shard": shard,
-        "num_shards": num_shards,
+        "shard": rows.shard,
+        "num_shards": rows.num_shards,
         **{
             f"proj_{k}" if not k.startswith("proj") else k: v
             for k, v in projector.describe().items()
@@ -131,9 +123,8 @@ def record_trajectory(
     model_dir: str,
     samples_path: str,
     out_path: str,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
+    *,
+    runtime: Runtime,
 ) -> None:
     """Re-run the generation of ``samples_path`` and store x̂0 at every DDIM step.
 
@@ -150,9 +141,10 @@ def record_trajectory(
         attrs = {k: store.decode_attr(v) for k, v in handle.attrs.items()}
     digest = store.digest_directory(model_dir)
     store.require_attrs(attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}")
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     steps, eta = int(attrs["steps"]), float(attrs["eta"])
     guidance = float(attrs.get("guidance_scale", 1.0))
+    batch_size, progress = runtime.batch_size, runtime.progress
     result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
     difference = float(np.abs(result["images"] - images).max())
     if difference > IMAGE_TOLERANCE:
@@ -185,16 +177,9 @@ def extract_trajectory_features(
     samples_path: str,
     trajectory_path: str,
     out_path: str,
-    output_fn: str,
-    proj_kind: str,
-    proj_dim: int,
-    proj_seed: int,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    projection: str = "auto",
-    allocation: str = "proportional",
-    progress: IO[str] | None = None,
+    *,
+    settings: TrajectoryFeatureSettings,
+    runtime: Runtime,
 ) -> None:
     """Journey-TRAK features of the generated samples, written like any feature file.
 
@@ -202,9 +187,9 @@ def extract_trajectory_features(
     """
     from diffattr import features, store
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.projection_structured import make_feature_projector
     from diffattr.queries import load_query_captions
 
+    output_fn, noise_seed = settings.output_fn, settings.noise_seed
     digest = store.digest_directory(model_dir)
     with store.open_h5(trajectory_path) as handle:
         store.require_attrs(
@@ -215,14 +200,12 @@ def extract_trajectory_features(
         trajectory = handle["x0_trajectory"][()]
         timesteps = handle["timesteps"][()].astype(np.int64)
         ids = handle["ids"][()].astype(np.int64)
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     cond = None
     if model.conditional:
         cond = model.condition(load_query_captions("gen", "", samples_path))
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = make_feature_projector(
-        model.denoiser, proj_dim, proj_seed, proj_kind, projection, allocation
-    )
+    projector = settings.projector(model.denoiser)
     matrix = trajectory_gradients(
         model.denoiser,
         model.scheduler,
@@ -232,9 +215,9 @@ def extract_trajectory_features(
         output_fn,
         noise_seed,
         projector,
-        batch_size,
+        runtime.batch_size,
         cond=cond,
-        progress=progress,
+        progress=runtime.progress,
     )
     attrs = {
         "split": "gen",

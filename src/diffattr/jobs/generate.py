@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import IO
-
 import numpy as np
 
 from diffattr import store
 from diffattr.errors import ConfigError
 from diffattr.progress import status
 from diffattr.queries import _text
+from diffattr.settings import GenerationSettings, Runtime
 
 
 def generate_samples(
     model_dir: str,
+    dataset_path: str | None,
     out_path: str,
     grid_path: str,
-    num_samples: int,
-    steps: int,
-    eta: float,
-    seed: int,
-    batch_size: int,
-    grid_columns: int,
-    device: str,
-    progress: IO[str] | None = None,
-    dataset_path: str | None = None,
-    guidance_scale: float = 7.5,
-    prompts: Sequence[str] | None = None,
+    *,
+    settings: GenerationSettings,
+    runtime: Runtime,
 ) -> None:
     """Seeded DDIM samples of the main model; a conditional model gets one prompt per sample.
 
-    Prompts are ``prompts`` in contiguous blocks, or by default the dataset's class captions
-    (in label order) in blocks; each sample's prompt is stored in the ``prompts`` dataset.
+    Prompts are ``settings.prompts`` in contiguous blocks, or by default (None) the dataset's
+    class captions (in label order) in blocks; each sample's prompt is stored in the
+    ``prompts`` dataset. ``dataset_path`` (may be None) also gives the contact sheet its real
+    examples.
     """
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.sample_quality import real_examples, sample_sheet
     from diffattr.sampling import assign_prompts, generate, sample_seeds
 
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    s = settings
+    num_samples, steps, eta, seed = s.num_samples, s.steps, s.eta, s.seed
+    batch_size, grid_columns, guidance_scale = runtime.batch_size, s.grid_columns, s.guidance_scale
+    prompts = None if settings.prompts is None else list(settings.prompts)
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     seeds = sample_seeds(num_samples, seed)
     per_sample = None
     if model.conditional:
@@ -50,7 +47,9 @@ def generate_samples(
                 )
             prompts = class_captions(dataset_path)
         per_sample = assign_prompts(num_samples, prompts)
-    result = generate(model, seeds, steps, eta, batch_size, per_sample, guidance_scale, progress)
+    result = generate(
+        model, seeds, steps, eta, batch_size, per_sample, guidance_scale, runtime.progress
+    )
     attrs = {
         "split": "gen",
         "model_digest": store.digest_directory(model_dir),

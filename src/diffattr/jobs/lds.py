@@ -11,6 +11,7 @@ import numpy as np
 from diffattr import data, lds, store
 from diffattr.errors import FeatureMismatchError
 from diffattr.progress import status
+from diffattr.settings import LdsSettings
 
 
 def collect_groundtruth(
@@ -85,11 +86,8 @@ def evaluate_lds(
     groundtruth_path: str,
     heldout_path: str,
     out_path: str,
-    split: str,
-    bootstrap_resamples: int,
-    bootstrap_seed: int,
-    sign: int | None = None,
-    lambdas: Sequence[float] | None = None,
+    *,
+    settings: LdsSettings,
     train_paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """LDS over the λ grid on both pools; λ chosen on the held-out pool and, as an oracle, on the
@@ -97,13 +95,15 @@ def evaluate_lds(
     one half, evaluated on the other, and swapped; :func:`diffattr.lds.crossfit_choice`).
     Writes a JSON record with the full curves.
 
-    ``scores_path`` is a spectra file (methods with a ridge λ, evaluated on ``lambdas`` without a
-    score matrix per λ: :mod:`diffattr.spectral`; a primal one reads ``train_paths``, the
-    members' training features, again) or a score file. ``sign`` defaults to its
+    ``scores_path`` is a spectra file (methods with a ridge λ, evaluated on ``settings.lambdas``
+    without a score matrix per λ: :mod:`diffattr.spectral`; a primal one reads ``train_paths``,
+    the members' training features, again) or a score file. ``settings.sign`` defaults to its
     ``lds_sign`` attr (+1 for scores in loss units, such as empirical influence and datamodels;
     −1 otherwise)."""
     from diffattr import spectral
 
+    split, sign, lambdas = settings.split, settings.sign, settings.lambda_list()
+    bootstrap_resamples, bootstrap_seed = settings.bootstrap_resamples, settings.bootstrap_seed
     bench = _load_groundtruth(groundtruth_path, split)
     held = _load_groundtruth(heldout_path, split)
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:

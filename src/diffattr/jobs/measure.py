@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import IO
-
 import numpy as np
 
 from diffattr import store
 from diffattr.progress import status
 from diffattr.queries import encoded_queries, load_queries, load_query_captions
+from diffattr.settings import MeasureSettings, Runtime
 
 
 def measure_outputs(
@@ -17,12 +15,9 @@ def measure_outputs(
     dataset_path: str,
     samples_path: str,
     out_path: str,
-    splits: Sequence[str],
-    timesteps: int,
-    noise_seeds: Sequence[int],
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
+    *,
+    settings: MeasureSettings,
+    runtime: Runtime,
 ) -> None:
     """Per-sample loss of one model on every query split, averaged over the timestep grid.
 
@@ -32,9 +27,10 @@ def measure_outputs(
     from diffattr.measure import measure_losses, timestep_grid
     from diffattr.models import load_diffusion_model, resolve_device
 
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    splits, noise_seeds, batch_size = settings.splits, settings.noise_seeds, runtime.batch_size
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
-    grid = timestep_grid(timesteps, scheduler.config.num_train_timesteps)
+    grid = timestep_grid(settings.timesteps, scheduler.config.num_train_timesteps)
     arrays: dict[str, np.ndarray] = {}
     for split in splits:
         images, ids = load_queries(split, dataset_path, samples_path)
@@ -54,7 +50,7 @@ def measure_outputs(
                     f"measure/{split}",
                     batch_size,
                     cond=cond,
-                    progress=progress,
+                    progress=runtime.progress,
                 )
             )
         by_noise = np.concatenate(parts, axis=1)
