@@ -55,12 +55,12 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks tools
 	$(BIN)/snakefmt --check Snakefile rules/*.smk rules/functions/*.smk
 	$(BIN)/python -m pytest -q tests/test_lint.py  # snakemake --lint: clean (exit 0, no warning)
 
 format: setup
-	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff format src tests scripts benchmarks tools
 	$(BIN)/snakefmt Snakefile rules/*.smk rules/functions/*.smk
 
 clean:
