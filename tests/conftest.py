@@ -72,6 +72,8 @@ def tiny_run(tmp_path_factory):
 # test may write a run's state into it or touch its code, which would make Snakemake rerun a
 # finished run. Checked once for the whole session; a failure lists the changed paths.
 RUN_STATE = ("results", "logs", ".snakemake", ".checkpoints")
+# tests/artifacts (git-ignored) holds the screenshots the report tests save for a person to open.
+ARTIFACTS = ROOT / "tests" / "artifacts"
 _SKIP = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
@@ -83,7 +85,13 @@ def _checkout_state() -> dict[str, tuple[int, int, str]]:
 
     state = {}
     for dirpath, dirnames, filenames in os.walk(ROOT):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP and not d.endswith(".egg-info")]
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in _SKIP
+            and not d.endswith(".egg-info")
+            and Path(dirpath, d) != ARTIFACTS  # screenshots the suite leaves for a person
+        ]
         for name in filenames:
             path = Path(dirpath) / name
             relative = str(path.relative_to(ROOT))
