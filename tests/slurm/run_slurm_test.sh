@@ -27,7 +27,7 @@
 # untracked-but-not-ignored files) to <workdir>/slurm and <workdir>/local -> run
 # `snakemake --profile slurm` in the first copy, check that a dry run afterwards has
 # nothing to do -> run `snakemake --cores 2` in the second -> compare results/ with
-# tests/slurm/compare_results.py -> stop the daemons this script started (trap).
+# python -m diffattr.compare -> stop the daemons this script started (trap).
 # Exits non-zero on any failure. Every wait is bounded.
 #
 # Environment: SNAKEMAKE (default <repo>/.venv/bin/snakemake), PYTHON (<repo>/.venv/bin/python),
@@ -322,7 +322,7 @@ if ((RUN_LOCAL)); then
         die "local run failed (rc=$rc); full log: $WORK/local.log"
     fi
     log "local run OK in ${local_wall}s"
-    timeout -k 10 600 "$PYTHON" "$HERE/compare_results.py" "$SLURM_RUN" "$LOCAL_RUN" ||
+    timeout -k 10 600 "$PYTHON" -m diffattr.compare "$SLURM_RUN" "$LOCAL_RUN" ||
         die "results of the SLURM and the local run differ"
 fi
 
