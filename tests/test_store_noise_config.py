@@ -142,6 +142,15 @@ def test_default_and_experiment_configs_validate():
         load_config(path)
 
 
+@pytest.mark.parametrize("overlay", sorted((ROOT / "experiments" / "overlays").glob("*.yaml")))
+def test_overlays_validate_on_the_embedded_default(overlay):
+    """Each overlay, given after config.yaml as Snakemake merges them, is a valid config that
+    keeps the default's methods and adds its own."""
+    config = load_config(ROOT / "config.yaml", overlay)
+    added = yaml.safe_load(overlay.read_text()).get("methods", {})
+    assert set(added) <= set(config["methods"]), overlay.name
+
+
 def test_defaults_are_filled():
     config = load_config(ROOT / "tests" / "config-tiny.yaml")
     assert config["scheduler"]["num_train_timesteps"] == 1000
