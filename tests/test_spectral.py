@@ -135,9 +135,7 @@ def test_a_spectra_file_needs_the_grid(tmp_path):
     phi, psi = features(4, 5, 1), features(N_TEST, 5, 2)
     member = spectral.member_from_features(phi, psi)
     out = tmp_path / "s.h5"
-    spectral.write_spectra_members(
-        out, [member], np.arange(4), np.arange(N_TEST), {"lds_sign": -1}
-    )
+    spectral.write_spectra_members(out, [member], np.arange(4), np.arange(N_TEST), {"lds_sign": -1})
     with pytest.raises(ConfigError, match="needs the λ grid"):
         spectral.open_scores(out)
     with pytest.raises(ConfigError, match=r"not at λ = 7.0.*write_all_lambdas"):

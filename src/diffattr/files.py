@@ -71,9 +71,12 @@ def _require_datasets(path: Path, handle: h5py.Group, names: Sequence[str], what
 def required_attr(attrs: Mapping[str, Any], key: str, path: str | os.PathLike, what: str) -> Any:
     """``attrs[key]``; CorruptFileError naming the file and the attribute when it is missing."""
     if key not in attrs or attrs[key] is None:
+        hint = (
+            "" if what.endswith("to write") else " Delete it and rerun the rule that produces it."
+        )
         raise CorruptFileError(
             f"{path}: {what} lacks the attribute {key!r}, which decides the result; it has "
-            f"{sorted(attrs)}. Delete it and rerun the rule that produces it."
+            f"{sorted(attrs)}.{hint}"
         )
     return attrs[key]
 
