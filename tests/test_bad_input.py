@@ -26,7 +26,8 @@ from diffattr.errors import (
     TrainingError,
 )
 from diffattr.features import write_features
-from diffattr.scoring import read_scores, validate_lambdas, write_trak_scores
+from diffattr.files import read_scores
+from diffattr.scoring import validate_lambdas, write_trak_scores
 from tests.conftest import SCHEDULER
 from tests.workflow_utils import ROOT, SNAKEMAKE, tiny_config, write_config
 

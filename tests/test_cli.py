@@ -18,7 +18,7 @@ from diffattr.attribute import content_ids, default_lambda, list_images, read_at
 from diffattr.cli import main
 from diffattr.config_docs import DOCS_PATH, render_markdown
 from diffattr.errors import DataError
-from diffattr.scoring import read_scores
+from diffattr.files import read_scores
 from tests.conftest import SCHEDULER, TINY_UNET
 
 N_TRAIN = 120

@@ -75,7 +75,7 @@ def _scores_file(path, scores, train_ids, test_ids, lambdas):
             "train_ids": train_ids,
             "test_ids": test_ids,
         },
-        {"method": "trak", "split": "gen"},
+        {"method": "trak", "split": "gen", "lds_sign": -1},
     )
 
 

@@ -11,11 +11,11 @@ from diffusers import DDPMScheduler
 from diffattr import store
 from diffattr.errors import FeatureMismatchError
 from diffattr.features import extract_features, num_trainable_parameters, trainable_parameters
+from diffattr.files import read_scores
 from diffattr.methods import ScoreJob, get_method, validate_methods
 from diffattr.noise import sample_noise
 from diffattr.projection import make_projector
 from diffattr.residuals import das_weights, residual_profile
-from diffattr.scoring import read_scores
 from tests.test_features import images, tiny_unet
 
 STEPS = [0, 300, 600, 900]

@@ -16,13 +16,13 @@ from diffattr.features import (
     merge_feature_shards,
     num_trainable_parameters,
     per_sample_gradients,
-    read_features,
     select_timesteps,
     timesteps_per_call,
     trainable_parameters,
     vmap_safe_attention,
     write_features,
 )
+from diffattr.files import read_features
 from diffattr.noise import feature_noise_keys, sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import make_projector
@@ -343,7 +343,8 @@ def test_write_and_merge_shards(tmp_path):
     with h5py.File(tmp_path / "a.h5") as handle:
         assert handle["features"].dtype == np.float32 and handle["ids"].dtype == np.int64
     merge_feature_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "all.h5")
-    feats, ids, attrs = read_features(tmp_path / "all.h5")
+    merged = read_features(tmp_path / "all.h5", dtype=np.float32)
+    feats, ids, attrs = merged.features, merged.ids, merged.attrs
     np.testing.assert_array_equal(feats, np.concatenate([a, b]).astype(np.float32))
     np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])
     assert attrs["n_rows"] == 5 and attrs["shard_splits"] == [0, 1]

@@ -14,11 +14,11 @@ import yaml
 from diffattr import lds, methods, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import read_scores
 from diffattr.jobs.scores import score_method
 from diffattr.methods import get_method, method_kinds
 from diffattr.methods.retrain import datamodel_coefficients
 from diffattr.methods.trak import OUTPUT_FNS
-from diffattr.scoring import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = [0.05, 1.0, 30.0]
@@ -435,7 +435,7 @@ def test_clip_similarity_of_embeddings(tmp_path, kind):
 def test_embed_clip_embeds_with_the_transformers_clip(tmp_path):
     """A tiny random CLIP saved with save_pretrained; the embeddings are diffattr.clip's."""
     from diffattr.clip import ClipEncoder
-    from diffattr.features import read_features
+    from diffattr.files import read_features
     from diffattr.jobs.features import embed_clip
     from tests.clip_fixture import build_tiny_clip
 
@@ -443,7 +443,8 @@ def test_embed_clip_embeds_with_the_transformers_clip(tmp_path):
     dataset, samples = small_dataset(tmp_path)
     out = tmp_path / "clip-gen.h5"
     embed_clip(dataset, samples, str(out), "gen", weights, 3, "cpu")
-    embeddings, ids, attrs = read_features(out)
+    stored = read_features(out, dtype=np.float32)
+    embeddings, ids, attrs = stored.features, stored.ids, stored.attrs
     images = store.read_h5(samples, "images")
     close(embeddings, ClipEncoder(weights)(images), rtol=1e-5)
     assert embeddings.shape == (4, 16) and ids.tolist() == [0, 1, 2, 3]

@@ -30,7 +30,7 @@ TINY = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, {root!r})
     from tests.conftest import TINY_UNET, SCHEDULER
-    from diffattr import store, training, features, scoring
+    from diffattr import store, training, features, files, scoring
     images = np.random.default_rng(0).uniform(-1, 1, (24, 1, 8, 8)).astype(np.float32)
     settings = training.TrainingSettings(
         epochs=3, batch_size=8, lr=1e-3, checkpoint_every=2, device="cpu", seed=7
@@ -105,7 +105,7 @@ def test_features_killed_mid_write_leave_no_file(tmp_path):
                 yield handle
                 handle.flush()
                 kill_self()
-        features.h5_writer = dying_writer
+        files.h5_writer = dying_writer
         features.write_features({str(out)!r}, np.ones((5, 4), np.float32), np.arange(5), {{"a": 1}})
         """,
     )
@@ -151,7 +151,7 @@ def test_scores_killed_mid_write_leave_no_file(tmp_path):
             with original(path, attrs) as handle:
                 yield handle
                 kill_self()
-        scoring.h5_writer = dying_writer
+        files.h5_writer = dying_writer
         scoring.write_trak_scores({str(tmp_path / "train.h5")!r}, {str(tmp_path / "val.h5")!r},
                                   {str(out)!r}, [1.0, 10.0], {{"method": "trak"}}, chunk_rows=7)
         """,

@@ -328,7 +328,8 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
 
 def test_provenance_is_written_and_read_back(tmp_path, monkeypatch):
     from diffattr import projection_structured
-    from diffattr.features import read_features, write_features
+    from diffattr.features import write_features
+    from diffattr.files import read_features
 
     projector = make_structured_projector(tiny_unet(), 64, seed=1, allocation="sqrt")
     for limit in (10**6, 10):  # plain JSON, and the compressed form of long layouts
@@ -336,7 +337,7 @@ def test_provenance_is_written_and_read_back(tmp_path, monkeypatch):
         attrs = {f"proj_{k}" if not k.startswith("proj") else k: v
                  for k, v in projector.describe().items()}  # fmt: skip
         write_features(tmp_path / "f.h5", np.zeros((1, 64), np.float32), [0], attrs)
-        _, _, back = read_features(tmp_path / "f.h5")
+        back = read_features(tmp_path / "f.h5").attrs
         assert back["projection"] == "structured" and back["proj_kind"] == "structured-normal"
         assert back["proj_allocation"] == "sqrt"
         layout = read_layout(back)

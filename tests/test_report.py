@@ -101,7 +101,7 @@ def scored_dataset(tmp_path):
         path,
         {"scores": scores, "lambdas": np.array([0.1, 1.0, 10.0, 100.0]),
          "train_ids": train.ids, "test_ids": val.ids},
-        {"method": "dtrak"},
+        {"method": "dtrak", "lds_sign": -1},
     )  # fmt: skip
     lds = tmp_path / "lds.json"
     store.write_json(lds, _record("dtrak", 4, "val", 0.0))
@@ -128,7 +128,7 @@ def test_attribution_grid_refuses_misaligned_scores(scored_dataset, tmp_path):
         {"scores": scores, "lambdas": [0.1, 1.0, 10.0, 100.0],
          "train_ids": np.arange(scores.shape[2]) + 10**6,
          "test_ids": np.arange(scores.shape[1])},
-        {},
+        {"lds_sign": -1},
     )  # fmt: skip
     with pytest.raises(FeatureMismatchError, match="do not follow the train split"):
         report_jobs.plot_attribution_grid(str(bad), str(lds), str(dataset), None,

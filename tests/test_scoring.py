@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from diffattr import scoring
+from diffattr import files, scoring
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
 from diffattr.store import read_attrs, write_h5
 
@@ -111,7 +111,7 @@ def test_write_trak_scores_matches_naive(tmp_path, n_train, dim, chunk_rows, for
         chunk_rows=chunk_rows,
         form=form,
     )
-    loaded = scoring.read_scores(out)
+    loaded = files.read_scores(out)
     assert loaded.scores.dtype == np.float32
     assert_close(loaded.scores, naive_scores(phi, psi, LAMBDAS))
     np.testing.assert_array_equal(loaded.lambdas, LAMBDAS)
@@ -123,7 +123,7 @@ def test_write_trak_scores_matches_naive(tmp_path, n_train, dim, chunk_rows, for
     assert attrs["train_split"] == "train" and attrs["test_split"] == "val"
     assert attrs["train_features"]["path"] == str(tmp_path / "train.h5")
     assert attrs["test_features"]["model_digest"] == "abc123"
-    one = scoring.read_scores(out, lambda_index=2)
+    one = files.read_scores(out, lambda_index=2)
     np.testing.assert_array_equal(one.scores, loaded.scores[2])
 
 
@@ -177,12 +177,12 @@ def test_corrupt_score_file_raises(tmp_path) -> None:
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(data[: len(data) // 3])
     with pytest.raises(CorruptFileError):
-        scoring.read_scores(truncated)
+        files.read_scores(truncated)
     # A file written by something else (no `complete` mark) is refused too.
     with h5py.File(tmp_path / "foreign.h5", "w") as handle:
         handle["scores"] = np.zeros((1, 3, 8), dtype=np.float32)
     with pytest.raises(CorruptFileError, match="complete"):
-        scoring.read_scores(tmp_path / "foreign.h5")
+        files.read_scores(tmp_path / "foreign.h5")
     # Inconsistent layout.
     write_h5(
         tmp_path / "bad.h5",
@@ -195,7 +195,7 @@ def test_corrupt_score_file_raises(tmp_path) -> None:
         {},
     )
     with pytest.raises(CorruptFileError, match="lambdas"):
-        scoring.read_scores(tmp_path / "bad.h5")
+        files.read_scores(tmp_path / "bad.h5")
 
 
 def test_missing_provenance_attr_raises(tmp_path) -> None:

@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from diffattr import lds, spectral, store
+from diffattr import files, lds, spectral, store
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import read_scores
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_top_examples
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
-from diffattr.scoring import read_scores, write_trak_scores
+from diffattr.scoring import write_trak_scores
 from diffattr.settings import LdsSettings
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
@@ -134,11 +135,11 @@ def test_a_spectra_file_needs_the_grid(tmp_path):
     phi, psi = features(4, 5, 1), features(N_TEST, 5, 2)
     member = spectral.member_from_features(phi, psi)
     out = tmp_path / "s.h5"
-    spectral.write_spectra_members(out, [member], np.arange(4), np.arange(N_TEST), {})
+    spectral.write_spectra_members(out, [member], np.arange(4), np.arange(N_TEST), {"lds_sign": -1})
     with pytest.raises(ConfigError, match="needs the λ grid"):
         spectral.open_scores(out)
     with pytest.raises(ConfigError, match=r"not at λ = 7.0.*write_all_lambdas"):
-        spectral.lambda_position([1.0, 30.0], 7.0, "scores.h5")
+        files.lambda_position([1.0, 30.0], 7.0, "scores.h5")
 
 
 def _pools(tmp_path, n_train, split, ids):

@@ -372,7 +372,7 @@ def test_impl_version_bump_reruns_only_that_step(finished_run, tmp_path):
 def test_killed_output_is_not_accepted(finished_run, tmp_path):
     """A score file cut short (as by a kill) is refused by its reader, naming the file."""
     from diffattr.errors import CorruptFileError
-    from diffattr.scoring import read_scores
+    from diffattr.files import read_scores
 
     workdir, _, _ = finished_run
     source = workdir / "results" / "tiny" / "scores" / "trak" / "K2" / "val.h5"

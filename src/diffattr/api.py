@@ -496,13 +496,14 @@ class Attributor:
         """Φ [N, Z]: computed once, then served from memory or from the cache file."""
         if self._train_features is not None:
             return self._train_features
-        from diffattr.features import read_features, write_features
+        from diffattr.files import read_features, write_features
 
         expected, path = self._train_attrs(), self.cache_path
         if path is not None and path.is_file():
-            matrix, ids, attrs = read_features(path)
-            store.require_attrs(attrs, expected, str(path))
-            if not np.array_equal(ids, self.train.ids):
+            cached = read_features(path, dtype=np.float32)
+            matrix = cached.features
+            store.require_attrs(cached.attrs, expected, str(path))
+            if not np.array_equal(cached.ids, self.train.ids):
                 raise CorruptFileError(f"{path}: its row ids are not the training images'")
             logger.info("training features read from %s", path)
         else:

@@ -32,7 +32,7 @@ from typing import IO, Any
 import h5py
 import numpy as np
 
-from diffattr import store
+from diffattr import files, store
 from diffattr.api import (
     METHOD_OUTPUT_FNS,
     Attribution,
@@ -87,16 +87,28 @@ def attribute(
 
 
 def write_scores(result: Attribution, path: str | os.PathLike) -> None:
-    """``scores.h5`` in the workflow's score layout (readable by ``scoring.read_scores``)."""
+    """``scores.h5`` in the workflow's score layout (readable by ``files.read_scores``), with
+    ``lds_sign = -1`` (TRAK scores: τ > 0 means the training image supports the query)."""
     strings = h5py.string_dtype("utf-8")
-    attrs = {**result.attrs, "lambda": result.lambda_, "score_kind": result.attrs["method"]}
-    with store.h5_writer(path, attrs) as handle:
-        handle.create_dataset("scores", data=result.scores[None].astype(np.float32))
-        handle.create_dataset("lambdas", data=np.array([result.lambda_], dtype=np.float64))
-        handle.create_dataset("train_ids", data=result.train_ids)
-        handle.create_dataset("test_ids", data=result.query_ids)
-        handle.create_dataset("train_paths", data=result.train_paths, dtype=strings)
-        handle.create_dataset("query_paths", data=result.query_paths, dtype=strings)
+    attrs = {
+        **result.attrs,
+        "lambda": result.lambda_,
+        "score_kind": result.attrs["method"],
+        "lds_sign": -1,
+    }
+    files.write_scores(
+        path,
+        result.scores[None],
+        [result.lambda_],
+        result.train_ids,
+        result.query_ids,
+        attrs,
+        per_lambda_chunks=False,
+        extra={
+            "train_paths": (result.train_paths, strings),
+            "query_paths": (result.query_paths, strings),
+        },
+    )
 
 
 def write_top_k(result: Attribution, k: int, path: str | os.PathLike) -> None:
@@ -245,17 +257,13 @@ def read_attribution(path: str | os.PathLike) -> Attribution:
         attrs = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
         return Attribution(
             scores=handle["scores"][0],
-            train_paths=[_text(v) for v in handle["train_paths"][()]],
-            query_paths=[_text(v) for v in handle["query_paths"][()]],
+            train_paths=[store.decode_text(v) for v in handle["train_paths"][()]],
+            query_paths=[store.decode_text(v) for v in handle["query_paths"][()]],
             train_ids=handle["train_ids"][()],
             query_ids=handle["test_ids"][()],
             lambda_=float(handle["lambdas"][0]),
             attrs=attrs,
         )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = [

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import write_features
 from diffattr.noise import sample_noise
 from diffattr.outputs import OutputFn, get_output_fn
 from diffattr.projection import Projector
@@ -679,38 +680,6 @@ def extract_features(
     return out
 
 
-def write_features(
-    path: str | os.PathLike,
-    features: np.ndarray,
-    ids: Sequence[int] | np.ndarray,
-    attrs: Mapping[str, Any],
-) -> None:
-    """Write a feature matrix atomically: datasets ``features`` [n, Z] float32, ``ids`` int64."""
-    features = np.asarray(features, dtype=np.float32)
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    if features.ndim != 2 or features.shape[0] != len(ids):
-        raise ConfigError(
-            f"features must be [n, Z] with n = len(ids) = {len(ids)}, got {features.shape}"
-        )
-    if "proj_dim" in attrs and int(attrs["proj_dim"]) != features.shape[1]:
-        raise ConfigError(
-            f"attrs say proj_dim={attrs['proj_dim']!r} but features have {features.shape[1]} columns"
-        )
-    full = dict(attrs)
-    full["n_rows"] = int(features.shape[0])
-    full["proj_dim"] = int(features.shape[1])
-    with h5_writer(path, full) as handle:
-        handle.create_dataset("features", data=features)
-        handle.create_dataset("ids", data=ids)
-
-
-def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(features [n, Z] float32, ids [n] int64, attrs) of a finished feature file."""
-    with open_h5(path) as handle:
-        attrs = {key: decode_attr(value) for key, value in handle.attrs.items()}
-        return handle["features"][()], handle["ids"][()], attrs
-
-
 def merge_feature_shards(
     shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike
 ) -> None:
@@ -780,7 +749,6 @@ __all__ = [
     "num_trainable_parameters",
     "per_sample_gradients",
     "projected_mean_gradients",
-    "read_features",
     "select_timesteps",
     "structured_mean_features",
     "timesteps_per_call",

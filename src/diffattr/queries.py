@@ -12,6 +12,7 @@ import numpy as np
 
 from diffattr import data, store
 from diffattr.errors import ConfigError
+from diffattr.files import read_samples
 
 #: Every split a job can read: ``train`` and ``val`` from the dataset, ``gen`` from the samples.
 SPLITS: tuple[str, ...] = ("train", "val", "gen")
@@ -26,8 +27,8 @@ def load_queries(
     if split == "gen":
         if samples_path is None:
             raise ConfigError("split 'gen' needs the generated samples file")
-        with store.open_h5(samples_path) as handle:
-            return handle["images"][()], handle["ids"][()]
+        samples = read_samples(samples_path)
+        return samples.images, samples.ids
     if split not in ("train", "val"):
         raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
     loaded = data.load_split(dataset_path, split)
@@ -41,13 +42,12 @@ def load_query_captions(
     if split == "gen":
         if samples_path is None:
             raise ConfigError("split 'gen' needs the generated samples file")
-        path, name = samples_path, "prompts"
-    elif split in ("train", "val"):
-        path, name = dataset_path, f"{split}/captions"
-    else:
+        return read_samples(samples_path, images=False).prompts
+    if split not in ("train", "val"):
         raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
-    with store.open_h5(path) as handle:
-        return [_text(c) for c in handle[name][()]] if name in handle else None
+    name = f"{split}/captions"
+    with store.open_h5(dataset_path) as handle:
+        return [store.decode_text(c) for c in handle[name][()]] if name in handle else None
 
 
 def encoded_queries(
@@ -78,7 +78,3 @@ def encoded_queries(
         x0 = model.encode(images[rows], batch_size).numpy()
         cond = model.condition(captions[rows]) if model.conditional else None
         yield rows, x0, cond
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -242,39 +242,6 @@ def proponents_and_opponents(
     return top, bottom
 
 
-def read_score_rows(
-    path: str | os.PathLike, lambda_value: float, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(scores [len(rows), N] at λ = ``lambda_value``, train_ids [N], test_ids [n], lds_sign)
-    without loading the whole file. ``lds_sign`` is −1 when τ > 0 means support, +1 for scores
-    in loss units."""
-    from diffattr.spectral import lambda_position
-
-    with store.open_h5(path) as handle:
-        missing = [n for n in ("scores", "lambdas", "train_ids", "test_ids") if n not in handle]
-        if missing:
-            raise CorruptFileError(f"{path}: score file lacks {missing}; it has {sorted(handle)}")
-        shape = handle["scores"].shape
-        if len(shape) != 3 or handle["lambdas"].shape != (shape[0],):
-            raise CorruptFileError(
-                f"{path}: scores have shape {shape} and lambdas {handle['lambdas'].shape}; "
-                "need scores [L, n, N] with lambdas [L]"
-            )
-        lambda_index = lambda_position(handle["lambdas"][()], lambda_value, str(path))
-        try:
-            block = handle["scores"][lambda_index, np.sort(rows), :]
-            train_ids = handle["train_ids"][()].astype(np.int64)
-            test_ids = handle["test_ids"][()].astype(np.int64)
-            sign = int(store.decode_attr(handle.attrs.get("lds_sign", -1)))
-        except OSError as error:
-            raise CorruptFileError(
-                f"{path}: cannot read the scores ({error}); the file is truncated or corrupted. "
-                "Delete it and rerun the rule that produces it."
-            ) from error
-    unsort = np.argsort(np.argsort(rows))
-    return np.asarray(block, dtype=np.float32)[unsort], train_ids, test_ids, sign
-
-
 def to_display(image: np.ndarray) -> np.ndarray:
     """A float [C, H, W] image in [-1, 1] as uint8 [H, W] (grayscale) or [H, W, 3]."""
     array = np.asarray(image, dtype=np.float32)

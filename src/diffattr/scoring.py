@@ -45,25 +45,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import scipy.linalg
 import torch
 
-from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
+from diffattr.errors import ConfigError, DataError, FeatureMismatchError
+from diffattr.files import FeatureFile, check_finite, create_score_dataset, score_writer
 from diffattr.progress import progress_bar
-from diffattr.store import (
-    COMPLETE_ATTR,
-    FEATURE_CHECK_KEYS,
-    decode_attr,
-    h5_writer,
-    open_h5,
-    require_same,
-)
+from diffattr.store import COMPLETE_ATTR, FEATURE_CHECK_KEYS, require_same
 
 #: Feature provenance that train and test features must share before they can be combined.
 DEFAULT_CHECK_KEYS = FEATURE_CHECK_KEYS
@@ -120,18 +112,8 @@ def _check_matrix(array: Any, name: str) -> np.ndarray:
         raise DataError(
             f"{name} must be a non-empty 2-D matrix [rows, dim], got shape {matrix.shape}"
         )
-    _check_finite(matrix, name)
+    check_finite(matrix, name)
     return matrix
-
-
-def _check_finite(matrix: np.ndarray, name: str, row_offset: int = 0) -> None:
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        rows = np.nonzero(~finite.all(axis=1))[0] + row_offset
-        raise DataError(
-            f"{name} has {int((~finite).sum())} non-finite value(s) (NaN/inf) in rows "
-            f"{rows[:10].tolist()}{' ...' if rows.size > 10 else ''}; features must be finite"
-        )
 
 
 def _check_pair(train_shape: tuple[int, ...], test_shape: tuple[int, ...]) -> None:
@@ -293,82 +275,6 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- feature files
 
 
-class _FeatureFile:
-    """A finished feature file opened for chunked reading, with its layout checked."""
-
-    def __init__(self, path: str | os.PathLike, role: str) -> None:
-        self.path = Path(path)
-        self.role = role
-        self.handle = open_h5(self.path)
-        try:
-            self._check_layout()
-        except BaseException:
-            self.handle.close()
-            raise
-        self.attrs = {
-            key: decode_attr(value)
-            for key, value in self.handle.attrs.items()
-            if key != COMPLETE_ATTR
-        }
-
-    def _check_layout(self) -> None:
-        missing = [name for name in ("features", "ids") if name not in self.handle]
-        if missing:
-            raise CorruptFileError(
-                f"{self.path}: {self.role} feature file lacks dataset(s) {missing}; "
-                f"it has {sorted(self.handle)}. Expected `features` [n, Z] and `ids` [n]."
-            )
-        features, ids = self.handle["features"], self.handle["ids"]
-        if features.ndim != 2 or 0 in features.shape:
-            raise CorruptFileError(
-                f"{self.path}: `features` must be a non-empty [n, Z] matrix, got {features.shape}"
-            )
-        if ids.shape != (features.shape[0],):
-            raise CorruptFileError(
-                f"{self.path}: `ids` has shape {ids.shape} but `features` has "
-                f"{features.shape[0]} rows; expected ids of shape ({features.shape[0]},)"
-            )
-        self.shape: tuple[int, int] = (int(features.shape[0]), int(features.shape[1]))
-
-    def require_keys(self, keys: Sequence[str]) -> None:
-        missing = [key for key in keys if key not in self.attrs]
-        if missing:
-            raise CorruptFileError(
-                f"{self.path}: {self.role} feature file lacks provenance attr(s) {missing} needed "
-                f"to check it against the other feature file; it has {sorted(self.attrs)}"
-            )
-
-    def split(self) -> Any:
-        """``split``, or the per-shard ``shard_splits`` of a merged file, or None."""
-        return self.attrs.get("split", self.attrs.get("shard_splits"))
-
-    def ids(self) -> np.ndarray:
-        return self._read(lambda: self.handle["ids"][()], "ids").astype(np.int64)
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as float64, checked to be finite."""
-        block = self._read(lambda: self.handle["features"][start:stop], f"rows {start}:{stop}")
-        block = block.astype(np.float64)
-        _check_finite(block, f"{self.path} ({self.role} features)", row_offset=start)
-        return block
-
-    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, int]]:
-        for start in range(0, self.shape[0], chunk_rows):
-            yield start, min(start + chunk_rows, self.shape[0])
-
-    def _read(self, reader: Any, what: str) -> np.ndarray:
-        try:
-            return np.asarray(reader())
-        except OSError as error:
-            raise CorruptFileError(
-                f"{self.path}: cannot read {what} of the {self.role} features ({error}); the "
-                "file is truncated or corrupted. Delete it and rerun the rule that produces it."
-            ) from error
-
-    def close(self) -> None:
-        self.handle.close()
-
-
 def write_trak_scores(
     train_path: str | os.PathLike,
     test_path: str | os.PathLike,
@@ -399,7 +305,8 @@ def write_trak_scores(
         train_path, test_path: feature files (``features`` [n, Z] float32, ``ids`` [n] int64).
         out_path: the score file to write (atomically, see module docstring for the layout).
         lambdas: ridge values, all > 0.
-        attrs: provenance to stamp on the output (method, dataset, K, ...).
+        attrs: provenance to stamp on the output (method, dataset, K, ...); ``lds_sign`` is
+            −1 (τ > 0 supports the query) unless ``attrs`` sets it.
         chunk_rows: training rows read at a time.
         check_keys: attrs that both feature files must agree on (default
             :data:`DEFAULT_CHECK_KEYS`).
@@ -419,10 +326,7 @@ def write_trak_scores(
         chunk_rows = int(chunk_rows)
         n_train, n_test = train.shape[0], test.shape[0]
         chosen = out_attrs["form"]
-        with h5_writer(out_path, out_attrs) as handle:
-            handle.create_dataset("lambdas", data=grid)
-            handle.create_dataset("train_ids", data=train.ids())
-            handle.create_dataset("test_ids", data=test.ids())
+        with score_writer(out_path, out_attrs, grid, train.ids(), test.ids()) as handle:
             scores = create_score_dataset(handle, grid.size, n_test, n_train, chunk_rows)
             tick, close = _progress_ticks(progress, 2 * len(list(train.chunks(chunk_rows))))
             eigenvalues, left, blocks = stream_factors(train, test, chunk_rows, chosen, tick)
@@ -438,20 +342,6 @@ def write_trak_scores(
                 tick()
             close()
     return Path(out_path)
-
-
-def create_score_dataset(
-    handle: h5py.File, n_lambdas: int, n_test: int, n_train: int, chunk_rows: int
-) -> h5py.Dataset:
-    """The float32 ``scores`` [L, n, N] dataset, chunked per λ and per block of training rows."""
-    block_cols = min(n_train, chunk_rows)
-    block_rows = max(1, min(n_test, _MAX_CHUNK_ELEMENTS // block_cols))
-    return handle.create_dataset(
-        "scores",
-        shape=(n_lambdas, n_test, n_train),
-        dtype=np.float32,
-        chunks=(1, block_rows, block_cols),
-    )
 
 
 def _progress_ticks(progress: Any, total: int) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -475,7 +365,7 @@ def feature_pair(
     score_kind: str,
     form: str,
     normalize: str,
-) -> Iterator[tuple[_FeatureFile, _FeatureFile, dict[str, Any]]]:
+) -> Iterator[tuple[FeatureFile, FeatureFile, dict[str, Any]]]:
     """Train and test feature files opened and checked against each other and ``attrs``,
     with the attrs of an output computed from them (``form`` resolved)."""
     _check_normalize(normalize)
@@ -488,9 +378,9 @@ def feature_pair(
             f"attrs may not set {clash}: the score writer sets these itself "
             f"(pass score_kind=... for the score kind)"
         )
-    train = _FeatureFile(train_path, "train")
+    train = FeatureFile(train_path, "train")
     try:
-        test = _FeatureFile(test_path, "test")
+        test = FeatureFile(test_path, "test")
         try:
             for features in (train, test):
                 features.require_keys(keys)
@@ -507,6 +397,7 @@ def feature_pair(
             _check_pair(train.shape, test.shape)
             n_train, dim = train.shape
             out_attrs = dict(attrs)
+            out_attrs.setdefault("lds_sign", -1)  # TRAK scores: τ > 0 supports the query
             out_attrs.update({key: train.attrs[key] for key in keys if key in train.attrs})
             out_attrs.update(
                 score_kind=score_kind,
@@ -531,8 +422,8 @@ RightBlocks = Iterator[tuple[int, int, np.ndarray, np.ndarray]]
 
 
 def stream_factors(
-    train: _FeatureFile,
-    test: _FeatureFile,
+    train: FeatureFile,
+    test: FeatureFile,
     chunk_rows: int,
     form: str,
     tick: Callable[[], None] = lambda: None,
@@ -548,7 +439,7 @@ def stream_factors(
 
 
 def _primal_factors(
-    train: _FeatureFile, test: _FeatureFile, chunk_rows: int, tick: Callable[[], None]
+    train: FeatureFile, test: FeatureFile, chunk_rows: int, tick: Callable[[], None]
 ) -> tuple[np.ndarray, np.ndarray, RightBlocks]:
     dim = train.shape[1]
     kernel = np.zeros((dim, dim), dtype=np.float64)
@@ -571,7 +462,7 @@ def _primal_factors(
 
 
 def _dual_factors(
-    train: _FeatureFile, test: _FeatureFile, chunk_rows: int, tick: Callable[[], None]
+    train: FeatureFile, test: FeatureFile, chunk_rows: int, tick: Callable[[], None]
 ) -> tuple[np.ndarray, np.ndarray, RightBlocks]:
     n_train, n_test = train.shape[0], test.shape[0]
     psi = np.empty(test.shape, dtype=np.float64)
@@ -601,67 +492,3 @@ def _dual_factors(
             yield start, stop, basis[start:stop], all_row_norms[start:stop]
 
     return eigenvalues, left, right_blocks()
-
-
-# --------------------------------------------------------------------------- score files
-
-
-@dataclass
-class ScoreFile:
-    """A score file's contents; ``scores`` is [L, n, N] or, for one λ, [n, N]."""
-
-    scores: np.ndarray
-    lambdas: np.ndarray
-    train_ids: np.ndarray
-    test_ids: np.ndarray
-    attrs: dict[str, Any]
-
-
-def read_scores(path: str | os.PathLike, lambda_index: int | None = None) -> ScoreFile:
-    """Read a score file written by :func:`write_trak_scores` (all λ, or one λ by index).
-
-    Raises :class:`CorruptFileError` for unfinished, truncated or mis-shaped files.
-    """
-    path = Path(path)
-    with open_h5(path) as handle:
-        missing = [
-            name for name in ("scores", "lambdas", "train_ids", "test_ids") if name not in handle
-        ]
-        if missing:
-            raise CorruptFileError(
-                f"{path}: score file lacks dataset(s) {missing}; it has {sorted(handle)}"
-            )
-        shape = handle["scores"].shape
-        expected = {
-            "lambdas": (shape[0],) if len(shape) == 3 else None,
-            "test_ids": (shape[1],) if len(shape) == 3 else None,
-            "train_ids": (shape[2],) if len(shape) == 3 else None,
-        }
-        for name, want in expected.items():
-            if want is None or handle[name].shape != want:
-                raise CorruptFileError(
-                    f"{path}: inconsistent score file: `scores` {shape}, `{name}` "
-                    f"{handle[name].shape}; expected scores [L, n, N] with lambdas [L], "
-                    "test_ids [n], train_ids [N]"
-                )
-        if lambda_index is not None and not -shape[0] <= lambda_index < shape[0]:
-            raise ConfigError(
-                f"lambda_index {lambda_index} is out of range for {shape[0]} λ values in {path}"
-            )
-        try:
-            scores = (
-                handle["scores"][()] if lambda_index is None else handle["scores"][lambda_index]
-            )
-            result = ScoreFile(
-                scores=np.asarray(scores),
-                lambdas=handle["lambdas"][()].astype(np.float64),
-                train_ids=handle["train_ids"][()].astype(np.int64),
-                test_ids=handle["test_ids"][()].astype(np.int64),
-                attrs={key: decode_attr(value) for key, value in handle.attrs.items()},
-            )
-        except OSError as error:
-            raise CorruptFileError(
-                f"{path}: cannot read the score file ({error}); it is truncated or corrupted. "
-                "Delete it and rerun the rule that produces it."
-            ) from error
-    return result

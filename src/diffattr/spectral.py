@@ -49,16 +49,21 @@ import h5py
 import numpy as np
 
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.files import (
+    FeatureFile,
+    ScoreFile,
+    create_score_dataset,
+    lds_sign,
+    score_writer,
+)
 from diffattr.scoring import (
     _check_matrix,
     _check_normalize,
     _check_pair,
     _eigh,
-    _FeatureFile,
     _inverse_spectrum,
     _progress_ticks,
     choose_form,
-    create_score_dataset,
     feature_pair,
     stream_factors,
     validate_lambdas,
@@ -171,7 +176,7 @@ def write_spectra(
 
 
 def _write_primal(
-    train: _FeatureFile, test: _FeatureFile, group: h5py.Group, chunk_rows: int, tick: Any
+    train: FeatureFile, test: FeatureFile, group: h5py.Group, chunk_rows: int, tick: Any
 ) -> None:
     dim = train.shape[1]
     kernel = np.zeros((dim, dim), dtype=np.float64)
@@ -203,6 +208,7 @@ def write_spectra_members(
 ) -> Path:
     """Write factorisations computed in memory (e.g. an ensemble's members) as a spectra file."""
     _check_normalize(normalize)
+    lds_sign(attrs, out_path)  # required, as in every score file
     if not members:
         raise ConfigError("a spectra file needs at least one member factorisation")
     forms = {"primal" if member.basis is not None else "dual" for member in members}
@@ -264,8 +270,9 @@ class GridScores:
 
     @property
     def sign(self) -> int:
-        """``lds_sign``: −1 when τ > 0 means support, +1 for scores in loss units."""
-        return int(self.attrs.get("lds_sign", -1))
+        """``lds_sign``: −1 when τ > 0 means support, +1 for scores in loss units (required:
+        a file without it is refused when opened)."""
+        return lds_sign(self.attrs, self.path)
 
     def predictions(self, masks: np.ndarray) -> np.ndarray:
         """``sign · M τ_λᵀ`` for every λ: float64 [L, S, n] (the LDS predictions)."""
@@ -297,26 +304,16 @@ class GridScores:
 class _ScoreFileGrid(GridScores):
     """A plain score file (``scores`` [L, n, N]): predictions from the stored matrices."""
 
-    def __init__(self, path: Path, handle: h5py.File, attrs: dict[str, Any]) -> None:
-        self.path, self.handle, self.attrs = path, handle, attrs
-        missing = [n for n in ("scores", "lambdas", "train_ids", "test_ids") if n not in handle]
-        if missing:
-            raise CorruptFileError(f"{path}: score file lacks {missing}; it has {sorted(handle)}")
-        self.lambdas = handle["lambdas"][()].astype(np.float64)
-        self.train_ids = handle["train_ids"][()].astype(np.int64)
-        self.test_ids = handle["test_ids"][()].astype(np.int64)
-        shape = handle["scores"].shape
-        if shape != (len(self.lambdas), len(self.test_ids), len(self.train_ids)):
-            raise CorruptFileError(
-                f"{path}: `scores` {shape} does not match lambdas {self.lambdas.shape}, test_ids "
-                f"{self.test_ids.shape} and train_ids {self.train_ids.shape}"
-            )
+    def __init__(self, file: ScoreFile) -> None:
+        self.file = file
+        self.path, self.handle, self.attrs = file.path, file.handle, file.attrs
+        self.lambdas, self.train_ids, self.test_ids = file.lambdas, file.train_ids, file.test_ids
 
     def predictions(self, masks: np.ndarray) -> np.ndarray:
         mask_matrix = self._masks(masks)
         out = np.empty((len(self.lambdas), mask_matrix.shape[0], len(self.test_ids)))
         for index in range(len(self.lambdas)):
-            matrix = _read(self.path, lambda i=index: self.handle["scores"][i]).astype(np.float64)
+            matrix = self.file.read(index).astype(np.float64)
             if not np.isfinite(matrix).all():
                 raise CorruptFileError(f"{self.path}: scores at λ index {index} hold NaN/inf")
             out[index] = self.sign * (mask_matrix @ matrix.T)
@@ -326,10 +323,7 @@ class _ScoreFileGrid(GridScores):
         n_train = len(self.train_ids)
         for start in range(0, n_train, ROW_BLOCK):
             stop = min(start + ROW_BLOCK, n_train)
-            block = _read(
-                self.path, lambda s=start, e=stop: self.handle["scores"][list(indices), :, s:e]
-            )
-            yield start, stop, np.asarray(block, dtype=np.float32)
+            yield start, stop, self.file.read_block(indices, start, stop)
 
 
 class _MemberReader:
@@ -361,7 +355,7 @@ class _MemberReader:
         self.weights = _inverse_spectrum(eigenvalues, grid.lambdas)  # [L, r]
         self.left = _read(path, lambda: group["left"][()]).astype(np.float64)
         self.row_norms = _read(path, lambda: group["row_norms"][()]).astype(np.float64)
-        self.train: _FeatureFile | None = None
+        self.train: FeatureFile | None = None
         self.basis: np.ndarray | None = None
         if grid.form == "primal":
             if train_path is None:
@@ -370,7 +364,7 @@ class _MemberReader:
                     f"of member {group.name} (train_paths)"
                 )
             self.basis = _read(path, lambda: group["basis"][()]).astype(np.float64)
-            self.train = _FeatureFile(train_path, "train")
+            self.train = FeatureFile(train_path, "train")
             self._check_train(decode_attr(group.attrs.get("train_check", "json:{}")))
 
     def _check_train(self, expected: Mapping[str, Any]) -> None:
@@ -543,14 +537,16 @@ def open_scores(
     handle = open_h5(path)
     try:
         attrs = {k: decode_attr(v) for k, v in handle.attrs.items() if k != COMPLETE_ATTR}
-        if attrs.get("file_kind") == FILE_KIND:
-            if lambdas is None or len(lambdas) == 0:
-                raise ConfigError(
-                    f"{path} is a spectra file (a method with a ridge λ): it needs the λ grid "
-                    "(scoring.lambdas) to be evaluated"
-                )
-            return _SpectraGrid(path, handle, attrs, validate_lambdas(lambdas), train_paths)
-        return _ScoreFileGrid(path, handle, attrs)
+        if attrs.get("file_kind") != FILE_KIND:
+            handle.close()
+            return _ScoreFileGrid(ScoreFile(path))
+        lds_sign(attrs, path)
+        if lambdas is None or len(lambdas) == 0:
+            raise ConfigError(
+                f"{path} is a spectra file (a method with a ridge λ): it needs the λ grid "
+                "(scoring.lambdas) to be evaluated"
+            )
+        return _SpectraGrid(path, handle, attrs, validate_lambdas(lambdas), train_paths)
     except BaseException:
         handle.close()
         raise
@@ -584,26 +580,12 @@ def write_selected_scores(
         **(extra_attrs or {}),
     )
     n_test, n_train = len(grid.test_ids), len(grid.train_ids)
-    with h5_writer(out_path, attrs) as handle:
-        handle.create_dataset("lambdas", data=grid.lambdas[chosen])
-        handle.create_dataset("train_ids", data=grid.train_ids)
-        handle.create_dataset("test_ids", data=grid.test_ids)
+    with score_writer(
+        out_path, attrs, grid.lambdas[chosen], grid.train_ids, grid.test_ids
+    ) as handle:
         scores = create_score_dataset(handle, len(chosen), n_test, n_train, chunk_rows)
         for start, stop, block in grid.score_blocks(chosen):
             if not np.isfinite(block).all():
                 raise FeatureMismatchError(f"{grid.path}: scores of rows {start}:{stop} are NaN")
             scores[:, :, start:stop] = block
     return Path(out_path)
-
-
-def lambda_position(lambdas: Sequence[float] | np.ndarray, value: float, where: str) -> int:
-    """Position of λ = ``value`` in a score file's ``lambdas``; ConfigError naming the stored ones."""
-    grid = np.asarray(lambdas, dtype=np.float64)
-    matches = np.flatnonzero(np.isclose(grid, float(value), rtol=1e-12, atol=0.0))
-    if matches.size == 0:
-        raise ConfigError(
-            f"{where}: holds scores at λ {grid.tolist()}, not at λ = {value}. The score file "
-            "of a method with a ridge λ holds only its held-out λ; score_grids/ (with "
-            "scoring.write_all_lambdas: true) holds every λ"
-        )
-    return int(matches[0])

@@ -140,6 +140,12 @@ def encode_attr(value: Any) -> Any:
     return value
 
 
+def decode_text(value: Any) -> str:
+    """A stored string (HDF5 gives ``bytes`` for variable-length strings) as ``str``; unlike
+    :func:`decode_attr` it never parses the value (a caption may start with ``json:``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def decode_attr(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()

@@ -60,7 +60,7 @@ def check_attributions(
 ) -> list[dict[str, Any]]:
     """Class agreement of every (method, K, split) in ``labels`` (parallel to the paths)."""
     from diffattr import data
-    from diffattr.report import read_score_rows
+    from diffattr.files import ScoreFile
 
     if not len(score_paths) == len(lds_paths) == len(labels):
         raise ConfigError("score files, LDS records and labels must be parallel lists")
@@ -78,9 +78,9 @@ def check_attributions(
             continue  # a split without classes (gen without the quality record)
         choice = store.read_json(lds_path)["choices"]["heldout"]
         n = len(query_labels[split])
-        scores, train_ids, test_ids, sign = read_score_rows(
-            scores_path, choice["lambda"], np.arange(n)
-        )
+        with ScoreFile(scores_path) as file:
+            scores = file.read_rows(file.lambda_index(choice["lambda"]), np.arange(n))
+            train_ids, test_ids, sign = file.train_ids, file.test_ids, file.lds_sign
         if not np.array_equal(train_ids, train.ids):
             raise FeatureMismatchError(f"{scores_path}: columns do not follow the train split")
         if not np.array_equal(test_ids, query_ids[split]):

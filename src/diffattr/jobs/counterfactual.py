@@ -40,6 +40,17 @@ from diffattr.counterfactual import (
     top_k_removal,
 )
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import (
+    ScoreFile,
+    read_groundtruth,
+    read_regeneration,
+    read_removal,
+    read_sample_image,
+    read_samples,
+    required_attr,
+    write_regeneration,
+    write_removal,
+)
 from diffattr.settings import Runtime
 
 logger = logging.getLogger(__name__)
@@ -57,9 +68,9 @@ def select_counterfactual_targets(
     ``planned`` are the targets the workflow derived from the config when it built its jobs;
     they must be the ones drawn here.
     """
-    with store.open_h5(samples_path) as handle:
-        ids = handle["ids"][()]
-        digest = store.decode_attr(handle.attrs.get("model_digest"))
+    samples = read_samples(samples_path, images=False)
+    ids = samples.ids
+    digest = required_attr(samples.attrs, "model_digest", samples_path, "samples file")
     if not np.array_equal(ids, np.arange(len(ids))):
         raise FeatureMismatchError(f"{samples_path}: gen ids are not 0..n-1 in order")
     targets = select_targets(len(ids), num_targets, target_seed)
@@ -82,18 +93,6 @@ def select_counterfactual_targets(
     return targets
 
 
-def _heldout_gen_truth(path: str) -> dict[str, np.ndarray]:
-    with store.open_h5(path) as handle:
-        if "gen/measured" not in handle:
-            raise FeatureMismatchError(f"{path}: has no measured outputs for the gen split")
-        return {
-            "masks": handle["masks"][()],
-            "measured": handle["gen/measured"][()],
-            "ids": handle["gen/ids"][()],
-            "train_ids": handle["train_ids"][()],
-        }
-
-
 def choose_counterfactual_lambda(
     scores_path: str,
     heldout_path: str,
@@ -114,7 +113,7 @@ def choose_counterfactual_lambda(
     from diffattr import spectral
     from diffattr.jobs.lds import heldout_lambda_index
 
-    truth = _heldout_gen_truth(heldout_path)
+    truth = read_groundtruth(heldout_path, "gen")
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, truth, scores_path)
         grid, sign = score.lambdas, score.sign
@@ -157,22 +156,19 @@ def remove_top_examples(
     else:
         if scores_path is None or lambda_path is None:
             raise ConfigError(f"method {method!r} needs its score file and its λ choice")
-        from diffattr.scoring import read_scores
-        from diffattr.spectral import lambda_position
-
         choice = store.read_json(lambda_path)
-        stored = store.read_h5(scores_path, "lambdas")
-        score = read_scores(scores_path, lambda_position(stored, choice["lambda"], scores_path))
-        if not np.array_equal(score.train_ids, train_ids):
-            raise FeatureMismatchError(
-                f"{scores_path}: score columns do not follow the train split's row order"
-            )
-        rows = np.flatnonzero(score.test_ids == target)
-        if rows.size != 1:
-            raise FeatureMismatchError(f"{scores_path}: gen sample {target} is not a score row")
-        # lds_sign −1: a positive score supports the query; +1 (scores in loss units): negative
-        sign = int(score.attrs.get("lds_sign", -1))
-        scores = -sign * score.scores[rows[0]].astype(np.float64)
+        with ScoreFile(scores_path) as score:
+            if not np.array_equal(score.train_ids, train_ids):
+                raise FeatureMismatchError(
+                    f"{scores_path}: score columns do not follow the train split's row order"
+                )
+            rows = np.flatnonzero(score.test_ids == target)
+            if rows.size != 1:
+                raise FeatureMismatchError(f"{scores_path}: gen sample {target} is not a score row")
+            # lds_sign −1: a positive score supports the query; +1 (loss units): negative
+            sign = score.lds_sign
+            row = score.read_rows(score.lambda_index(choice["lambda"]), rows)[0]
+        scores = -sign * row.astype(np.float64)
         attrs.update(
             {
                 "lambda": choice["lambda"],
@@ -184,11 +180,7 @@ def remove_top_examples(
     k = resolve_top_k(len(train_ids), top_k, top_fraction)
     removed, kept = top_k_removal(scores, k)
     attrs.update(top_k=k, n_train=len(train_ids), size=int(kept.size))
-    store.write_h5(
-        out_path,
-        {"positions": kept, "removed": removed, "scores": np.asarray(scores, np.float32)},
-        attrs,
-    )
+    write_removal(out_path, kept, removed, scores, attrs)
     logger.info("%s, target %d: removed %d of %d rows", method, target, k, len(train_ids))
     return removed
 
@@ -202,48 +194,37 @@ def regenerate_counterfactual(
     target: int,
     runtime: Runtime,
 ) -> np.ndarray:
-    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt.
-
-    ``runtime.batch_size`` is only a fallback for sample files that do not record theirs."""
+    """Regenerate one target with a retrained model: same seed, sampler, steps, batch, prompt
+    and guidance, all from the samples file (``runtime.batch_size`` is not used)."""
     from diffattr.models import load_diffusion_model, resolve_device
 
-    with store.open_h5(samples_path) as handle:
-        seeds, ids = handle["seeds"][()], handle["ids"][()]
-        prompts = None
-        if "prompts" in handle:
-            prompts = [p.decode() if isinstance(p, bytes) else str(p) for p in handle["prompts"]]
-        gen = {key: store.decode_attr(value) for key, value in handle.attrs.items()}
+    samples = read_samples(samples_path, images=False)
+    gen = samples.generation()
+    seeds, prompts = samples.seeds, samples.prompts
     # On CPU the batch layout fixes the last bits, so regenerate in the original generation's
-    # batches (batch_size is only a fallback for sample files that do not record theirs).
-    batch_size = int(gen.get("batch_size", runtime.batch_size))
-    if gen["eta"] != 0:
-        raise ConfigError(f"{samples_path}: eta = {gen['eta']}; regeneration needs eta = 0")
-    index = int(np.flatnonzero(ids == target)[0])
+    # batches (the batch size recorded in the samples file).
+    batch_size = gen.batch_size
+    if gen.eta != 0:
+        raise ConfigError(f"{samples_path}: eta = {gen.eta}; regeneration needs eta = 0")
+    index = samples.position(target)
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     image = regenerate_sample(
-        model,
-        seeds,
-        index,
-        int(gen["steps"]),
-        float(gen["eta"]),
-        batch_size,
-        prompts,
-        float(gen.get("guidance_scale", 7.5)),
+        model, seeds, index, gen.steps, gen.eta, batch_size, prompts, gen.guidance_scale
     )
-    store.write_h5(
+    write_regeneration(
         out_path,
-        {"image": image},
+        image,
         {
             "kind": "counterfactual_regeneration",
             "method": method,
             "target": target,
             "seed": int(seeds[index]),
             "prompt": None if prompts is None else prompts[index],
-            "steps": gen["steps"],
-            "eta": gen["eta"],
+            "steps": samples.attrs["steps"],
+            "eta": samples.attrs["eta"],
             "batch_size": batch_size,
             "model_digest": store.digest_directory(model_dir),
-            "gen_model_digest": gen.get("model_digest"),
+            "gen_model_digest": gen.model_digest,
         },
     )
     return image
@@ -263,11 +244,9 @@ def compare_counterfactual(
     With ``latent_model_dir`` (a latent model such as SD + LoRA) ℓ2 compares the two images'
     raw VAE latent modes, as the paper does for ArtBench; SSIM and CLIP always use pixels.
     """
-    attrs = store.read_attrs(regenerated_path)
-    regenerated = store.read_h5(regenerated_path, "image")
-    with store.open_h5(samples_path) as handle:
-        index = int(np.flatnonzero(handle["ids"][()] == attrs["target"])[0])
-        original = handle["images"][index]
+    regeneration = read_regeneration(regenerated_path)
+    regenerated = regeneration.image
+    original = read_sample_image(samples_path, regeneration.target)
     wanted = list(metrics)
     encode, clip_note = None, None
     if "clip" in wanted and clip_weights is None:
@@ -286,8 +265,8 @@ def compare_counterfactual(
         values["l2"] = l2_distance(latents[0], latents[1])
         space = "latent"
     record = {
-        "method": attrs["method"],
-        "target": attrs["target"],
+        "method": regeneration.method,
+        "target": regeneration.target,
         "space": space,
         "metrics": values,
         "clip": clip_note,
@@ -340,9 +319,9 @@ def collect_counterfactual(
     removed: dict[str, dict[int, np.ndarray]] = {m: {} for m in methods}
     top_k = n_train = None
     for path in removal_paths:
-        attrs = store.read_attrs(path)
-        removed[attrs["method"]][int(attrs["target"])] = store.read_h5(path, "removed")
-        top_k, n_train = attrs["top_k"], attrs["n_train"]
+        removal = read_removal(path)
+        removed[removal.method][removal.target] = removal.removed
+        top_k, n_train = removal.attrs["top_k"], removal.attrs["n_train"]
     lambdas, method_K = {}, {}
     for choice_path, lds_path in zip(lambda_paths, lds_paths, strict=True):
         choice, reported = store.read_json(choice_path), store.read_json(lds_path)
@@ -389,14 +368,14 @@ def plot_counterfactual(
     import matplotlib.pyplot as plt
 
     train_images = store.read_h5(dataset_path, "train/images")
-    gen_images = store.read_h5(samples_path, "images")
+    gen_images = read_samples(samples_path).images
     regenerated, removed, l2 = {}, {}, {}
     for path in regenerated_paths:
-        attrs = store.read_attrs(path)
-        regenerated[attrs["method"], int(attrs["target"])] = store.read_h5(path, "image")
+        regeneration = read_regeneration(path)
+        regenerated[regeneration.method, regeneration.target] = regeneration.image
     for path in removal_paths:
-        attrs = store.read_attrs(path)
-        removed[attrs["method"], int(attrs["target"])] = store.read_h5(path, "removed")
+        removal = read_removal(path)
+        removed[removal.method, removal.target] = removal.removed
     for path in metric_paths:
         record = store.read_json(path)
         l2[record["method"], int(record["target"])] = record["metrics"].get("l2")

@@ -11,10 +11,11 @@ import numpy as np
 from diffattr import noise as noise_lib
 from diffattr import store
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import read_samples, write_features
 from diffattr.methods.journey import IMAGE_TOLERANCE, trajectory_gradients
 from diffattr.methods.similarity import clip_unavailable_reason
 from diffattr.progress import status
-from diffattr.queries import _text, encoded_queries, load_queries, load_query_captions
+from diffattr.queries import encoded_queries, load_queries, load_query_captions
 from diffattr.settings import FeatureSettings, Runtime, SplitRows, TrajectoryFeatureSettings
 
 
@@ -109,7 +110,7 @@ def extract_features(
             for k, v in projector.describe().items()
         },
     }
-    features.write_features(out_path, matrix, ids, attrs)
+    write_features(out_path, matrix, ids, attrs)
     status("%s features [%d x %d]", split, *matrix.shape)
 
 
@@ -135,15 +136,15 @@ def record_trajectory(
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.sampling import generate
 
-    with store.open_h5(samples_path) as handle:
-        images, seeds, ids = handle["images"][()], handle["seeds"][()], handle["ids"][()]
-        prompts = [_text(p) for p in handle["prompts"][()]] if "prompts" in handle else None
-        attrs = {k: store.decode_attr(v) for k, v in handle.attrs.items()}
+    samples = read_samples(samples_path)
+    images, seeds, ids, prompts = samples.images, samples.seeds, samples.ids, samples.prompts
+    gen = samples.generation()
     digest = store.digest_directory(model_dir)
-    store.require_attrs(attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}")
+    store.require_attrs(
+        samples.attrs, {"model_digest": digest}, f"{samples_path} vs model {model_dir}"
+    )
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
-    steps, eta = int(attrs["steps"]), float(attrs["eta"])
-    guidance = float(attrs.get("guidance_scale", 1.0))
+    steps, eta, guidance = gen.steps, gen.eta, gen.guidance_scale
     batch_size, progress = runtime.batch_size, runtime.progress
     result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
     difference = float(np.abs(result["images"] - images).max())
@@ -166,7 +167,7 @@ def record_trajectory(
             "model_digest": digest,
             "steps": steps,
             "eta": eta,
-            "gen_seed": attrs.get("gen_seed"),
+            "gen_seed": samples.attrs["gen_seed"],
             "max_image_difference": difference,
         },
     )
@@ -235,7 +236,7 @@ def extract_trajectory_features(
             for k, v in projector.describe().items()
         },
     }
-    features.write_features(out_path, matrix, ids, attrs)
+    write_features(out_path, matrix, ids, attrs)
 
 
 def embed_clip(
@@ -251,7 +252,6 @@ def embed_clip(
     """Embed one split (train, val or gen) with CLIP; written like a feature file."""
     from diffattr import store
     from diffattr.clip import ClipEncoder
-    from diffattr.features import write_features
     from diffattr.models import resolve_device
     from diffattr.queries import load_queries
 

@@ -7,7 +7,6 @@ import numpy as np
 from diffattr import store
 from diffattr.errors import ConfigError
 from diffattr.progress import status
-from diffattr.queries import _text
 from diffattr.settings import GenerationSettings, Runtime
 
 
@@ -84,7 +83,7 @@ def class_captions(dataset_path: str) -> list[str]:
                 "generation.prompts, or data.caption_template and rebuild the dataset"
             )
         labels = handle["train/labels"][()]
-        captions = [_text(c) for c in handle["train/captions"][()]]
+        captions = [store.decode_text(c) for c in handle["train/captions"][()]]
     by_label: dict[int, str] = {}
     for label, caption in zip(labels.tolist(), captions, strict=True):
         by_label.setdefault(int(label), caption)

@@ -10,6 +10,7 @@ import numpy as np
 
 from diffattr import data, lds, store
 from diffattr.errors import FeatureMismatchError
+from diffattr.files import GroundTruth, read_groundtruth, write_groundtruth
 from diffattr.progress import status
 from diffattr.settings import LdsSettings
 
@@ -25,7 +26,7 @@ def collect_groundtruth(
     """Collect one pool's masks [S, N] and measured outputs [R seeds, S, n] per split."""
     train = data.load_split(dataset_path, "train")
     masks = data.subset_mask([data.read_subset(p) for p in subset_paths], len(train))
-    arrays: dict[str, np.ndarray] = {"masks": masks, "train_ids": train.ids}
+    per_split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in splits:
         by_seed, ids = [], None
         for per_seed in measured_paths:  # [seed][subset]
@@ -46,12 +47,12 @@ def collect_groundtruth(
                     raise FeatureMismatchError(f"{path}: query ids differ from the other models'")
                 ids = these
             by_seed.append(np.stack(rows))
-        arrays[f"{split}/measured_by_seed"] = np.stack(by_seed)
-        arrays[f"{split}/measured"] = np.stack(by_seed).mean(axis=0)
-        arrays[f"{split}/ids"] = ids
-    store.write_h5(
+        per_split[split] = (np.stack(by_seed), ids)
+    write_groundtruth(
         out_path,
-        arrays,
+        masks,
+        train.ids,
+        per_split,
         {
             "pool": pool,
             "num_subsets": len(subset_paths),
@@ -61,23 +62,12 @@ def collect_groundtruth(
     )
 
 
-def _load_groundtruth(path: str, split: str) -> dict[str, np.ndarray]:
-    with store.open_h5(path) as handle:
-        return {
-            "masks": handle["masks"][()],
-            "train_ids": handle["train_ids"][()],
-            "measured": handle[f"{split}/measured"][()],
-            "measured_by_seed": handle[f"{split}/measured_by_seed"][()],
-            "ids": handle[f"{split}/ids"][()],
-        }
-
-
-def _check_alignment(score: Any, truth: dict[str, np.ndarray], where: str) -> None:
-    if not np.array_equal(score.train_ids, truth["train_ids"]):
+def _check_alignment(score: Any, truth: GroundTruth, where: str) -> None:
+    if not np.array_equal(score.train_ids, truth.train_ids):
         raise FeatureMismatchError(
             f"{where}: score columns do not follow the train split's row order"
         )
-    if not np.array_equal(score.test_ids, truth["ids"]):
+    if not np.array_equal(score.test_ids, truth.ids):
         raise FeatureMismatchError(f"{where}: score rows do not match the measured queries")
 
 
@@ -104,48 +94,47 @@ def evaluate_lds(
 
     split, sign, lambdas = settings.split, settings.sign, settings.lambda_list()
     bootstrap_resamples, bootstrap_seed = settings.bootstrap_resamples, settings.bootstrap_seed
-    bench = _load_groundtruth(groundtruth_path, split)
-    held = _load_groundtruth(heldout_path, split)
+    bench = read_groundtruth(groundtruth_path, split)
+    held = read_groundtruth(heldout_path, split)
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         _check_alignment(score, bench, scores_path)
         _check_alignment(score, held, scores_path)
         factor = score.sign if sign is None else int(sign)
         flip = factor / score.sign  # an explicit sign overrides the file's
-        bench_predictions = flip * score.predictions(bench["masks"])
-        held_predictions = flip * score.predictions(held["masks"])
+        bench_predictions = flip * score.predictions(bench.masks)
+        held_predictions = flip * score.predictions(held.masks)
         grid, attrs = score.lambdas, score.attrs
-    num_subsets = bench["masks"].shape[0]
+    num_subsets = bench.masks.shape[0]
     folds = lds.crossfit_folds(num_subsets) if num_subsets >= 4 else []
-    full = lds.lds_from_predictions(bench_predictions, bench["measured"])
+    full = lds.lds_from_predictions(bench_predictions, bench.measured)
     fold_curves = [
-        lds.lds_from_predictions(bench_predictions[:, rows], bench["measured"][rows])
-        for rows in folds
+        lds.lds_from_predictions(bench_predictions[:, rows], bench.measured[rows]) for rows in folds
     ]
     curve = _nanmean_rows(full, "lds")
     heldout_curve = _nanmean_rows(
-        lds.lds_from_predictions(held_predictions, held["measured"]), "heldout"
+        lds.lds_from_predictions(held_predictions, held.measured), "heldout"
     )
     record: dict[str, Any] = {
         "method": attrs.get("method"),
         "split": split,
-        "K": attrs.get("train_K", attrs.get("K")),
-        "kind": attrs.get("kind", attrs.get("score_kind")),
+        "K": attrs.get("K"),
+        "kind": attrs.get("kind"),
         "readout": attrs.get("readout", "signed"),
         "lds_sign": factor,
         "params": attrs.get("params"),
         "lambdas": grid.tolist(),
         "lds_curve": curve.tolist(),
         "heldout_curve": heldout_curve.tolist(),
-        "num_subsets": int(bench["masks"].shape[0]),
-        "num_heldout_subsets": int(held["masks"].shape[0]),
-        "num_queries": int(bench["measured"].shape[1]),
+        "num_subsets": int(bench.masks.shape[0]),
+        "num_heldout_subsets": int(held.masks.shape[0]),
+        "num_queries": int(bench.measured.shape[1]),
         "choices": {},
     }
     oracle_index = int(np.nanargmax(curve))
     heldout_index, _ = lds.choose_lambda(heldout_curve, grid)
     for name, index in (("heldout", heldout_index), ("oracle", oracle_index)):
         boot = lds.bootstrap_predictions(
-            bench_predictions[index], bench["measured"], bootstrap_resamples, bootstrap_seed
+            bench_predictions[index], bench.measured, bootstrap_resamples, bootstrap_seed
         )
         record["choices"][name] = {
             "lambda": float(grid[index]),
@@ -189,13 +178,11 @@ def _nanmean_rows(per_query: np.ndarray, where: str) -> np.ndarray:
     return np.array([summary["lds"] for summary in summaries], dtype=np.float64)
 
 
-def heldout_lambda_index(
-    score: Any, heldout: dict[str, np.ndarray], where: str
-) -> tuple[int, np.ndarray]:
+def heldout_lambda_index(score: Any, heldout: GroundTruth, where: str) -> tuple[int, np.ndarray]:
     """(index, held-out curve): the λ with the best held-out LDS, as in :func:`evaluate_lds`."""
     _check_alignment(score, heldout, where)
-    predictions = score.predictions(heldout["masks"])
-    curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout["measured"]), where)
+    predictions = score.predictions(heldout.masks)
+    curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout.measured), where)
     index, _ = lds.choose_lambda(curve, score.lambdas)
     return index, curve
 
@@ -204,8 +191,7 @@ def noise_ceiling(groundtruth_path: str, out_path: str, splits: Sequence[str]) -
     """Seed-to-seed agreement of the measured outputs, per split (needs >= 2 training seeds)."""
     record: dict[str, Any] = {}
     for split in splits:
-        truth = _load_groundtruth(groundtruth_path, split)
-        by_seed = truth["measured_by_seed"]
+        by_seed = read_groundtruth(groundtruth_path, split, by_seed=True).measured_by_seed
         if by_seed.shape[0] < 2:
             record[split] = None
             continue

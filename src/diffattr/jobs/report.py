@@ -14,6 +14,7 @@ import numpy as np
 
 from diffattr import report, store
 from diffattr.errors import FeatureMismatchError
+from diffattr.files import ScoreFile
 from diffattr.report import (
     config_html,
     evenly_spaced_rows,
@@ -25,7 +26,6 @@ from diffattr.report import (
     png_data_uri,
     proponents_and_opponents,
     read_benchmarks,
-    read_score_rows,
     runtime_table,
 )
 
@@ -67,7 +67,9 @@ def plot_attribution_grid(
     train = data.load_split(dataset_path, "train")
     query_images, query_ids = load_queries(split, dataset_path, samples_path)
     rows = evenly_spaced_rows(len(query_ids), num_queries)
-    scores, train_ids, test_ids, sign = read_score_rows(scores_path, choice["lambda"], rows)
+    with ScoreFile(scores_path) as file:
+        scores = file.read_rows(file.lambda_index(choice["lambda"]), rows)
+        train_ids, test_ids, sign = file.train_ids, file.test_ids, file.lds_sign
     if not np.array_equal(train_ids, train.ids):
         raise FeatureMismatchError(
             f"{scores_path}: score columns do not follow the train split of {dataset_path}"

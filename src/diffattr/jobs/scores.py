@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from diffattr.jobs.lds import _load_groundtruth, heldout_lambda_index
+from diffattr.files import read_groundtruth
+from diffattr.jobs.lds import heldout_lambda_index
 from diffattr.methods import ScoreJob, get_method
 from diffattr.progress import status
 
@@ -60,7 +61,7 @@ def select_scores(
     choice of :func:`diffattr.jobs.lds.evaluate_lds`). Returns that λ."""
     from diffattr import spectral
 
-    held = _load_groundtruth(heldout_path, split)
+    held = read_groundtruth(heldout_path, split)
     with spectral.open_scores(spectra_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, held, spectra_path)
         value = float(score.lambdas[index])

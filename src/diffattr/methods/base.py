@@ -9,7 +9,7 @@ registered with :func:`register`. It declares
   turns into paths (the library never spells the results layout);
 * :meth:`Method.score`: reads those files and writes one score file.
 
-Every score file has the layout of :func:`diffattr.scoring.write_trak_scores`: ``scores``
+Every score file has the layout of :mod:`diffattr.files` (:class:`~diffattr.files.ScoreFile`): ``scores``
 [L, n, N], ``lambdas`` [L], ``train_ids`` [N], ``test_ids`` [n]. Methods without a ridge λ
 store L = 1 with λ = 0 ("no λ"). The attrs ``method``, ``kind``, ``K`` (0 for methods that use
 no timesteps), ``split``, ``params`` and ``lds_sign`` (+1 for scores in loss units, −1 for
@@ -18,16 +18,14 @@ no timesteps), ``split``, ``params`` and ``lds_sign`` (+1 for scores in loss uni
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
-from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5, require_same
+from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import write_scores
 
 #: λ recorded for methods without a ridge λ.
 NO_LAMBDA = 0.0
@@ -202,58 +200,6 @@ def method_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# --------------------------------------------------------------------------- reading inputs
-
-
-@dataclass
-class FeatureMatrix:
-    """A finished feature (or embedding) file read into memory."""
-
-    path: Path
-    features: np.ndarray
-    ids: np.ndarray
-    attrs: dict[str, Any]
-
-
-def read_feature_matrix(path: str | os.PathLike) -> FeatureMatrix:
-    """``features`` [n, Z] (float64) and ``ids`` [n] of a finished file, checked for shape and NaN."""
-    path = Path(path)
-    with open_h5(path) as handle:
-        missing = [name for name in ("features", "ids") if name not in handle]
-        if missing:
-            raise CorruptFileError(
-                f"{path}: lacks dataset(s) {missing}; it has {sorted(handle)}. Expected "
-                "`features` [n, Z] and `ids` [n]."
-            )
-        features = handle["features"][()].astype(np.float64)
-        ids = handle["ids"][()].astype(np.int64)
-        attrs = {k: decode_attr(v) for k, v in handle.attrs.items() if k != COMPLETE_ATTR}
-    if features.ndim != 2 or features.shape[0] != ids.shape[0] or 0 in features.shape:
-        raise CorruptFileError(
-            f"{path}: `features` {features.shape} and `ids` {ids.shape} do not form a non-empty "
-            "[n, Z] matrix with one id per row"
-        )
-    if not np.isfinite(features).all():
-        raise CorruptFileError(
-            f"{path}: features hold {int((~np.isfinite(features)).sum())} NaN/inf"
-        )
-    return FeatureMatrix(path, features, ids, attrs)
-
-
-def read_feature_pair(
-    train_path: str, test_path: str, check_keys: Sequence[str]
-) -> tuple[FeatureMatrix, FeatureMatrix]:
-    """Train and query features that agree on ``check_keys`` and on the feature dimension."""
-    train, test = read_feature_matrix(train_path), read_feature_matrix(test_path)
-    require_same(train.attrs, test.attrs, check_keys, f"features {train.path} and {test.path}")
-    if train.features.shape[1] != test.features.shape[1]:
-        raise FeatureMismatchError(
-            f"features {train.path} {train.features.shape} and {test.path} "
-            f"{test.features.shape} have different dimensions"
-        )
-    return train, test
-
-
 # --------------------------------------------------------------------------- writing scores
 
 
@@ -276,10 +222,6 @@ def write_score_grid(
         raise FeatureMismatchError(
             f"{job.method}: scores {grid.shape} do not match [L, n, N] = {expected}"
         )
-    if not np.isfinite(grid).all():
-        raise FeatureMismatchError(
-            f"{job.method}: {int((~np.isfinite(grid)).sum())} scores are NaN/inf ({job.out_path})"
-        )
     attrs = {
         **method.score_attrs(job),
         "score_kind": method.kind,
@@ -287,11 +229,7 @@ def write_score_grid(
         "n_test": int(grid.shape[1]),
         **(extra_attrs or {}),
     }
-    with h5_writer(job.out_path, attrs) as handle:
-        handle.create_dataset("lambdas", data=lambdas)
-        handle.create_dataset("train_ids", data=np.asarray(train_ids, dtype=np.int64))
-        handle.create_dataset("test_ids", data=np.asarray(test_ids, dtype=np.int64))
-        handle.create_dataset("scores", data=grid, chunks=(1, *grid.shape[1:]))
+    write_scores(job.out_path, grid, lambdas, train_ids, test_ids, attrs)
 
 
 # --------------------------------------------------------------------------- param checks

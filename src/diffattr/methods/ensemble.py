@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import FeatureMismatchError
+from diffattr.files import read_feature_pair
 from diffattr.methods.base import (
     Method,
     Need,
@@ -26,7 +27,6 @@ from diffattr.methods.base import (
     features_need,
     method_noise,
     positive_int,
-    read_feature_pair,
     register,
 )
 from diffattr.methods.gradient import CHECK_KEYS

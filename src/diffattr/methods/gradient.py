@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffattr.errors import FeatureMismatchError
+from diffattr.files import read_feature_pair
 from diffattr.methods.base import (
     NO_LAMBDA,
     Method,
@@ -30,7 +31,6 @@ from diffattr.methods.base import (
     ScoreJob,
     features_need,
     method_noise,
-    read_feature_pair,
     register,
     write_score_grid,
 )

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from diffattr.errors import FeatureMismatchError
+from diffattr.files import ScoreFile, score_writer
 from diffattr.methods.base import Param, one_of
-from diffattr.store import COMPLETE_ATTR, decode_attr, h5_writer, open_h5
 
 READOUTS = ("signed", "squared")
 
@@ -57,26 +57,24 @@ def transform_score_file(
     ``column_weights`` [N] (or None) multiplies column i (training row i) before the readout, as
     DAS's residual weight does (τ · w_i, then squared for ``squared``).
     """
-    with open_h5(raw_path) as source:
-        attrs = {k: decode_attr(v) for k, v in source.attrs.items() if k != COMPLETE_ATTR}
-        attrs.update(extra_attrs or {})
-        attrs["readout"] = readout
-        grid = source["scores"]
+    with ScoreFile(raw_path) as source:
+        attrs = {**source.attrs, **(extra_attrs or {}), "readout": readout}
+        shape = source.shape
         if column_weights is not None:
             column_weights = np.asarray(column_weights, dtype=np.float64).reshape(-1)
-            if column_weights.shape != (grid.shape[2],):
+            if column_weights.shape != (shape[2],):
                 raise FeatureMismatchError(
                     f"{raw_path}: {column_weights.shape[0]} column weights for "
-                    f"{grid.shape[2]} training rows"
+                    f"{shape[2]} training rows"
                 )
-        with h5_writer(out_path, attrs) as handle:
-            for name in ("lambdas", "train_ids", "test_ids"):
-                handle.create_dataset(name, data=source[name][()])
+        with score_writer(
+            out_path, attrs, source.lambdas, source.train_ids, source.test_ids
+        ) as handle:
             out = handle.create_dataset(
-                "scores", shape=grid.shape, dtype=np.float32, chunks=(1, *grid.shape[1:])
+                "scores", shape=shape, dtype=np.float32, chunks=(1, *shape[1:])
             )
-            for index in range(grid.shape[0]):
-                block = grid[index].astype(np.float64)
+            for index in range(shape[0]):
+                block = source.read(index).astype(np.float64)
                 if column_weights is not None:
                     block *= column_weights[None, :]
                 out[index] = apply_readout(block, readout).astype(np.float32)

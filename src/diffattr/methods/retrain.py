@@ -19,11 +19,13 @@ of the TRAK kind: one score matrix, stored with λ = 0.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.errors import ConfigError
+from diffattr.files import GroundTruth, read_groundtruth
 from diffattr.methods.base import (
     NO_LAMBDA,
     Method,
@@ -117,25 +119,16 @@ def datamodel_coefficients(
     return coef[best, :, queries], np.asarray(alphas, dtype=np.float64)[best]
 
 
-def read_retrain_groundtruth(
-    path: str, split: str, num_models: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(masks [R, N], measured [R, n], train_ids [N], query ids [n]) of the first R models."""
-    from diffattr.store import open_h5
-
-    with open_h5(path) as handle:
-        if f"{split}/measured" not in handle:
-            raise FeatureMismatchError(f"{path}: has no measured outputs for split {split!r}")
-        masks, measured = handle["masks"][()], handle[f"{split}/measured"][()]
-        train_ids, ids = handle["train_ids"][()], handle[f"{split}/ids"][()]
-    available = masks.shape[0]
+def first_models(truth: GroundTruth, num_models: int | None) -> GroundTruth:
+    """The retrain pool's first ``num_models`` models (all for None)."""
+    available = truth.masks.shape[0]
     count = available if num_models is None else int(num_models)
     if count > available:
         raise ConfigError(
-            f"num_models = {count} but the retrain pool in {path} has only {available} models; "
-            "raise subsets.retrain.num_subsets or lower num_models"
+            f"num_models = {count} but the retrain pool in {truth.path} has only {available} "
+            "models; raise subsets.retrain.num_subsets or lower num_models"
         )
-    return masks[:count], measured[:count], train_ids, ids
+    return replace(truth, masks=truth.masks[:count], measured=truth.measured[:count])
 
 
 class RetrainFit(Method):
@@ -155,12 +148,11 @@ class RetrainFit(Method):
         raise NotImplementedError
 
     def score(self, job: ScoreJob) -> None:
-        masks, measured, train_ids, ids = read_retrain_groundtruth(
-            job.one_input("retrain"), job.split, job.params["num_models"]
-        )
-        scores, extra = self.fit(masks, measured, job.params)
-        extra["num_models_used"] = int(masks.shape[0])
-        write_score_grid(job, self, scores, [NO_LAMBDA], train_ids, ids, extra)
+        truth = read_groundtruth(job.one_input("retrain"), job.split)
+        truth = first_models(truth, job.params["num_models"])
+        scores, extra = self.fit(truth.masks, truth.measured, job.params)
+        extra["num_models_used"] = int(truth.masks.shape[0])
+        write_score_grid(job, self, scores, [NO_LAMBDA], truth.train_ids, truth.ids, extra)
 
 
 @register

@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from diffattr.files import read_feature_pair
 from diffattr.methods.base import (
     NO_LAMBDA,
     Method,
     Need,
     ScoreJob,
-    read_feature_pair,
     register,
     write_score_grid,
 )
