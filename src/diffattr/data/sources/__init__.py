@@ -21,7 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from diffattr.data.sources import digits, huggingface, imagefolder, npz  # noqa: F401
+# The import order is the registration order, which messages list.
+# isort: off
+from diffattr.data.sources import digits, imagefolder, npz, huggingface  # noqa: F401
+
+# isort: on
 from diffattr.data.sources.base import (
     COMMON_KEYS,
     DEFAULTS,
