@@ -284,14 +284,22 @@ class SplitRows(_FromParams):
 
 @dataclass(frozen=True, kw_only=True)
 class MeasureSettings(_FromParams):
-    """The measured outputs of a model (rule ``measure_outputs``)."""
+    """The measured outputs of a model (rule ``measure_outputs``): ``output`` is a canonical
+    name of :mod:`diffattr.outputs` (the rule passes it only when it is not the default, so that
+    results measured before the key existed rerun nothing)."""
 
     splits: tuple[str, ...]
     timesteps: int = _default("measure.timesteps")
     noise_seeds: tuple[int, ...] = _default("measure.noise_seeds")
+    output: str = _default("measure.output")
+
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"output"})
 
     def __post_init__(self) -> None:
+        from diffattr.outputs import OUTPUT_FUNCTIONS
         from diffattr.queries import SPLITS
+
+        _check_choice(self, "output", OUTPUT_FUNCTIONS)
 
         _as_tuple(
             self,
