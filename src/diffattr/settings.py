@@ -152,10 +152,13 @@ class ProjectionSettings(_FromParams):
     PARAMS: ClassVar[dict[str, str]] = {"allocation": "proj_allocation"}
 
     def __post_init__(self) -> None:
-        from diffattr.projection import PROJECTION_KINDS
-        from diffattr.projection_structured import ALLOCATIONS, PROJECTIONS
+        from diffattr.projection_structured import (
+            ALLOCATIONS,
+            FEATURE_PROJECTION_KINDS,
+            PROJECTIONS,
+        )
 
-        _check_choice(self, "proj_kind", PROJECTION_KINDS)
+        _check_choice(self, "proj_kind", FEATURE_PROJECTION_KINDS)
         _check_int(self, "proj_dim", 1)
         _check_int(self, "proj_seed")
         _check_choice(self, "projection", PROJECTIONS)
