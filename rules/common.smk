@@ -3,7 +3,7 @@
 import re
 import sys
 
-from diffattr.config import validate_config
+from diffattr.config import schema_default, validate_config
 from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
 from diffattr.noise import NOISE_TAG_PATTERN, split_noise_tag
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
@@ -65,6 +65,13 @@ def training_params(wildcards):
     return {
         k: v for k, v in config["training"].items() if not (k == "ema_decay" and v == 0)
     }
+
+
+def measure_output_param():
+    """``output`` only when measure.output is not the default (loss), so that results measured
+    before the key existed rerun nothing (the job measures the default without it)."""
+    output = config["measure"]["output"]
+    return {} if output == schema_default("measure.output") else {"output": output}
 
 
 def model_params(wildcards):

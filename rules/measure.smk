@@ -1,4 +1,5 @@
-"""Measured outputs: every subset model's per-sample loss on the query splits."""
+"""Measured outputs: every subset model's per-sample loss (or measure.output) on the query
+splits."""
 
 
 rule measure_outputs:
@@ -24,6 +25,7 @@ rule measure_outputs:
         splits=MEASURED_SPLITS,
         timesteps=config["measure"]["timesteps"],
         noise_seeds=config["measure"]["noise_seeds"],
+        **measure_output_param(),
         device=config["device"],
     script:
         "../scripts/measure_outputs.py"

@@ -82,3 +82,51 @@ def test_measured_loss_matches_direct_formula_and_ignores_batching(tiny_unet_con
                     expected[e, j] += float(((pred - eps) ** 2).mean()) / len(grid)
     np.testing.assert_allclose(batched, expected, rtol=1e-5)
     assert not np.allclose(batched[0], batched[1])
+
+
+def _inline_loss(model, scheduler, images, ids, grid, seeds, purpose):
+    """The measured loss as measure.py computed it before it took the output from
+    diffattr.outputs: the oracle of bit-identity."""
+    alphas = scheduler.alphas_cumprod.to(torch.float64)
+    x0 = torch.from_numpy(images)
+    totals = np.zeros((len(seeds), len(ids)))
+    with torch.no_grad():
+        for e, seed in enumerate(seeds):
+            for t in grid:
+                a = float(alphas[int(t)])
+                noise = sample_noise(purpose, seed, int(t), ids, x0.shape[1:])
+                noisy = (a**0.5) * x0 + ((1 - a) ** 0.5) * noise
+                eps = model(noisy, torch.full((len(ids),), int(t))).sample.float()
+                totals[e] += ((eps - noise) ** 2).flatten(1).mean(1).double().numpy()
+    return totals / len(grid)
+
+
+def test_the_registered_loss_measures_the_inline_loss_bit_for_bit(tiny_unet_config):
+    model, scheduler = _model(tiny_unet_config)
+    images = np.random.default_rng(2).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    ids, grid = np.array([3, 1, 4, 5]), np.array([0, 137, 612, 999])
+    measured = measure_losses(model, scheduler, images, ids, grid, [0, 2], "m", batch_size=4)
+    assert np.array_equal(measured, _inline_loss(model, scheduler, images, ids, grid, [0, 2], "m"))
+    by_name = measure_losses(model, scheduler, images, ids, grid, [0, 2], "m", 4, output_fn="loss")
+    assert np.array_equal(measured, by_name)
+
+
+def test_any_registered_output_function_is_measured(tiny_unet_config):
+    from diffattr.outputs import get_output_fn
+
+    model, scheduler = _model(tiny_unet_config)
+    images = np.random.default_rng(3).uniform(-1, 1, (3, 1, 8, 8)).astype(np.float32)
+    ids, grid = np.array([7, 8, 9]), np.array([10, 500])
+    args = (model, scheduler, images, ids, grid, [0], "m")
+    loss = measure_losses(*args)
+    elbo = measure_losses(*args, output_fn="elbo_loss")
+    square = measure_losses(*args, output_fn="square")
+    assert not np.allclose(loss, elbo) and not np.allclose(loss, square)
+    # a function, not only a name: the same value as its registered name
+    assert np.array_equal(square, measure_losses(*args, output_fn=get_output_fn("square")))
+    # elbo_loss = w_t x loss per timestep, so with one timestep the ratio is w_t
+    one = (model, scheduler, images, ids, np.array([500]), [0], "m")
+    ratio = measure_losses(*one, output_fn="elbo_loss") / measure_losses(*one)
+    from diffattr.outputs import elbo_weights
+
+    np.testing.assert_allclose(ratio, float(elbo_weights(scheduler, torch.tensor([500]))[0]))

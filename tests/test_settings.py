@@ -89,6 +89,7 @@ BAD = [
     (MeasureSettings, "timesteps", 0, "integer >= 1"),
     (MeasureSettings, "noise_seeds", [], "non-empty list"),
     (MeasureSettings, "noise_seeds", [0, "1"], "non-empty list"),
+    (MeasureSettings, "output", "mean-squared-l2-norm", "'square'"),  # canonical names only
     (GenerationSettings, "num_samples", 0, "integer >= 1"),
     (GenerationSettings, "steps", 2.5, "integer"),
     (GenerationSettings, "eta", -0.1, "number >= 0"),
@@ -263,6 +264,7 @@ SCHEMA_KEYS = {
     (TrajectoryFeatureSettings, "noise_seed"): "features.noise_seed",
     (MeasureSettings, "timesteps"): "measure.timesteps",
     (MeasureSettings, "noise_seeds"): "measure.noise_seeds",
+    (MeasureSettings, "output"): "measure.output",
     **{
         (GenerationSettings, f.name): f"generation.{f.name}"
         for f in dataclasses.fields(GenerationSettings)

@@ -52,6 +52,18 @@ def schema_default(path: str) -> Any:
     return copy.deepcopy(node["default"])
 
 
+def schema_defaults(path: str) -> dict[str, Any]:
+    """{key: default} of every key of the object at dotted ``path`` (``"data"``); None for keys
+    the schema gives no default (a copy)."""
+    node: dict[str, Any] = _packaged_schema()
+    for key in path.split("."):
+        properties = node.get("properties", {})
+        if key not in properties:
+            raise ConfigError(f"the config schema has no key {path!r} (at {key!r})")
+        node = properties[key]
+    return {key: copy.deepcopy(sub.get("default")) for key, sub in node["properties"].items()}
+
+
 def schema_field(path: str) -> Any:
     """A dataclass field whose default is :func:`schema_default` of ``path`` (read when an
     instance is made, so the schema stays the one place the default is written)."""

@@ -1,9 +1,13 @@
 """Measured model outputs: the LDS ground truth.
 
-For a model and a set of query samples, the output is the per-sample diffusion loss
-``mean_d (ε_θ(x_t, t) − ε)²`` averaged over a timestep grid and several noise draws. The noise of
+For a model and a set of query samples, the output is a registered output function
+(:mod:`diffattr.outputs`, ``measure.output``; by default the per-sample diffusion loss
+``mean_d (ε_θ(x_t, t) − ε)²``) averaged over a timestep grid and several noise draws. The noise of
 sample ``j`` at timestep ``t`` in draw ``e`` is keyed by (e, t, sample id), so the result does
 not depend on batch size, order or device.
+
+Measuring another output is one ``@outputs.register`` function and ``measure.output: <name>``
+in the config (plus the name in the schema's ``measure.output`` enum).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tqdm import tqdm
 from diffattr.diffusers_imports import DDPMScheduler
 from diffattr.errors import ConfigError
 from diffattr.noise import sample_noise
+from diffattr.outputs import OutputFn, get_output_fn
 
 
 def timestep_grid(count: int, num_train_timesteps: int = 1000) -> np.ndarray:
@@ -26,6 +31,15 @@ def timestep_grid(count: int, num_train_timesteps: int = 1000) -> np.ndarray:
             f"measure.timesteps = {count} must lie in 1..{num_train_timesteps} (the scheduler's T)"
         )
     return np.arange(0, num_train_timesteps, num_train_timesteps // count, dtype=np.int64)[:count]
+
+
+def noisy_samples(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε, the square roots taken in float64 of ᾱ_t.
+
+    Not ``scheduler.add_noise`` (which the features use): that takes 1 − ᾱ_t and the square roots
+    in float32 and differs in the last bit at about one timestep in ten, so switching would change
+    every measured file."""
+    return (alpha_bar**0.5) * x0 + ((1 - alpha_bar) ** 0.5) * noise
 
 
 @torch.no_grad()
@@ -40,8 +54,13 @@ def measure_losses(
     batch_size: int = 256,
     cond: torch.Tensor | None = None,
     progress: IO[str] | None = None,
+    output_fn: str | OutputFn = "loss",
 ) -> np.ndarray:
-    """Per-sample loss averaged over ``timesteps``, one row per noise seed: float64 [E, n]."""
+    """Per-sample output averaged over ``timesteps``, one row per noise seed: float64 [E, n].
+
+    ``output_fn`` is a name of :mod:`diffattr.outputs` (or the function), evaluated on the CPU
+    in float32 on (ε̂, ε, t, scheduler); the default ``loss`` is mean_d (ε̂ − ε)²."""
+    fn = get_output_fn(output_fn) if isinstance(output_fn, str) else output_fn
     device = next(model.parameters()).device
     images_t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     sample_ids = np.ascontiguousarray(sample_ids)
@@ -62,11 +81,11 @@ def measure_losses(
                 rows = slice(start, start + batch_size)
                 x0 = images_t[rows]
                 noise = sample_noise(purpose, noise_seed, int(t), sample_ids[rows], x0.shape[1:])
-                noisy = (alpha_bar**0.5) * x0 + ((1 - alpha_bar) ** 0.5) * noise
-                t_batch = torch.full((x0.shape[0],), int(t), dtype=torch.long, device=device)
+                noisy = noisy_samples(x0, noise, alpha_bar)
+                t_batch = torch.full((x0.shape[0],), int(t), dtype=torch.long)
                 kwargs = {} if cond is None else {"encoder_hidden_states": cond[rows].to(device)}
-                eps = model(noisy.to(device), t_batch, **kwargs).sample.float().cpu()
-                totals[e_index, rows] += ((eps - noise) ** 2).flatten(1).mean(1).double().numpy()
+                eps = model(noisy.to(device), t_batch.to(device), **kwargs).sample.float().cpu()
+                totals[e_index, rows] += fn(eps, noise, t_batch, scheduler).double().numpy()
             bar.update(1)
     bar.close()
     return totals / len(timesteps)

@@ -27,9 +27,13 @@ any unknown name; :func:`get_output_fn` refuses instead.
 
 A new function is one decorated function::
 
-    @register("name", aliases=("other-name",))
+    @register("name", aliases=("other-name",), description="what it is, in ASCII")
     def _name(eps_pred, eps, timesteps, scheduler):
         return ...
+
+The same registry serves the measured outputs of the LDS ground truth (``measure.output``,
+:func:`diffattr.measure.measure_losses`); measured files record the canonical name
+(``output_fn``) and the description (``output``).
 """
 
 from __future__ import annotations
@@ -45,16 +49,21 @@ OutputFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tenso
 
 _REGISTRY: dict[str, OutputFn] = {}
 _ALIASES: dict[str, str] = {}
+_DESCRIPTIONS: dict[str, str] = {}
 
 
-def register(name: str, aliases: tuple[str, ...] = ()) -> Callable[[OutputFn], OutputFn]:
-    """Decorator: register an output function under ``name`` and optional ``aliases``."""
+def register(
+    name: str, aliases: tuple[str, ...] = (), description: str = ""
+) -> Callable[[OutputFn], OutputFn]:
+    """Decorator: register an output function under ``name`` and optional ``aliases``, with a
+    one-line ASCII ``description`` (recorded in measured files)."""
 
     def decorate(fn: OutputFn) -> OutputFn:
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise ConfigError(f"output function name {key!r} is registered twice")
         _REGISTRY[name] = fn
+        _DESCRIPTIONS[name] = description or name
         for alias in aliases:
             _ALIASES[alias] = name
         return fn
@@ -78,6 +87,11 @@ def canonical_name(name: str) -> str:
 def get_output_fn(name: str) -> OutputFn:
     """The output function registered under ``name`` or one of its aliases."""
     return _REGISTRY[canonical_name(name)]
+
+
+def describe(name: str) -> str:
+    """The registered description of an output function (aliases resolved)."""
+    return _DESCRIPTIONS[canonical_name(name)]
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -104,37 +118,41 @@ def elbo_weights(scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-@register("loss")
+@register("loss", description="diffusion loss mean_d (eps_hat - eps)^2")
 def _loss(eps_pred, eps, timesteps, scheduler):
     return (_flat(eps_pred) - _flat(eps)).pow(2).mean(dim=1)
 
 
-@register("square", aliases=("mean-squared-l2-norm",))
+@register("square", aliases=("mean-squared-l2-norm",), description="mean_d eps_hat^2")
 def _square(eps_pred, eps, timesteps, scheduler):
     return _flat(eps_pred).pow(2).mean(dim=1)
 
 
-@register("mean")
+@register("mean", description="mean_d eps_hat")
 def _mean(eps_pred, eps, timesteps, scheduler):
     return _flat(eps_pred).mean(dim=1)
 
 
-@register("l1", aliases=("l1-norm",))
+@register("l1", aliases=("l1-norm",), description="||eps_hat||_1")
 def _l1(eps_pred, eps, timesteps, scheduler):
     return _flat(eps_pred).abs().sum(dim=1)
 
 
-@register("l2", aliases=("l2-norm",))
+@register("l2", aliases=("l2-norm",), description="||eps_hat||_2")
 def _l2(eps_pred, eps, timesteps, scheduler):
     return torch.linalg.vector_norm(_flat(eps_pred), ord=2, dim=1)
 
 
-@register("linf", aliases=("linf-norm",))
+@register("linf", aliases=("linf-norm",), description="||eps_hat||_inf")
 def _linf(eps_pred, eps, timesteps, scheduler):
     return _flat(eps_pred).abs().amax(dim=1)
 
 
-@register("elbo_loss", aliases=("weighted-mse",))
+@register(
+    "elbo_loss",
+    aliases=("weighted-mse",),
+    description="ELBO-weighted loss w_t mean_d (eps_hat - eps)^2",
+)
 def _elbo_loss(eps_pred, eps, timesteps, scheduler):
     per_sample = (_flat(eps_pred) - _flat(eps)).pow(2).mean(dim=1)
     weight = elbo_weights(scheduler, timesteps).reshape(-1)
@@ -149,6 +167,7 @@ __all__ = [
     "OUTPUT_ALIASES",
     "OUTPUT_FUNCTIONS",
     "canonical_name",
+    "describe",
     "elbo_weights",
     "get_output_fn",
     "register",

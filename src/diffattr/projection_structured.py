@@ -378,6 +378,11 @@ def make_structured_projector(
 
 PROJECTIONS: tuple[str, ...] = ("auto", "dense", "dense_counter", "structured")
 
+#: Matrix kinds of :func:`make_feature_projector` (``features.proj_kind``): those every projection
+#: above implements. ``identity``, a kind of :func:`diffattr.projection.make_projector` for tests,
+#: has no counter or structured form and needs proj_dim = the number of parameters.
+FEATURE_PROJECTION_KINDS: tuple[str, ...] = ("normal", "rademacher")
+
 
 def choose_projection(
     projection: str, grad_dim: int, proj_dim: int, structured_ok: bool = True
@@ -432,6 +437,7 @@ def make_feature_projector(
 
 
 __all__ = [
+    "FEATURE_PROJECTION_KINDS",
     "PROJECTIONS",
     "choose_projection",
     "make_feature_projector",

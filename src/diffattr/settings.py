@@ -152,10 +152,13 @@ class ProjectionSettings(_FromParams):
     PARAMS: ClassVar[dict[str, str]] = {"allocation": "proj_allocation"}
 
     def __post_init__(self) -> None:
-        from diffattr.projection import PROJECTION_KINDS
-        from diffattr.projection_structured import ALLOCATIONS, PROJECTIONS
+        from diffattr.projection_structured import (
+            ALLOCATIONS,
+            FEATURE_PROJECTION_KINDS,
+            PROJECTIONS,
+        )
 
-        _check_choice(self, "proj_kind", PROJECTION_KINDS)
+        _check_choice(self, "proj_kind", FEATURE_PROJECTION_KINDS)
         _check_int(self, "proj_dim", 1)
         _check_int(self, "proj_seed")
         _check_choice(self, "projection", PROJECTIONS)
@@ -284,14 +287,22 @@ class SplitRows(_FromParams):
 
 @dataclass(frozen=True, kw_only=True)
 class MeasureSettings(_FromParams):
-    """The measured outputs of a model (rule ``measure_outputs``)."""
+    """The measured outputs of a model (rule ``measure_outputs``): ``output`` is a canonical
+    name of :mod:`diffattr.outputs` (the rule passes it only when it is not the default, so that
+    results measured before the key existed rerun nothing)."""
 
     splits: tuple[str, ...]
     timesteps: int = _default("measure.timesteps")
     noise_seeds: tuple[int, ...] = _default("measure.noise_seeds")
+    output: str = _default("measure.output")
+
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"output"})
 
     def __post_init__(self) -> None:
+        from diffattr.outputs import OUTPUT_FUNCTIONS
         from diffattr.queries import SPLITS
+
+        _check_choice(self, "output", OUTPUT_FUNCTIONS)
 
         _as_tuple(
             self,

@@ -37,6 +37,7 @@ from diffattr.config import schema_field
 from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
+    PRECISIONS,
     DiffusionModel,
     build_scheduler,
     build_unet,
@@ -90,7 +91,7 @@ class TrainingSettings:
             raise ConfigError(
                 f"training.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = no EMA)"
             )
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
+        if self.mixed_precision not in PRECISIONS:
             raise ConfigError(
                 f"training.mixed_precision = {self.mixed_precision!r}; choose no, fp16 or bf16"
             )

@@ -1,6 +1,7 @@
 """Dataset sources, train/val splits and LDS subset pools.
 
-* :mod:`.sources`    load the train / validation pools of a source, class filter, captions
+* :mod:`.sources`    load the train / validation pools of a source (one module per source,
+                     registered), class filter, captions
 * :mod:`.preprocess` uint8 images to float32 [C, H, W] in [-1, 1]
 * :mod:`.splits`     draw the splits and store them in one HDF5 file; read them back
 * :mod:`.subsets`    alpha-subsets, membership masks and removal sets

@@ -16,9 +16,6 @@ from diffattr.progress import STATUS_LOGGER, StatusCollector, status_line
 
 logger = logging.getLogger("diffattr")
 
-TEST_SPLITS = ("val", "gen")
-FEATURE_SPLITS = ("train", "val", "gen")
-
 
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[IO[str]]:

@@ -19,13 +19,16 @@ def measure_outputs(
     settings: MeasureSettings,
     runtime: Runtime,
 ) -> None:
-    """Per-sample loss of one model on every query split, averaged over the timestep grid.
+    """Per-sample output (``settings.output``, by default the loss) of one model on every query
+    split, averaged over the timestep grid. The datasets keep the name ``loss`` whatever the
+    output; the attrs ``output_fn`` (the name) and ``output`` (its description) say which.
 
     A conditional model is conditioned on each sample's caption (gen: its recorded prompt),
     without guidance; a latent model measures in latent space (x0 = VAE mode).
     """
     from diffattr.measure import measure_losses, timestep_grid
     from diffattr.models import load_diffusion_model, resolve_device
+    from diffattr.outputs import describe
 
     splits, noise_seeds, batch_size = settings.splits, settings.noise_seeds, runtime.batch_size
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
@@ -51,6 +54,7 @@ def measure_outputs(
                     batch_size,
                     cond=cond,
                     progress=runtime.progress,
+                    output_fn=settings.output,
                 )
             )
         by_noise = np.concatenate(parts, axis=1)
@@ -63,7 +67,8 @@ def measure_outputs(
         "splits": list(splits),
         "timesteps": grid.tolist(),
         "noise_seeds": list(noise_seeds),
-        "output": "diffusion loss mean_d (eps_hat - eps)^2",
+        "output": describe(settings.output),
+        "output_fn": settings.output,
     }
     if model.uses_latents:
         attrs["space"] = "VAE latent mode x scaling_factor"
