@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from diffattr.config import SCHEMA_PATH, load_schema
+from diffattr.schema import SCHEMA_PATH, load_schema
 
 
 def default_docs_path() -> Path:

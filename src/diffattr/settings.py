@@ -18,7 +18,7 @@ valid, against the library's own registries (output functions, projections, nois
 
 Values are checked, never converted (a YAML ``0`` stays an int), so what a job writes to its
 provenance attributes is what the config said. Sequences are stored as tuples. Defaults are the
-schema's (:func:`diffattr.config.schema_default`), written nowhere else.
+schema's (:func:`diffattr.schema.schema_default`), written nowhere else.
 
 This module imports no torch at module level (the Snakefile may import it at parse time); the
 registries that live in torch modules are imported when a settings object is checked.
@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
-from diffattr.config import schema_field as _default
 from diffattr.errors import ConfigError
+from diffattr.schema import schema_field as _default
 
 
 def _bad(owner: object, name: str, value: Any, valid: str) -> ConfigError:

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffattr.config import schema_field
 from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
@@ -44,6 +43,7 @@ from diffattr.models import (
     precision_dtype,
     resolve_device,
 )
+from diffattr.schema import schema_field
 from diffattr.store import atomic_path
 
 logger = logging.getLogger(__name__)

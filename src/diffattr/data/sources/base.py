@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from diffattr.config import schema_defaults
 from diffattr.data.preprocess import to_uint8_hwc
 from diffattr.errors import ConfigError, DataError
+from diffattr.schema import schema_defaults
 
 #: Defaults of the ``data`` config block: the schema's (None where it has none).
 DEFAULTS: dict[str, Any] = schema_defaults("data")
