@@ -58,6 +58,10 @@ def test_a_copy_is_identical_nan_included(tree):
     assert _run(tree, other, "--exact") == 0
     (other / "report" / "runtimes.html").write_text("<td>train_main</td><td>99.0</td>")
     assert _run(tree, other, "--exact") == 0
+    for root, seconds in ((tree, 1.0), (other, 2.0)):  # as results/<experiment>/report/ holds it
+        (root / "digits-demo" / "report").mkdir(parents=True)
+        (root / "digits-demo" / "report" / "runtimes.html").write_text(f"<td>{seconds}</td>")
+    assert _run(tree, other, "--exact") == 0
 
 
 def test_one_ulp_fails_exact_and_passes_the_tolerance(tree):

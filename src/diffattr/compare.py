@@ -54,7 +54,7 @@ DEFAULT_IGNORE_KEYS = (
     "pid",
 )
 # Clocks, not results: Snakemake's directory markers and the page of job wall times.
-DEFAULT_IGNORE_PATHS = ("*.snakemake_timestamp", "report/runtimes.html")
+DEFAULT_IGNORE_PATHS = ("*.snakemake_timestamp", "*report/runtimes.html")
 
 
 class Comparator:
