@@ -21,11 +21,11 @@ rule measure_outputs:
         runtime=attempt_scaled(work.measure_runtime(config, MEASURED_SPLITS)),
         gpu=GPU,
     params:
+        **measure_output_param(),
         impl_version=IMPL_VERSION["measurement"],
         splits=MEASURED_SPLITS,
         timesteps=config["measure"]["timesteps"],
         noise_seeds=config["measure"]["noise_seeds"],
-        **measure_output_param(),
         device=config["device"],
     script:
         "../scripts/measure_outputs.py"
