@@ -48,9 +48,10 @@ def parameter_counts(tree: ast.AST) -> list[tuple[str, int, int]]:
 
 
 def imported_modules(tree: ast.AST, name: str, known: set[str], top_level_only: bool) -> set[str]:
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # also imports under `if TYPE_CHECKING` / try blocks at module level
         nodes = [n for stmt in tree.body for n in ast.walk(stmt) if not _in_function(stmt, n)]
+    else:
+        nodes = list(ast.walk(tree))
     targets = set()
     package = name if name in known and _is_package(name, known) else name.rsplit(".", 1)[0]
     for node in nodes:

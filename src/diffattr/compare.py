@@ -223,12 +223,8 @@ class Comparator:
 
 
 def list_files(root: Path, ignore_paths: Sequence[str] = DEFAULT_IGNORE_PATHS) -> set[str]:
-    return {
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file()
-        and not any(fnmatch.fnmatch(path.relative_to(root).as_posix(), g) for g in ignore_paths)
-    }
+    names = (path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+    return {name for name in names if not any(fnmatch.fnmatch(name, g) for g in ignore_paths)}
 
 
 def compare_trees(
