@@ -52,6 +52,8 @@ def test_the_docstring_documents_every_required_key():
         *files.GENERATION_ATTRS,
         *files.REMOVAL_ATTRS,
         *files.REGENERATION_ATTRS,
+        *files.MEASURED_ATTRS,
+        *files.TARGETS_ATTRS,
         *files.SCORE_DATASETS,
         "guidance_scale",
     ):
@@ -270,3 +272,82 @@ def test_removal_and_regeneration_round_trip(tmp_path):
     back = files.read_regeneration(tmp_path / "g.h5")
     np.testing.assert_array_equal(back.image, image)
     assert back.attrs["prompt"] is None and back.target == 3
+
+
+# --------------------------------------------------------------------------- measured outputs
+
+MEASURED = {
+    "model_digest": "abc",
+    "splits": ["val"],
+    "timesteps": [0, 10],
+    "noise_seeds": [0, 1],
+    "output_fn": "loss",
+}
+
+
+def _measured(path, outputs, ids, **attrs):
+    files.write_measured(path, {"val": (outputs, ids)}, {**MEASURED, **attrs})
+
+
+def test_measured_round_trip_is_the_mean_over_noise_draws(tmp_path):
+    by_noise = np.arange(8, dtype=np.float32).reshape(2, 4)
+    _measured(tmp_path / "m.h5", by_noise, np.arange(4) + 7)
+    measured = files.read_measured(tmp_path / "m.h5", "val")
+    np.testing.assert_array_equal(measured.outputs, [2, 3, 4, 5])
+    assert measured.ids.tolist() == [7, 8, 9, 10] and measured.output_fn == "loss"
+    with h5py.File(tmp_path / "m.h5") as handle:  # the documented layout
+        assert {"val/loss", "val/loss_by_noise", "val/ids"} <= {
+            f"val/{name}" for name in handle["val"]
+        }
+    with pytest.raises(FeatureMismatchError, match="'gen'"):
+        files.read_measured(tmp_path / "m.h5", "gen")
+
+
+def test_a_measured_file_that_does_not_say_its_output_is_refused(tmp_path):
+    _measured(tmp_path / "m.h5", np.ones((1, 3), np.float32), np.arange(3))
+    _strip(tmp_path / "m.h5", "output_fn")
+    _refuses(tmp_path / "m.h5", "output_fn", lambda p: files.read_measured(p, "val"))
+    with pytest.raises(CorruptFileError, match="output_fn"):
+        files.write_measured(tmp_path / "n.h5", {}, {k: 0 for k in MEASURED if k != "output_fn"})
+
+
+def test_one_ground_truth_holds_one_measured_output(tmp_path):
+    from diffattr.data import prepare_dataset, write_subset
+    from diffattr.jobs.lds import collect_groundtruth
+
+    dataset = str(tmp_path / "dataset.h5")
+    digits = {"source": "digits", "resolution": 8, "channels": 1, "stratify": False}
+    prepare_dataset({**digits, "train_size": 4, "val_size": 3}, dataset)
+    subsets = []
+    for k in range(2):
+        subsets.append(str(tmp_path / f"s{k}.h5"))
+        attrs = {"pool": "p", "k": k, "alpha": 0.5, "pool_seed": 0, "n_train": 4}
+        write_subset(subsets[-1], np.array([k, k + 2]), attrs)
+    measured = []
+    for k, fn in enumerate(["loss", "square_norm"]):
+        measured.append(str(tmp_path / f"m{k}.h5"))
+        _measured(measured[-1], np.ones((1, 3), np.float32), np.arange(3), output_fn=fn)
+    with pytest.raises(FeatureMismatchError, match="square_norm") as error:
+        collect_groundtruth(dataset, subsets, [measured], str(tmp_path / "gt.h5"), "p", ["val"])
+    assert measured[1] in str(error.value) and not (tmp_path / "gt.h5").exists()
+    _measured(measured[1], np.ones((1, 3), np.float32), np.arange(3))  # both measure the loss
+    collect_groundtruth(dataset, subsets, [measured], str(tmp_path / "gt.h5"), "p", ["val"])
+    truth = files.read_groundtruth(tmp_path / "gt.h5", "val")
+    assert truth.masks.tolist() == [[1, 0, 1, 0], [0, 1, 0, 1]]
+    assert files.groundtruth_splits(tmp_path / "gt.h5") == ["val"]
+
+
+def test_targets_round_trip_in_their_drawn_order(tmp_path):
+    attrs = {
+        "kind": "counterfactual_targets",
+        "target_seed": 0,
+        "num_targets": 3,
+        "num_samples": 9,
+        "gen_model_digest": "abc",
+    }
+    files.write_targets(tmp_path / "t.h5", [5, 1, 3], attrs)
+    assert files.read_targets(tmp_path / "t.h5") == [5, 1, 3]
+    with pytest.raises(CorruptFileError, match="target_seed"):
+        files.write_targets(
+            tmp_path / "u.h5", [1], {k: v for k, v in attrs.items() if k != "target_seed"}
+        )

@@ -11,7 +11,7 @@ missing ``lds_sign`` is an error, never a default.
 | ``data/dataset.h5`` | ``train/{images,labels,ids,captions}``, ``val/...`` | source, classes, resolution, sizes, split_seed |
 | ``subsets/{pool}/{k}.h5`` | ``positions`` (sorted rows of the train split) | pool, k, alpha, pool_seed, n_train |
 | ``samples/gen.h5`` (:class:`Samples`) | ``images``, ``seeds``, ``ids``, ``prompts`` (conditional models) | model_digest, model_kind, steps, eta, gen_seed, sampler, batch_size, guidance_scale (with prompts) |
-| ``measured/{pool}/{k}/seed{s}.h5`` | ``{split}/loss``, ``{split}/loss_by_noise``, ``{split}/ids`` (the measured output, named ``loss`` whatever it is) | model_digest, timesteps, noise_seeds, output_fn (``measure.output``) and output (its description) |
+| ``measured/{pool}/{k}/seed{s}.h5`` (:class:`Measured`) | ``{split}/loss``, ``{split}/loss_by_noise``, ``{split}/ids`` (the measured output, named ``loss`` whatever it is) | model_digest, timesteps, noise_seeds, output_fn (``measure.output``) and output (its description) |
 | ``features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5`` (:class:`FeatureFile`) | ``features`` [n, Z], ``ids`` | output_fn, K, timesteps, noise_seed, noise (scheme) and noise_batch_size/noise_shard_rows, proj_kind/seed/dim, model_digest, n_rows |
 | ``spectra/{method}/K{K}/{split}.h5`` | ``members/{m}/{eigenvalues,left,right,row_norms}``, ``train_ids``, ``test_ids`` | file_kind = spectra, form, normalize, num_members, lds_sign; method attrs and feature provenance (methods with a ridge λ; see :mod:`diffattr.spectral`) |
 | ``scores/{method}/K{K}/{split}.h5`` (:class:`ScoreFile`) | ``scores`` [L, n, N], ``lambdas``, ``train_ids``, ``test_ids`` | method, kind, K (0: no timesteps), lds_sign, params; provenance of the inputs; for ridge-λ methods only the held-out λ (``lambda_grid``, ``lambda_grid_index``, ``heldout_lambda``) (every λ: ``score_grids/``, with ``scoring.write_all_lambdas``) |
@@ -156,6 +156,17 @@ def read_groundtruth(path: str | os.PathLike, split: str, *, by_seed: bool = Fal
         )
 
 
+def groundtruth_splits(path: str | os.PathLike) -> list[str]:
+    """The query splits a ground-truth file holds measured outputs for."""
+    path = Path(path)
+    with open_h5(path) as handle:
+        return [
+            name
+            for name in handle
+            if isinstance(handle[name], h5py.Group) and "measured" in handle[name]
+        ]
+
+
 def write_groundtruth(
     path: str | os.PathLike,
     masks: np.ndarray,
@@ -173,6 +184,63 @@ def write_groundtruth(
         arrays[f"{split}/measured"] = by_seed.mean(axis=0)
         arrays[f"{split}/ids"] = ids
     write_h5(path, arrays, attrs)
+
+
+# --------------------------------------------------------------------------- measured outputs
+
+#: Attributes a measured-outputs file must hold; ``output_fn`` decides what the LDS measures.
+MEASURED_ATTRS = ("model_digest", "splits", "timesteps", "noise_seeds", "output_fn")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One model's measured outputs on one query split: ``outputs`` [n] (the mean over the
+    noise draws), ``ids`` [n], ``output_fn`` (``measure.output``). The datasets are named
+    ``loss`` whatever the output; ``output_fn`` says which it is."""
+
+    path: Path
+    split: str
+    outputs: np.ndarray
+    ids: np.ndarray
+    output_fn: str
+    attrs: dict[str, Any]
+
+
+def write_measured(
+    path: str | os.PathLike,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    attrs: Mapping[str, Any],
+) -> None:
+    """``splits``: split -> (outputs by noise draw [R, n], ids [n]); the ``loss`` dataset is
+    their mean over the draws. ``attrs`` must hold :data:`MEASURED_ATTRS`."""
+    for key in MEASURED_ATTRS:
+        required_attr(attrs, key, path, "measured outputs to write")
+    arrays: dict[str, np.ndarray] = {}
+    for split, (by_noise, ids) in splits.items():
+        arrays[f"{split}/loss_by_noise"] = by_noise
+        arrays[f"{split}/loss"] = by_noise.mean(axis=0)
+        arrays[f"{split}/ids"] = ids
+    write_h5(path, arrays, attrs)
+
+
+def read_measured(path: str | os.PathLike, split: str) -> Measured:
+    """One split of a measured-outputs file; FeatureMismatchError when it has no such split,
+    CorruptFileError when it does not say which output it measured."""
+    path = Path(path)
+    with open_h5(path) as handle:
+        if f"{split}/loss" not in handle:
+            raise FeatureMismatchError(f"{path}: has no measured outputs for split {split!r}")
+        _require_datasets(path, handle, [f"{split}/loss", f"{split}/ids"], "measured file")
+        attrs = _attrs(handle)
+        output_fn = required_attr(attrs, "output_fn", path, "measured file")
+        return Measured(
+            path=path,
+            split=split,
+            outputs=handle[f"{split}/loss"][()],
+            ids=handle[f"{split}/ids"][()],
+            output_fn=str(output_fn),
+            attrs=attrs,
+        )
 
 
 # --------------------------------------------------------------------------- features
@@ -629,6 +697,24 @@ REGENERATION_ATTRS = (
     "model_digest",
     "gen_model_digest",
 )
+
+
+TARGETS_ATTRS = ("kind", "target_seed", "num_targets", "num_samples", "gen_model_digest")
+
+
+def write_targets(path: str | os.PathLike, ids: Sequence[int], attrs: Mapping[str, Any]) -> None:
+    """``counterfactual/targets.h5``: the gen ids to explain, in the order they were drawn."""
+    for key in TARGETS_ATTRS:
+        required_attr(attrs, key, path, "counterfactual targets to write")
+    write_h5(path, {"ids": np.asarray(ids, dtype=np.int64)}, attrs)
+
+
+def read_targets(path: str | os.PathLike) -> list[int]:
+    """The gen ids a counterfactual targets file lists, in order."""
+    path = Path(path)
+    with open_h5(path) as handle:
+        _require_datasets(path, handle, ["ids"], "counterfactual targets file")
+        return [int(t) for t in handle["ids"][()]]
 
 
 @dataclass(frozen=True)

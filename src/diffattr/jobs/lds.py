@@ -10,7 +10,7 @@ import numpy as np
 
 from diffattr import data, lds, store
 from diffattr.errors import FeatureMismatchError
-from diffattr.files import GroundTruth, read_groundtruth, write_groundtruth
+from diffattr.files import GroundTruth, read_groundtruth, read_measured, write_groundtruth
 from diffattr.progress import status
 from diffattr.settings import LdsSettings
 
@@ -27,6 +27,7 @@ def collect_groundtruth(
     train = data.load_split(dataset_path, "train")
     masks = data.subset_mask([data.read_subset(p) for p in subset_paths], len(train))
     per_split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    output_fn = None
     for split in splits:
         by_seed, ids = [], None
         for per_seed in measured_paths:  # [seed][subset]
@@ -36,16 +37,17 @@ def collect_groundtruth(
                 )
             rows = []
             for path in per_seed:
-                with store.open_h5(path) as handle:
-                    if f"{split}/loss" not in handle:
-                        raise FeatureMismatchError(
-                            f"{path}: has no measured outputs for split {split!r}"
-                        )
-                    rows.append(handle[f"{split}/loss"][()])
-                    these = handle[f"{split}/ids"][()]
-                if ids is not None and not np.array_equal(ids, these):
+                measured = read_measured(path, split)
+                if ids is not None and not np.array_equal(ids, measured.ids):
                     raise FeatureMismatchError(f"{path}: query ids differ from the other models'")
-                ids = these
+                if output_fn is not None and measured.output_fn != output_fn:
+                    raise FeatureMismatchError(
+                        f"{path}: measures output_fn {measured.output_fn!r}, the other models "
+                        f"of pool {pool!r} {output_fn!r}; one ground truth holds one output "
+                        "(re-measure with one measure.output)"
+                    )
+                ids, output_fn = measured.ids, measured.output_fn
+                rows.append(measured.outputs)
             by_seed.append(np.stack(rows))
         per_split[split] = (np.stack(by_seed), ids)
     write_groundtruth(

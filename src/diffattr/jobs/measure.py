@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffattr import store
+from diffattr.files import write_measured
 from diffattr.progress import status
 from diffattr.queries import encoded_queries, load_queries, load_query_captions
 from diffattr.settings import MeasureSettings, Runtime
@@ -34,7 +35,7 @@ def measure_outputs(
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
     grid = timestep_grid(settings.timesteps, scheduler.config.num_train_timesteps)
-    arrays: dict[str, np.ndarray] = {}
+    per_split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in splits:
         images, ids = load_queries(split, dataset_path, samples_path)
         captions = None
@@ -57,10 +58,7 @@ def measure_outputs(
                     output_fn=settings.output,
                 )
             )
-        by_noise = np.concatenate(parts, axis=1)
-        arrays[f"{split}/loss_by_noise"] = by_noise
-        arrays[f"{split}/loss"] = by_noise.mean(axis=0)
-        arrays[f"{split}/ids"] = ids
+        per_split[split] = (np.concatenate(parts, axis=1), ids)
     attrs = {
         "model_digest": store.digest_directory(model_dir),
         "model_kind": model.kind,
@@ -74,6 +72,6 @@ def measure_outputs(
         attrs["space"] = "VAE latent mode x scaling_factor"
     if model.conditional:
         attrs["condition"] = "caption (gen: recorded prompt), no guidance"
-    store.write_h5(out_path, arrays, attrs)
-    losses = [f"{split} {arrays[f'{split}/loss'].mean():.4g}" for split in splits]
+    write_measured(out_path, per_split, attrs)
+    losses = [f"{split} {per_split[split][0].mean(axis=0).mean():.4g}" for split in splits]
     status("mean loss %s", ", ".join(losses))
