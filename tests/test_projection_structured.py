@@ -309,10 +309,20 @@ def test_unsupported_module_is_named():
 @pytest.mark.parametrize("kind", ["normal", "rademacher"])
 def test_counter_matrix_is_its_formula(kind):
     key = matrix_key(42, "test", 7)
-    ours = counter_matrix(key, 13, 17, kind, dtype=torch.float64, row_start=4)
+    ours = counter_matrix(key, range(4, 17), 17, kind, dtype=torch.float64)
     np.testing.assert_allclose(
-        ours.numpy(), counter_matrix_reference(key, 13, 17, kind, 4), 0, 1e-15
+        ours.numpy(), counter_matrix_reference(key, range(4, 17), 17, kind), 0, 1e-15
     )
+    assert torch.equal(counter_matrix(key, range(13), 17, kind), counter_matrix(key, 13, 17, kind))
+
+
+def test_counter_matrix_rows_are_checked():
+    with pytest.raises(ConfigError, match="step 1, got range"):
+        counter_matrix(1, range(0, 10, 2), 3)
+    with pytest.raises(ConfigError, match="rows >= 0 and cols >= 1, got -1 x 3"):
+        counter_matrix(1, -1, 3)
+    with pytest.raises(ConfigError, match="row indices >= 0"):
+        counter_matrix_reference(1, range(-2, 3), 3)
 
 
 def test_counter_projector_blocks_and_formula():
