@@ -165,9 +165,16 @@ def baseline_features(
 
 
 def bench_features(settings: Settings) -> list[Comparison]:
-    from diffattr.features import extract_features, num_trainable_parameters, select_timesteps
+    from diffattr.features import (
+        GradientInputs,
+        GradientOptions,
+        extract_features,
+        num_trainable_parameters,
+        select_timesteps,
+    )
     from diffattr.models import build_scheduler, build_unet
     from diffattr.projection import make_projector
+    from diffattr.settings import Runtime
 
     config = demo_config()
     quick = settings.quick
@@ -191,10 +198,12 @@ def bench_features(settings: Settings) -> list[Comparison]:
     generation_device, _ = timed(lambda: projector.project(warm), settings.device)
     matrix = projector.matrix().to(settings.device)  # the same Gaussian matrix, dense
 
+    inputs = GradientInputs(images, ids)
+    options = GradientOptions(output_fn=output_fn, timesteps=timesteps, noise_seed=0)
+    runtime = Runtime(batch_size=batch)
+
     def ours() -> np.ndarray:
-        return extract_features(
-            model, scheduler, images, ids, output_fn, timesteps, 0, projector, batch
-        )
+        return extract_features(model, scheduler, inputs, options, projector, runtime)
 
     def baseline() -> np.ndarray:
         return baseline_features(
@@ -206,9 +215,7 @@ def bench_features(settings: Settings) -> list[Comparison]:
     structured_projector = make_structured_projector(model, dim, config["features"]["proj_seed"])
 
     def structured() -> np.ndarray:
-        return extract_features(
-            model, scheduler, images, ids, output_fn, timesteps, 0, structured_projector, batch
-        )
+        return extract_features(model, scheduler, inputs, options, structured_projector, runtime)
 
     runs = best_of(
         {"baseline": baseline, "ours": ours, "structured": structured},
@@ -272,16 +279,19 @@ PAPER_CHILD = textwrap.dedent(
     model, scheduler, images, ids, timesteps = bench.paper_inputs(
         int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     )
-    from diffattr.features import extract_features
+    from diffattr.features import GradientInputs, GradientOptions, extract_features
     from diffattr.projection_structured import make_feature_projector
+    from diffattr.settings import Runtime
     projector = make_feature_projector(model, bench.PAPER_PROJ_DIM, 42)
-    extract_features(model, scheduler, images[:1], ids[:1], "square", timesteps[:1], 0,
-                     projector, 1)  # warm-up: kernels and the factor matrices
+    warm = GradientOptions(output_fn="square", timesteps=timesteps[:1], noise_seed=0)
+    extract_features(model, scheduler, GradientInputs(images[:1], ids[:1]), warm, projector,
+                     Runtime(batch_size=1))  # warm-up: kernels and the factor matrices
     device = images.device
     bench.synchronize(device)
     start = time.perf_counter()
-    out = extract_features(model, scheduler, images, ids, "square", timesteps, 0, projector,
-                           len(ids))
+    options = GradientOptions(output_fn="square", timesteps=timesteps, noise_seed=0)
+    out = extract_features(model, scheduler, GradientInputs(images, ids), options, projector,
+                           Runtime(batch_size=len(ids)))
     bench.synchronize(device)
     seconds = time.perf_counter() - start
     peak_kb = 0

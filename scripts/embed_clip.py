@@ -11,9 +11,7 @@ with job_logging(snakemake.log[0], runtime.threads) as log:
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.features,
-        p.split,
-        p.weights,
-        runtime.batch_size,  # performance only: not a param
-        runtime.device,
-        progress=log,
+        split=p.split,
+        weights=p.weights,
+        runtime=runtime.logging_to(log),
     )

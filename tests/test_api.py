@@ -16,6 +16,7 @@ from diffattr.api import Attributor, as_image_set, content_ids
 from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
 from diffattr.projection import make_projector
 from diffattr.scoring import trak_scores
+from diffattr.settings import Runtime
 from tests.conftest import TINY_UNET
 
 N_TRAIN = 40
@@ -78,12 +79,14 @@ def test_copy_ranks_first_and_the_second_batch_reuses_the_training_features(
     queries = (digits[[SOURCE, 500, 900]].astype(np.float32)[:, None] / 255 - 0.5) / 0.5
     steps = features.select_timesteps(4, "uniform", 1000)
     projector = make_projector("normal", features.num_trainable_parameters(unet), 128, 42)
-    phi = features.extract_features(
-        unet, scheduler, images, content_ids(images), "square", steps, 0, projector, 7
-    )
-    psi = features.extract_features(
-        unet, scheduler, queries, content_ids(queries), "square", steps, 0, projector, 2
-    )
+    options = features.GradientOptions(output_fn="square", timesteps=steps, noise_seed=0)
+
+    def workflow_features(x, batch_size):
+        inputs = features.GradientInputs(x, content_ids(x))
+        runtime = Runtime(batch_size=batch_size)
+        return features.extract_features(unet, scheduler, inputs, options, projector, runtime)
+
+    phi, psi = workflow_features(images, 7), workflow_features(queries, 2)
     np.testing.assert_allclose(attributor.train_features, phi, rtol=1e-4, atol=1e-6)
     expected = trak_scores(phi, psi, [first.lambda_])[0]
     np.testing.assert_allclose(first.scores, expected, rtol=1e-3, atol=1e-4)

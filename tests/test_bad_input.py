@@ -306,7 +306,12 @@ def test_proj_dim_not_positive(folders):
 
 def test_checkpoint_with_another_parameter_count(tiny_unet_config):
     """Features projected for one model's gradient size, taken at a checkpoint of another."""
-    from diffattr.features import extract_features, num_trainable_parameters
+    from diffattr.features import (
+        GradientInputs,
+        GradientOptions,
+        extract_features,
+        num_trainable_parameters,
+    )
     from diffattr.models import build_scheduler, build_unet
     from diffattr.projection import make_projector
 
@@ -319,7 +324,11 @@ def test_checkpoint_with_another_parameter_count(tiny_unet_config):
         ConfigError, match=rf"built for grad_dim={count} but the model has {other_count} trainable"
     ):
         extract_features(
-            other, build_scheduler(SCHEDULER), images, [0, 1], "loss", [0], 0, projector
+            other,
+            build_scheduler(SCHEDULER),
+            GradientInputs(images, [0, 1]),
+            GradientOptions(output_fn="loss", timesteps=[0], noise_seed=0),
+            projector,
         )
 
 

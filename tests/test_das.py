@@ -10,7 +10,13 @@ from diffusers import DDPMScheduler
 
 from diffattr import store
 from diffattr.errors import FeatureMismatchError
-from diffattr.features import extract_features, num_trainable_parameters, trainable_parameters
+from diffattr.features import (
+    GradientInputs,
+    GradientOptions,
+    extract_features,
+    num_trainable_parameters,
+    trainable_parameters,
+)
 from diffattr.files import read_scores
 from diffattr.methods import ScoreJob, get_method, validate_methods
 from diffattr.noise import sample_noise
@@ -104,10 +110,11 @@ def test_das_scores_match_the_definition(tmp_path, scheduler, readout):
         "noise_shard_rows": 0,
         "model_digest": "m",
     }
+    options = GradientOptions(
+        output_fn="mean", timesteps=STEPS, noise_seed=0, normalize_timesteps=True
+    )
     for name, x, ids in (("train", x_train, train_ids), ("val", x_test, test_ids)):
-        feats = extract_features(
-            model, scheduler, x, ids, "mean", STEPS, 0, projector, normalize_timesteps=True
-        )
+        feats = extract_features(model, scheduler, GradientInputs(x, ids), options, projector)
         _write(tmp_path / f"{name}.h5", feats, ids, {**attrs, "split": name})
     r = residual_profile(model, scheduler, x_train, train_ids, STEPS, 0).numpy()
     store.write_h5(

@@ -1,6 +1,7 @@
 """Per-sample gradient features: exactness against a per-sample backward loop, batch/order
 independence, conditional UNets, frozen parameters, timestep selection and HDF5 shards."""
 
+import dataclasses
 import io
 
 import h5py
@@ -11,6 +12,8 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
 from diffattr.features import (
+    GradientInputs,
+    GradientOptions,
     extract_features,
     mean_gradients,
     merge_feature_shards,
@@ -26,6 +29,7 @@ from diffattr.files import read_features
 from diffattr.noise import feature_noise_keys, sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import make_projector
+from diffattr.settings import Runtime
 
 
 def tiny_unet(seed=0, dropout=0.0):
@@ -78,16 +82,19 @@ def images(n, seed=1):
     return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def slow_gradients(model, scheduler, x0, ids, t, f_name, seed, cond=None):
-    """One backward pass per sample, with x_t written out by hand."""
+def slow_gradients(model, scheduler, inputs, t, f_name, seed):
+    """One backward pass per sample, with x_t written out by hand (``per_sample_gradients``'s
+    arguments: sample i's noise key is ``inputs.noise_keys[i]``, else its id)."""
+    x0, cond = inputs.x0, inputs.cond
+    keys = inputs.ids if inputs.noise_keys is None else inputs.noise_keys
     fn = get_output_fn(f_name)
     params = trainable_parameters(model)
     dtype = next(iter(params.values())).dtype
     abar = scheduler.alphas_cumprod.to(dtype)[t]
     rows = []
-    for i, sample_id in enumerate(ids):
+    for i, key in enumerate(keys):
         model.zero_grad()
-        eps = sample_noise("features", seed, t, [sample_id], x0.shape[1:]).to(dtype)
+        eps = sample_noise("features", seed, t, [key], x0.shape[1:]).to(dtype)
         x_t = abar.sqrt() * x0[i : i + 1].to(dtype) + (1 - abar).sqrt() * eps
         kwargs = {} if cond is None else {"encoder_hidden_states": cond[i : i + 1].to(dtype)}
         eps_pred = model(x_t, torch.tensor([t]), **kwargs).sample
@@ -101,16 +108,16 @@ def slow_gradients(model, scheduler, x0, ids, t, f_name, seed, cond=None):
 def test_gradients_match_per_sample_backward(scheduler, f_name, t):
     model = tiny_unet().double()
     x0, ids = images(3), [4, 0, 17]
-    fast = per_sample_gradients(model, scheduler, x0, ids, t, f_name, noise_seed=0)
+    fast = per_sample_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, noise_seed=0)
     assert fast.shape == (3, num_trainable_parameters(model))
     assert fast.dtype == torch.float64
     # Same attention arithmetic as the vmap path (diffusers' AttnProcessor upcasts the softmax
     # to float32), so float64 results agree to rounding.
     with vmap_safe_attention(model):
-        slow = slow_gradients(model, scheduler, x0, ids, t, f_name, 0)
+        slow = slow_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, 0)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
     # Against the model's default SDPA attention: equal up to that float32 softmax.
-    sdpa = slow_gradients(model, scheduler, x0, ids, t, f_name, 0)
+    sdpa = slow_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, 0)
     torch.testing.assert_close(fast, sdpa, rtol=1e-6, atol=1e-8)
 
 
@@ -119,22 +126,22 @@ def test_model_state_restored_and_dropout_off(scheduler):
 
     model = tiny_unet(dropout=0.5).double()
     model.train()
-    x0, ids = images(2), [0, 1]
-    a = per_sample_gradients(model, scheduler, x0, ids, 100, "loss", noise_seed=0)
-    b = per_sample_gradients(model, scheduler, x0, ids, 100, "loss", noise_seed=0)
+    inputs = GradientInputs(images(2), [0, 1])
+    a = per_sample_gradients(model, scheduler, inputs, 100, "loss", noise_seed=0)
+    b = per_sample_gradients(model, scheduler, inputs, 100, "loss", noise_seed=0)
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # no dropout noise
     assert model.training
     processors = [m.get_processor() for m in model.modules() if hasattr(m, "get_processor")]
     assert processors and all(type(p) is AttnProcessor2_0 for p in processors)
     model.eval()
-    torch.testing.assert_close(a, slow_gradients(model, scheduler, x0, ids, 100, "loss", 0))
+    torch.testing.assert_close(a, slow_gradients(model, scheduler, inputs, 100, "loss", 0))
 
 
 def test_noise_seed_changes_gradients(scheduler):
     model = tiny_unet()
-    x0 = images(2)
-    a = per_sample_gradients(model, scheduler, x0, [0, 1], 300, "loss", noise_seed=0)
-    b = per_sample_gradients(model, scheduler, x0, [0, 1], 300, "loss", noise_seed=1)
+    inputs = GradientInputs(images(2), [0, 1])
+    a = per_sample_gradients(model, scheduler, inputs, 300, "loss", noise_seed=0)
+    b = per_sample_gradients(model, scheduler, inputs, 300, "loss", noise_seed=1)
     assert not torch.allclose(a, b)
 
 
@@ -148,12 +155,14 @@ def test_conditional_unet_with_frozen_parameters(scheduler):
     assert P == num_trainable_parameters(model) < sum(p.numel() for p in model.parameters())
     x0, ids = images(2), [3, 8]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    fast = per_sample_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond)
+    inputs = GradientInputs(x0, ids, cond=cond)
+    fast = per_sample_gradients(model, scheduler, inputs, 250, "square", 0)
     assert fast.shape == (2, P)
     with vmap_safe_attention(model):
-        slow = slow_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond)
+        slow = slow_gradients(model, scheduler, inputs, 250, "square", 0)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
-    other = per_sample_gradients(model, scheduler, x0, ids, 250, "square", 0, cond=cond.flip(0))
+    flipped = GradientInputs(x0, ids, cond=cond.flip(0))
+    other = per_sample_gradients(model, scheduler, flipped, 250, "square", 0)
     assert not torch.allclose(fast, other)
 
 
@@ -171,49 +180,44 @@ def test_lora_adapters_only(scheduler):
     assert trainable and all("lora_" in name for name in trainable)
     x0, ids = images(2), [3, 8]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    fast = per_sample_gradients(model, scheduler, x0, ids, 250, "loss", 0, cond=cond)
+    inputs = GradientInputs(x0, ids, cond=cond)
+    fast = per_sample_gradients(model, scheduler, inputs, 250, "loss", 0)
     assert fast.shape == (2, num_trainable_parameters(model))
     with vmap_safe_attention(model):
-        slow = slow_gradients(model, scheduler, x0, ids, 250, "loss", 0, cond=cond)
+        slow = slow_gradients(model, scheduler, inputs, 250, "loss", 0)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
 
 
 def test_no_trainable_parameters(scheduler):
     model = tiny_unet().requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
-        per_sample_gradients(model, scheduler, images(1), [0], 0, "loss", 0)
+        per_sample_gradients(model, scheduler, GradientInputs(images(1), [0]), 0, "loss", 0)
 
 
 def test_bad_timestep(scheduler):
     with pytest.raises(ConfigError, match="0..999"):
-        per_sample_gradients(tiny_unet(), scheduler, images(1), [0], 1000, "loss", 0)
+        per_sample_gradients(
+            tiny_unet(), scheduler, GradientInputs(images(1), [0]), 1000, "loss", 0
+        )
 
 
-def _features(model, scheduler, x, ids, batch_size, **kwargs):
+def _features(model, scheduler, inputs, batch_size, progress=None):
     proj = make_projector("normal", num_trainable_parameters(model), 16, seed=42)
-    return extract_features(
-        model,
-        scheduler,
-        x,
-        ids,
-        "square",
-        [0, 400],
-        noise_seed=0,
-        projector=proj,
-        batch_size=batch_size,
-        **kwargs,
-    )
+    options = GradientOptions(output_fn="square", timesteps=[0, 400], noise_seed=0)
+    runtime = Runtime(batch_size=batch_size, progress=progress)
+    return extract_features(model, scheduler, inputs, options, proj, runtime)
 
 
 def test_features_independent_of_batch_size_and_order(scheduler):
     model = tiny_unet()
     x, ids = images(5), np.array([10, 11, 12, 13, 14])
-    one = _features(model, scheduler, x, ids, 1)
+    inputs = GradientInputs(x, ids)
+    one = _features(model, scheduler, inputs, 1)
     assert one.shape == (5, 16) and one.dtype == np.float32
-    np.testing.assert_allclose(_features(model, scheduler, x, ids, 3), one, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(_features(model, scheduler, x, ids, 5), one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_features(model, scheduler, inputs, 3), one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_features(model, scheduler, inputs, 5), one, rtol=1e-5, atol=1e-5)
     perm = np.array([3, 0, 4, 1, 2])
-    shuffled = _features(model, scheduler, x[perm].numpy(), ids[perm], 2)
+    shuffled = _features(model, scheduler, GradientInputs(x[perm].numpy(), ids[perm]), 2)
     np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
 
 
@@ -226,12 +230,12 @@ def test_noise_schemes_independent_of_batch_size_and_order(scheduler, scheme):
     model = tiny_unet()
     x, ids = images(5), np.array([10, 11, 12, 13, 14])
     keys = _split_keys(scheme, "train", ids)
-    one = _features(model, scheduler, x, ids, 1, noise_keys=keys)
-    np.testing.assert_allclose(
-        _features(model, scheduler, x, ids, 3, noise_keys=keys), one, rtol=1e-5, atol=1e-5
-    )
+    inputs = GradientInputs(x, ids, noise_keys=keys)
+    one = _features(model, scheduler, inputs, 1)
+    np.testing.assert_allclose(_features(model, scheduler, inputs, 3), one, rtol=1e-5, atol=1e-5)
     perm = np.array([3, 0, 4, 1, 2])
-    shuffled = _features(model, scheduler, x[perm].numpy(), ids[perm], 2, noise_keys=keys[perm])
+    permuted = GradientInputs(x[perm].numpy(), ids[perm], noise_keys=keys[perm])
+    shuffled = _features(model, scheduler, permuted, 2)
     np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
 
 
@@ -242,7 +246,8 @@ def test_training_row_and_query_share_noise_only_under_common(scheduler):
     x, ids = images(3), np.array([0, 1, 2])
 
     def feats(scheme, split):
-        return _features(model, scheduler, x, ids, 3, noise_keys=_split_keys(scheme, split, ids))
+        inputs = GradientInputs(x, ids, noise_keys=_split_keys(scheme, split, ids))
+        return _features(model, scheduler, inputs, 3)
 
     for scheme in ("independent", "common"):
         train, gen = feats(scheme, "train"), feats(scheme, "gen")
@@ -250,14 +255,19 @@ def test_training_row_and_query_share_noise_only_under_common(scheduler):
         assert same.tolist() == [scheme == "common"] * 3, scheme
     # common: every sample sees the same ε at each timestep (checked against a slow loop)
     keys = _split_keys("common", "val", ids)
-    got = mean_gradients(model, scheduler, x, ids, [300], "loss", 0, noise_keys=keys)
-    shared = slow_gradients(model, scheduler, x, [keys[0]] * 3, 300, "loss", 0)
+    options = GradientOptions(output_fn="loss", timesteps=[300], noise_seed=0)
+    got = mean_gradients(model, scheduler, GradientInputs(x, ids, noise_keys=keys), options)
+    shared = slow_gradients(
+        model, scheduler, GradientInputs(x, ids, noise_keys=[keys[0]] * 3), 300, "loss", 0
+    )
     np.testing.assert_allclose(got.numpy(), shared.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_noise_keys_must_match_the_batch(scheduler):
     with pytest.raises(ConfigError, match="one key per sample"):
-        mean_gradients(tiny_unet(), scheduler, images(2), [0, 1], [3], "loss", 0, noise_keys=[1])
+        inputs = GradientInputs(images(2), [0, 1], noise_keys=[1])
+        options = GradientOptions(output_fn="loss", timesteps=[3], noise_seed=0)
+        mean_gradients(tiny_unet(), scheduler, inputs, options)
 
 
 def test_features_are_projected_mean_gradient(scheduler):
@@ -265,8 +275,10 @@ def test_features_are_projected_mean_gradient(scheduler):
     x, ids = images(2), [5, 6]
     P = num_trainable_parameters(model)
     proj = make_projector("identity", P, P, seed=0)
-    feats = extract_features(model, scheduler, x, ids, "loss", [0, 10, 20], 0, proj)
-    mean = sum(per_sample_gradients(model, scheduler, x, ids, t, "loss", 0) for t in (0, 10, 20))
+    inputs = GradientInputs(x, ids)
+    options = GradientOptions(output_fn="loss", timesteps=[0, 10, 20], noise_seed=0)
+    feats = extract_features(model, scheduler, inputs, options, proj)
+    mean = sum(per_sample_gradients(model, scheduler, inputs, t, "loss", 0) for t in (0, 10, 20))
     np.testing.assert_allclose(feats, (mean / 3).float().numpy(), rtol=1e-6, atol=1e-7)
 
 
@@ -275,21 +287,13 @@ def test_mean_gradients_equal_mean_of_per_timestep_gradients(scheduler, max_eval
     model = tiny_cond_unet().double()
     x0, ids, steps = images(2), [3, 8], [0, 250, 999]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    fused = mean_gradients(
-        model,
-        scheduler,
-        x0,
-        ids,
-        steps,
-        "elbo_loss",
-        0,
-        cond=cond,
-        max_evaluations=max_evaluations,
+    inputs = GradientInputs(x0, ids, cond=cond)
+    options = GradientOptions(
+        output_fn="elbo_loss", timesteps=steps, noise_seed=0, max_evaluations=max_evaluations
     )
+    fused = mean_gradients(model, scheduler, inputs, options)
     with vmap_safe_attention(model):
-        slow = sum(
-            slow_gradients(model, scheduler, x0, ids, t, "elbo_loss", 0, cond) for t in steps
-        )
+        slow = sum(slow_gradients(model, scheduler, inputs, t, "elbo_loss", 0) for t in steps)
     torch.testing.assert_close(fused, slow / 3, rtol=1e-9, atol=1e-12)
 
 
@@ -304,10 +308,11 @@ def test_timesteps_per_call_respects_evaluations_and_memory():
 def test_progress_reporting(scheduler):
     model = tiny_unet()
     calls = []
-    _features(model, scheduler, images(3), [0, 1, 2], 2, progress=lambda d, n: calls.append((d, n)))
+    inputs = GradientInputs(images(3), [0, 1, 2])
+    _features(model, scheduler, inputs, 2, progress=lambda d, n: calls.append((d, n)))
     assert calls == [(2, 3), (3, 3)]
     stream = io.StringIO()
-    _features(model, scheduler, images(3), [0, 1, 2], 2, progress=stream)
+    _features(model, scheduler, inputs, 2, progress=stream)
     assert "3/3" in stream.getvalue()
 
 
@@ -315,7 +320,8 @@ def test_projector_dimension_must_match(scheduler):
     model = tiny_unet()
     proj = make_projector("normal", 10, 4, seed=0)
     with pytest.raises(ConfigError, match="grad_dim=10"):
-        extract_features(model, scheduler, images(1), [0], "loss", [0], 0, proj)
+        options = GradientOptions(output_fn="loss", timesteps=[0], noise_seed=0)
+        extract_features(model, scheduler, GradientInputs(images(1), [0]), options, proj)
 
 
 def test_select_timesteps():
@@ -370,25 +376,19 @@ def test_normalized_timesteps_equal_a_per_timestep_loop(scheduler, max_evaluatio
     model = tiny_cond_unet().double()
     x0, ids, steps = images(2), [3, 8], [0, 250, 999]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    fused = mean_gradients(
-        model,
-        scheduler,
-        x0,
-        ids,
-        steps,
-        "mean",
-        0,
-        cond=cond,
-        max_evaluations=max_evaluations,
-        normalize_timesteps=True,
+    inputs = GradientInputs(x0, ids, cond=cond)
+    plain_options = GradientOptions(
+        output_fn="mean", timesteps=steps, noise_seed=0, max_evaluations=max_evaluations
     )
+    options = dataclasses.replace(plain_options, normalize_timesteps=True)
+    fused = mean_gradients(model, scheduler, inputs, options)
     with vmap_safe_attention(model):
         slow = 0
         for t in steps:
-            g = slow_gradients(model, scheduler, x0, ids, t, "mean", 0, cond)
+            g = slow_gradients(model, scheduler, inputs, t, "mean", 0)
             slow = slow + g / (g.norm(dim=1, keepdim=True) + 1e-8)
     torch.testing.assert_close(fused, slow / 3, rtol=1e-9, atol=1e-12)
-    plain = mean_gradients(model, scheduler, x0, ids, steps, "mean", 0, cond=cond)
+    plain = mean_gradients(model, scheduler, inputs, plain_options)
     assert not torch.allclose(fused, plain)  # the option changes the features
 
 
@@ -396,20 +396,40 @@ def test_normalized_features_are_projected_mean_of_unit_gradients(scheduler):
     model = tiny_unet()
     x, ids = images(3), [0, 1, 2]
     proj = make_projector("normal", num_trainable_parameters(model), 16, 0)
-    feats = extract_features(
-        model,
-        scheduler,
-        x,
-        ids,
-        "square",
-        [0, 500],
-        0,
-        proj,
-        batch_size=2,
-        normalize_timesteps=True,
+    inputs = GradientInputs(x, ids)
+    options = GradientOptions(
+        output_fn="square", timesteps=[0, 500], noise_seed=0, normalize_timesteps=True
     )
+    feats = extract_features(model, scheduler, inputs, options, proj, Runtime(batch_size=2))
     mean = 0
     for t in (0, 500):
-        g = per_sample_gradients(model, scheduler, x, ids, t, "square", 0)
+        g = per_sample_gradients(model, scheduler, inputs, t, "square", 0)
         mean = mean + g / (g.norm(dim=1, keepdim=True) + 1e-8)
     np.testing.assert_allclose(feats, proj.project(mean / 2).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("output_fn", "nope", "nope"),
+        ("output_fn", 3, "output function or its name"),
+        ("timesteps", [], "timesteps is empty"),
+        ("noise_seed", 1.5, "noise_seed must be an integer, got 1.5"),
+        ("normalize_timesteps", 1, "normalize_timesteps must be True or False, got 1"),
+        ("max_evaluations", 0, "max_evaluations must be a positive integer, got 0"),
+        ("max_evaluations", True, "max_evaluations must be a positive integer, got True"),
+    ],
+)
+def test_gradient_options_name_the_bad_value(field, value, match):
+    valid = {"output_fn": "loss", "timesteps": [0], "noise_seed": 0}
+    with pytest.raises(ConfigError, match=match):
+        GradientOptions(**{**valid, field: value})
+
+
+def test_gradient_inputs_rows_slice_every_field():
+    keys = np.array([7, 8, 9], dtype=np.uint64)
+    inputs = GradientInputs(images(3), [4, 5, 6], torch.zeros(3, 2, 2), keys)
+    part = inputs.rows(1, 3)
+    assert part.x0.shape[0] == 2 and part.ids == [5, 6] and part.cond.shape[0] == 2
+    assert part.noise_keys.tolist() == [8, 9]
+    assert GradientInputs(images(3), [4, 5, 6]).rows(0, 1).noise_keys is None

@@ -74,14 +74,13 @@ def _producers(tmp_path, grid):
     from diffattr.api import Attribution
     from diffattr.attribute import write_scores
     from diffattr.methods import get_method
-    from diffattr.methods.base import write_score_grid
 
     train_ids, test_ids = np.arange(N_TRAIN), np.arange(N_TEST) + 50
     paths = {}
     paths["write_scores"] = tmp_path / "plain.h5"
     files.write_scores(paths["write_scores"], grid, LAMBDAS, train_ids, test_ids, {"lds_sign": -1})
     job = _score_job(tmp_path, "grid.h5")
-    write_score_grid(job, get_method("trak"), grid, LAMBDAS, train_ids, test_ids)
+    get_method("trak").write_score_grid(job, grid, LAMBDAS, train_ids, test_ids)
     paths["write_score_grid"] = tmp_path / "grid.h5"
     attribution = Attribution(
         scores=grid[1],

@@ -337,10 +337,11 @@ def test_journey_scores_trajectory_features_with_the_trak_kernel(tmp_path):
 def test_trajectory_gradients_average_per_step_gradients():
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from diffattr.features import per_sample_gradients
+    from diffattr.features import GradientInputs, GradientOptions, per_sample_gradients
     from diffattr.methods.journey import trajectory_gradients
     from diffattr.noise import feature_noise_keys
     from diffattr.projection import make_projector
+    from diffattr.settings import Runtime
 
     torch.manual_seed(0)
     unet = UNet2DModel(
@@ -359,20 +360,24 @@ def test_trajectory_gradients_average_per_step_gradients():
     timesteps, ids = np.array([700, 0]), np.array([4, 7, 9])
     grad_dim = sum(p.numel() for p in unet.parameters())
     projector = make_projector("normal", grad_dim, 16, 0)
+    options = GradientOptions(output_fn="loss", timesteps=timesteps, noise_seed=3)
     got = trajectory_gradients(
-        unet, scheduler, trajectory, timesteps, ids, "loss", 3, projector, batch_size=2
+        unet,
+        scheduler,
+        GradientInputs(trajectory, ids),
+        options,
+        projector,
+        Runtime(batch_size=2),
     )
     keys = feature_noise_keys("independent", "gen", ids, np.arange(3))
     per_step = [
         per_sample_gradients(
             unet,
             scheduler,
-            torch.from_numpy(trajectory[:, s]),
-            ids,
+            GradientInputs(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
             int(t),
             "loss",
             3,
-            noise_keys=keys,
         )
         for s, t in enumerate(timesteps)
     ]
@@ -437,12 +442,14 @@ def test_embed_clip_embeds_with_the_transformers_clip(tmp_path):
     from diffattr.clip import ClipEncoder
     from diffattr.files import read_features
     from diffattr.jobs.features import embed_clip
+    from diffattr.settings import Runtime
     from tests.clip_fixture import build_tiny_clip
 
     weights = str(build_tiny_clip(tmp_path / "clip"))
     dataset, samples = small_dataset(tmp_path)
     out = tmp_path / "clip-gen.h5"
-    embed_clip(dataset, samples, str(out), "gen", weights, 3, "cpu")
+    runtime = Runtime(batch_size=3, device="cpu")
+    embed_clip(dataset, samples, str(out), split="gen", weights=weights, runtime=runtime)
     stored = read_features(out, dtype=np.float32)
     embeddings, ids, attrs = stored.features, stored.ids, stored.attrs
     images = store.read_h5(samples, "images")
@@ -451,7 +458,7 @@ def test_embed_clip_embeds_with_the_transformers_clip(tmp_path):
     assert "CLIPVisionModelWithProjection" in attrs["clip_model"]
     assert len(attrs["clip_weights_digest"]) == 16
     with pytest.raises(ConfigError, match="clip.weights is not set"):
-        embed_clip(dataset, samples, str(out), "gen", None, 3, "cpu")
+        embed_clip(dataset, samples, str(out), split="gen", weights=None, runtime=runtime)
 
 
 # --------------------------------------------------------------------------- retrain-pool baselines

@@ -5,6 +5,8 @@ per-sample gradient, times the explicit [P, Z] matrix the projection stands for 
 Kronecker products of its factor matrices by ``dense_equivalent``).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,12 @@ from torch import nn
 
 from diffattr.counter_rng import counter_matrix, counter_matrix_reference, matrix_key
 from diffattr.errors import ConfigError
-from diffattr.features import extract_features, trainable_parameters
+from diffattr.features import (
+    GradientInputs,
+    GradientOptions,
+    extract_features,
+    trainable_parameters,
+)
 from diffattr.noise import sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import CounterProjector
@@ -26,6 +33,7 @@ from diffattr.projection_structured import (
     make_structured_projector,
     read_layout,
 )
+from diffattr.settings import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +153,14 @@ def tiny_unet(seed=0):
     ).eval()
 
 
-def slow_mean_gradients(model, scheduler, x0, ids, timesteps, f_name, seed, cond=None, keys=None):
-    """(1/K) Σ_t of per-sample gradients, one backward per (sample, t), x_t by hand; sample i's
-    noise key is keys[i] (default: its id)."""
-    keys = list(ids) if keys is None else list(keys)
-    fn = get_output_fn(f_name)
+def slow_mean_gradients(model, scheduler, inputs, options):
+    """``mean_gradients`` by hand: (1/K) Σ_t of per-sample gradients, one backward per
+    (sample, t), x_t written out; sample i's noise key is ``inputs.noise_keys[i]`` (default:
+    its id). Plain options only (no per-timestep normalisation)."""
+    assert not options.normalize_timesteps
+    x0, ids, cond = inputs.x0, inputs.ids, inputs.cond
+    keys = list(ids) if inputs.noise_keys is None else list(inputs.noise_keys)
+    fn, seed, timesteps = get_output_fn(options.output_fn), options.noise_seed, options.timesteps
     params = list(trainable_parameters(model).values())
     dtype = params[0].dtype
     total = 0
@@ -172,9 +183,11 @@ def test_unet_end_to_end_equals_projected_mean_gradient(scheduler):
     x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     ids, steps = [4, 9, 2], [0, 400, 999]
     projector = make_structured_projector(model, 300, seed=7)
-    ours = extract_features(model, scheduler, x0, ids, "square", steps, 0, projector, 2)
+    inputs = GradientInputs(x0, ids)
+    options = GradientOptions(output_fn="square", timesteps=steps, noise_seed=0)
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     dense = projector.dense_equivalent(model)
-    expected = slow_mean_gradients(model, scheduler, x0, ids, steps, "square", 0) @ dense
+    expected = slow_mean_gradients(model, scheduler, inputs, options) @ dense
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
     # float32 output of a float64 model: compare once more in float64 through the library
     assert ours.dtype == np.float32 and ours.shape == (3, 300)
@@ -208,9 +221,11 @@ def test_conditional_unet_lora_end_to_end(scheduler):
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ids, steps = [3, 8], [100, 700]
     projector = make_structured_projector(model, 64, seed=1)
-    ours = extract_features(model, scheduler, x0, ids, "loss", steps, 0, projector, 2, cond=cond)
+    inputs = GradientInputs(x0, ids, cond=cond)
+    options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     dense = projector.dense_equivalent(model)
-    expected = slow_mean_gradients(model, scheduler, x0, ids, steps, "loss", 0, cond) @ dense
+    expected = slow_mean_gradients(model, scheduler, inputs, options) @ dense
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -220,10 +235,18 @@ def test_features_independent_of_batch_size_and_order(scheduler):
     ids = np.array([10, 11, 12, 13, 14])
     projector = make_structured_projector(model, 128, seed=2)
     steps = [0, 500]
-    whole = extract_features(model, scheduler, x0, ids, "loss", steps, 0, projector, 5)
+    options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
+    whole = extract_features(
+        model, scheduler, GradientInputs(x0, ids), options, projector, Runtime(batch_size=5)
+    )
     order = np.array([3, 0, 4, 1, 2])
     parts = extract_features(
-        model, scheduler, x0[order], ids[order], "loss", steps, 0, projector, 2, max_evaluations=3
+        model,
+        scheduler,
+        GradientInputs(x0[order], ids[order]),
+        dataclasses.replace(options, max_evaluations=3),
+        projector,
+        Runtime(batch_size=2),
     )
     np.testing.assert_allclose(parts, whole[order], rtol=1e-4, atol=1e-6)
 
@@ -286,10 +309,20 @@ def test_unsupported_module_is_named():
 @pytest.mark.parametrize("kind", ["normal", "rademacher"])
 def test_counter_matrix_is_its_formula(kind):
     key = matrix_key(42, "test", 7)
-    ours = counter_matrix(key, 13, 17, kind, dtype=torch.float64, row_start=4)
+    ours = counter_matrix(key, range(4, 17), 17, kind, dtype=torch.float64)
     np.testing.assert_allclose(
-        ours.numpy(), counter_matrix_reference(key, 13, 17, kind, 4), 0, 1e-15
+        ours.numpy(), counter_matrix_reference(key, range(4, 17), 17, kind), 0, 1e-15
     )
+    assert torch.equal(counter_matrix(key, range(13), 17, kind), counter_matrix(key, 13, 17, kind))
+
+
+def test_counter_matrix_rows_are_checked():
+    with pytest.raises(ConfigError, match="step 1, got range"):
+        counter_matrix(1, range(0, 10, 2), 3)
+    with pytest.raises(ConfigError, match="rows >= 0 and cols >= 1, got -1 x 3"):
+        counter_matrix(1, -1, 3)
+    with pytest.raises(ConfigError, match="row indices >= 0"):
+        counter_matrix_reference(1, range(-2, 3), 3)
 
 
 def test_counter_projector_blocks_and_formula():
@@ -311,14 +344,22 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
     timesteps, ids = np.array([700, 0]), np.array([4, 7, 9])
     projector = make_structured_projector(model, 100, seed=4)
     got = trajectory_gradients(
-        model, scheduler, trajectory, timesteps, ids, "loss", 3, projector, batch_size=2
+        model,
+        scheduler,
+        GradientInputs(trajectory, ids),
+        GradientOptions(output_fn="loss", timesteps=timesteps, noise_seed=3),
+        projector,
+        Runtime(batch_size=2),
     )
     from diffattr.noise import feature_noise_keys
 
     keys = feature_noise_keys("independent", "gen", ids, np.arange(len(ids)))
     per_step = [
         slow_mean_gradients(
-            model, scheduler, torch.from_numpy(trajectory[:, s]), ids, [t], "loss", 3, keys=keys
+            model,
+            scheduler,
+            GradientInputs(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
+            GradientOptions(output_fn="loss", timesteps=[t], noise_seed=3),
         )
         for s, t in enumerate(timesteps.tolist())
     ]
@@ -349,10 +390,10 @@ def test_noise_keys_reach_the_structured_path(scheduler):
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     ids, keys, steps = [1, 2], np.array([77, 77], dtype=np.uint64), [300]
     projector = make_structured_projector(model, 80, seed=0)
-    ours = extract_features(
-        model, scheduler, x0, ids, "loss", steps, 0, projector, 2, noise_keys=keys
-    )
-    slow = slow_mean_gradients(model, scheduler, x0, ids, steps, "loss", 0, keys=keys.tolist())
+    inputs = GradientInputs(x0, ids, noise_keys=keys)
+    options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
+    slow = slow_mean_gradients(model, scheduler, inputs, options)
     expected = slow @ projector.dense_equivalent(model)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -362,12 +403,15 @@ def test_timestep_normalisation_divides_each_projected_gradient(scheduler):
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(6))
     ids, steps, dim = [5, 6], [0, 600], 90
     projector = make_structured_projector(model, dim, seed=2)
-    ours = extract_features(
-        model, scheduler, x0, ids, "loss", steps, 0, projector, 2, normalize_timesteps=True
+    inputs = GradientInputs(x0, ids)
+    options = GradientOptions(
+        output_fn="loss", timesteps=steps, noise_seed=0, normalize_timesteps=True
     )
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     dense = projector.dense_equivalent(model)
     expected = 0
     for t in steps:
-        phi = slow_mean_gradients(model, scheduler, x0, ids, [t], "loss", 0) @ dense
+        one_step = GradientOptions(output_fn="loss", timesteps=[t], noise_seed=0)
+        phi = slow_mean_gradients(model, scheduler, inputs, one_step) @ dense
         expected = expected + phi / (phi.norm(dim=1, keepdim=True) / dim**0.5 + 1e-8)
     np.testing.assert_allclose(ours, (expected / len(steps)).numpy(), rtol=1e-5, atol=1e-6)

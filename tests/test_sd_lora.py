@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from diffattr.errors import ConfigError
-from diffattr.features import num_trainable_parameters, per_sample_gradients
+from diffattr.features import GradientInputs, num_trainable_parameters, per_sample_gradients
 from diffattr.jobs.features import extract_features
 from diffattr.jobs.generate import generate_samples
 from diffattr.jobs.measure import measure_outputs
@@ -131,9 +131,8 @@ def test_only_adapters_train_and_features_span_them(base):
     P = _lora_parameter_count(model, rank=4)
     assert P > 0 and P == num_trainable_parameters(model.denoiser)
     assert P < sum(p.numel() for p in model.denoiser.parameters()) / 5
-    grads = per_sample_gradients(
-        model.denoiser, model.scheduler, x0, [0, 1], 100, "square", 0, cond=cond
-    )
+    inputs = GradientInputs(x0, [0, 1], cond=cond)
+    grads = per_sample_gradients(model.denoiser, model.scheduler, inputs, 100, "square", 0)
     assert grads.shape == (2, P)
 
 

@@ -213,6 +213,7 @@ def _jobs():
         features.extract_features: 3,
         features.extract_trajectory_features: 4,
         features.record_trajectory: 3,
+        features.embed_clip: 3,
         measure.measure_outputs: 4,
         generate.generate_samples: 4,
         lds.evaluate_lds: 4,

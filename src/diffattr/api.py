@@ -457,20 +457,19 @@ class Attributor:
     def featurize(self, images: ImageSet, role: str = "query") -> np.ndarray:
         """Projected gradient features [n, Z] of preprocessed images (the workflow's function)."""
         from diffattr import features
+        from diffattr.settings import Runtime
 
         self.calls[role] = self.calls.get(role, 0) + len(images)
         logger.info("%s: %d images, features ...", role, len(images))
         return features.extract_features(
             self.unet,
             self.scheduler,
-            images.images,
-            images.ids,
-            self.output_fn,
-            self.timesteps,
-            self.noise_seed,
+            features.GradientInputs(images.images, images.ids),
+            features.GradientOptions(
+                output_fn=self.output_fn, timesteps=self.timesteps, noise_seed=self.noise_seed
+            ),
             self.projector,
-            self.batch_size,
-            progress=self.progress,
+            Runtime(batch_size=self.batch_size, progress=self.progress),
         )
 
     def _train_attrs(self) -> dict[str, Any]:

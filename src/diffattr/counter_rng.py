@@ -60,31 +60,38 @@ def matrix_key(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def _check(kind: str, rows: int, cols: int) -> None:
+def _checked_rows(kind: str, rows: int | range, cols: int) -> range:
+    """``rows`` as a range of row indices (an int: the first ``rows`` rows), checked with
+    ``kind`` and ``cols``."""
     if kind not in COUNTER_KINDS:
         raise ConfigError(
             f"unknown counter matrix kind {kind!r}; valid kinds are: {', '.join(COUNTER_KINDS)}"
         )
-    if rows < 0 or cols < 1:
+    if isinstance(rows, range) and (rows.step != 1 or rows.start < 0 or rows.stop < rows.start):
+        raise ConfigError(
+            f"counter matrix rows must be a range of row indices >= 0 with step 1, got {rows!r}"
+        )
+    if (not isinstance(rows, range) and rows < 0) or cols < 1:
         raise ConfigError(f"counter matrix needs rows >= 0 and cols >= 1, got {rows} x {cols}")
+    return rows if isinstance(rows, range) else range(rows)
 
 
 def counter_matrix(
     key: int,
-    rows: int,
+    rows: int | range,
     cols: int,
     kind: str = "normal",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    row_start: int = 0,
 ) -> torch.Tensor:
-    """Rows ``row_start .. row_start + rows`` of the counter matrix with ``cols`` columns."""
-    _check(kind, rows, cols)
+    """Rows ``rows`` (a range of row indices, step 1; an int ``n``: rows 0 .. n − 1) of the
+    counter matrix with ``cols`` columns."""
+    span = _checked_rows(kind, rows, cols)
     device = torch.device(device)
-    out = torch.empty((rows, cols), dtype=dtype, device=device)
+    out = torch.empty((len(span), cols), dtype=dtype, device=device)
     flat = out.view(-1)
-    total = rows * cols
-    base = row_start * cols
+    total = len(span) * cols
+    base = span.start * cols
     skey = _signed(key)
     for start in range(0, total, CHUNK_ENTRIES):
         stop = min(start + CHUNK_ENTRIES, total)
@@ -106,10 +113,12 @@ def _uniform(bits: torch.Tensor) -> torch.Tensor:
 
 
 def counter_matrix_reference(
-    key: int, rows: int, cols: int, kind: str = "normal", row_start: int = 0
+    key: int, rows: int | range, cols: int, kind: str = "normal"
 ) -> np.ndarray:
-    """The module docstring's formula in NumPy uint64 (slow; for tests), float64."""
-    _check(kind, rows, cols)
+    """The module docstring's formula in NumPy uint64 (slow; for tests), float64; ``rows`` as
+    in :func:`counter_matrix`."""
+    span = _checked_rows(kind, rows, cols)
+    row_start, rows = span.start, len(span)
     golden, m1, m2 = np.uint64(_GOLDEN), np.uint64(_MIX1), np.uint64(_MIX2)
 
     def mix(x):

@@ -34,11 +34,13 @@ Feature files (HDF5, written atomically by :func:`write_features`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -167,6 +169,99 @@ def _num_train_timesteps(scheduler: Any) -> int:
     return int(scheduler.config.num_train_timesteps)
 
 
+@dataclass(frozen=True)
+class GradientInputs:
+    """The rows gradients are taken of, aligned: ``x0`` [n, C, H, W] (images or latents, a
+    tensor or an array), their ``ids``, the ``encoder_hidden_states`` ``cond`` [n, L, D] of a
+    conditional UNet (None for ``UNet2DModel``) and the feature-noise ``noise_keys`` [n]
+    (:func:`diffattr.noise.feature_noise_keys`, which applies the method's noise scheme).
+
+    Without ``noise_keys`` sample b's noise is keyed by ``ids[b]``, unique only within one
+    split (``independent`` keys add the split, so a training row and a query never share noise
+    by accident). Shapes are checked by the kernels that take them."""
+
+    x0: Any
+    ids: Sequence[int] | np.ndarray
+    cond: torch.Tensor | None = None
+    noise_keys: Sequence[int] | np.ndarray | None = None
+
+    def rows(self, start: int, stop: int) -> GradientInputs:
+        """Rows ``start:stop`` of every field."""
+        return GradientInputs(
+            self.x0[start:stop],
+            self.ids[start:stop],
+            None if self.cond is None else self.cond[start:stop],
+            None if self.noise_keys is None else self.noise_keys[start:stop],
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientOptions:
+    """What the gradient kernels average, per sample: ∇_θ ``output_fn`` (a name of
+    :mod:`diffattr.outputs` or the function itself) at each of ``timesteps``, with the
+    feature noise of ``noise_seed``.
+
+    ``normalize_timesteps`` scales each per-timestep gradient to unit norm before the mean
+    (DAS, :func:`mean_gradients`); ``max_evaluations`` bounds the (sample, timestep) pairs one
+    call evaluates (activation memory; chunking changes only float rounding). The timesteps are
+    checked against the scheduler by the kernels."""
+
+    output_fn: str | OutputFn
+    timesteps: Sequence[int]
+    noise_seed: int
+    normalize_timesteps: bool = False
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.output_fn, str):
+            get_output_fn(self.output_fn)  # ConfigError naming the valid functions
+        elif not callable(self.output_fn):
+            raise ConfigError(
+                f"output_fn must be an output function or its name, got {self.output_fn!r}"
+            )
+        if len(self.timesteps) == 0:
+            raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
+        if not _is_int(self.noise_seed):
+            raise ConfigError(f"noise_seed must be an integer, got {self.noise_seed!r}")
+        if not isinstance(self.normalize_timesteps, bool):
+            raise ConfigError(
+                f"normalize_timesteps must be True or False, got {self.normalize_timesteps!r}"
+            )
+        if not _is_int(self.max_evaluations) or self.max_evaluations < 1:
+            raise ConfigError(
+                f"max_evaluations must be a positive integer, got {self.max_evaluations!r}"
+            )
+
+
+class BatchRuntime(Protocol):
+    """What :func:`extract_features` reads of a :class:`diffattr.settings.Runtime` (which
+    imports this module, so it is not named here): the batch size and the progress."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def progress(self) -> Callable[[int, int], Any] | Any | None: ...
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _prepared(
+    model: torch.nn.Module, scheduler: Any, inputs: GradientInputs, options: GradientOptions
+) -> tuple[dict[str, torch.Tensor], GradientInputs, GradientOptions]:
+    """(trainable params, inputs on the model's device with their noise keys, options with the
+    output function resolved and the timesteps as a list of ints), checked."""
+    fn = _resolve_output_fn(options.output_fn)
+    params, ids, x0, cond, timesteps = _prepare_batch(
+        model, scheduler, inputs.x0, inputs.ids, options.timesteps, inputs.cond
+    )
+    keys = _noise_keys(ids, inputs.noise_keys)
+    resolved = dataclasses.replace(options, output_fn=fn, timesteps=timesteps)
+    return params, GradientInputs(x0, ids, cond, keys), resolved
+
+
 def _prepare_batch(
     model: torch.nn.Module,
     scheduler: Any,
@@ -242,32 +337,18 @@ def _noisy_samples(
 def per_sample_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    x0: torch.Tensor,
-    sample_ids: Sequence[int] | np.ndarray,
+    inputs: GradientInputs,
     timestep: int,
     output_fn: str | OutputFn,
     noise_seed: int,
-    cond: torch.Tensor | None = None,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
     """∇_θ f for each sample at one timestep: [B, P], P = number of trainable parameters.
 
-    Columns follow :func:`trainable_parameters` order, each parameter flattened. ``cond`` is the
-    ``encoder_hidden_states`` [B, L, D] of a conditional UNet, or None for ``UNet2DModel``.
-    ``noise_keys`` as in :func:`mean_gradients`. Gradients are in the model's dtype, on the
-    model's device.
+    Columns follow :func:`trainable_parameters` order, each parameter flattened. ``inputs`` as
+    in :class:`GradientInputs`. Gradients are in the model's dtype, on the model's device.
     """
-    return mean_gradients(
-        model,
-        scheduler,
-        x0,
-        sample_ids,
-        [timestep],
-        output_fn,
-        noise_seed,
-        cond,
-        noise_keys=noise_keys,
-    )
+    options = GradientOptions(output_fn=output_fn, timesteps=[timestep], noise_seed=noise_seed)
+    return mean_gradients(model, scheduler, inputs, options)
 
 
 def timesteps_per_call(
@@ -297,53 +378,36 @@ def _available_cuda_bytes(device: torch.device) -> int:
 def mean_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    x0: torch.Tensor,
-    sample_ids: Sequence[int] | np.ndarray,
-    timesteps: Sequence[int],
-    output_fn: str | OutputFn,
-    noise_seed: int,
-    cond: torch.Tensor | None = None,
-    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
-    normalize_timesteps: bool = False,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
+    inputs: GradientInputs,
+    options: GradientOptions,
 ) -> torch.Tensor:
-    """(1/K) Σ_t ∇_θ f at the K ``timesteps``, per sample: [B, P], columns as
+    """(1/K) Σ_t ∇_θ f at the K ``options.timesteps``, per sample: [B, P], columns as
     :func:`per_sample_gradients`.
 
-    With ``normalize_timesteps`` each per-timestep gradient is first scaled to unit norm,
-    g_t / (‖g_t‖₂ + 1e-8) (DAS, Lin et al. 2025), so the mean is (1/K) Σ_t g_t / ‖g_t‖; the
-    per-(sample, timestep) gradients are then formed, in blocks of at most
+    With ``options.normalize_timesteps`` each per-timestep gradient is first scaled to unit
+    norm, g_t / (‖g_t‖₂ + 1e-8) (DAS, Lin et al. 2025), so the mean is (1/K) Σ_t g_t / ‖g_t‖;
+    the per-(sample, timestep) gradients are then formed, in blocks of at most
     :data:`MAX_NORMALIZED_ELEMENTS` elements (:func:`_normalized_gradient_sum`).
-    Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``; the
-    keys (uint64, one per sample) come from :func:`diffattr.noise.feature_noise_keys`. Without
-    them the key is the sample id, unique only within one split (``independent`` keys add the
-    split, so a training row and a query never share noise by accident).
+    Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``, the
+    keys of ``inputs`` (:class:`GradientInputs`; its ids without them).
 
     One ``vmap`` over the samples evaluates the model on a chunk of timesteps of each sample at
-    once, so a call handles up to ``max_evaluations`` (sample, timestep) pairs and returns the
-    chunk's summed gradient directly; per-timestep gradient vectors are never formed. That is
-    about twice as fast as one ``vmap`` per timestep for the demo UNet on a CPU and equal to it
-    up to float rounding. On a CUDA device the first call takes one timestep and its peak memory
-    bounds the chunk size (:func:`timesteps_per_call`), so large models keep the memory of one
-    timestep per call. Lower ``max_evaluations`` to bound activation memory further.
+    once, so a call handles up to ``options.max_evaluations`` (sample, timestep) pairs and
+    returns the chunk's summed gradient directly; per-timestep gradient vectors are never
+    formed. That is about twice as fast as one ``vmap`` per timestep for the demo UNet on a CPU
+    and equal to it up to float rounding. On a CUDA device the first call takes one timestep and
+    its peak memory bounds the chunk size (:func:`timesteps_per_call`), so large models keep the
+    memory of one timestep per call. Lower ``max_evaluations`` to bound activation memory
+    further.
     """
-    fn = _resolve_output_fn(output_fn)
-    if not timesteps:
-        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
-    if (
-        isinstance(max_evaluations, bool)
-        or not isinstance(max_evaluations, int)
-        or (max_evaluations < 1)
-    ):
-        raise ConfigError(f"max_evaluations must be a positive integer, got {max_evaluations!r}")
-    params, ids, x0, cond, timesteps = _prepare_batch(
-        model, scheduler, x0, sample_ids, timesteps, cond
-    )
-    keys = _noise_keys(ids, noise_keys)
-    if normalize_timesteps:
-        return _normalized_gradient_sum(
-            model, scheduler, params, keys, x0, cond, timesteps, fn, noise_seed, max_evaluations
-        ).mul_(1.0 / len(timesteps))
+    params, inputs, options = _prepared(model, scheduler, inputs, options)
+    if options.normalize_timesteps:
+        return _normalized_gradient_sum(model, scheduler, params, inputs, options).mul_(
+            1.0 / len(options.timesteps)
+        )
+    fn, timesteps, noise_seed = options.output_fn, options.timesteps, options.noise_seed
+    max_evaluations = options.max_evaluations
+    ids, keys, x0, cond = inputs.ids, inputs.noise_keys, inputs.x0, inputs.cond
     batch, device = len(ids), x0.device
     probe = device.type == "cuda" and len(timesteps) > 1
     per_call = 1 if probe else timesteps_per_call(batch, max_evaluations)
@@ -382,53 +446,21 @@ def mean_gradients(
 def projected_mean_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    x0: torch.Tensor,
-    sample_ids: Sequence[int] | np.ndarray,
-    timesteps: Sequence[int],
-    output_fn: str | OutputFn,
-    noise_seed: int,
+    inputs: GradientInputs,
+    options: GradientOptions,
     projector: Any,
-    cond: torch.Tensor | None = None,
-    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
-    normalize_timesteps: bool = False,
 ) -> torch.Tensor:
     """The features of one batch: ``projector`` applied to (1/K) Σ_t ∇_θ f, [B, Z] float32.
 
     The one code path of every feature producer. A dense projector (:mod:`diffattr.projection`)
     projects :func:`mean_gradients`; a structured one
     (:mod:`diffattr.projection_structured`) goes through :func:`structured_mean_features`, which
-    never forms the [B, P] gradient. ``noise_keys`` and ``normalize_timesteps`` as in
-    :func:`mean_gradients` (structured: see :func:`structured_mean_features`).
+    never forms the [B, P] gradient. ``inputs`` and ``options`` as in :func:`mean_gradients`
+    (``normalize_timesteps`` structured: see :func:`structured_mean_features`).
     """
     if getattr(projector, "projection", "dense") == "structured":
-        return structured_mean_features(
-            model,
-            scheduler,
-            x0,
-            sample_ids,
-            timesteps,
-            output_fn,
-            noise_seed,
-            projector,
-            cond=cond,
-            max_evaluations=max_evaluations,
-            noise_keys=noise_keys,
-            normalize_timesteps=normalize_timesteps,
-        ).float()
-    mean_grad = mean_gradients(
-        model,
-        scheduler,
-        x0,
-        sample_ids,
-        timesteps,
-        output_fn,
-        noise_seed,
-        cond=cond,
-        max_evaluations=max_evaluations,
-        normalize_timesteps=normalize_timesteps,
-        noise_keys=noise_keys,
-    )
+        return structured_mean_features(model, scheduler, inputs, options, projector).float()
+    mean_grad = mean_gradients(model, scheduler, inputs, options)
     mean_grad = mean_grad.to(torch.float64 if mean_grad.dtype == torch.float64 else torch.float32)
     return projector.project(mean_grad).float()
 
@@ -436,41 +468,26 @@ def projected_mean_gradients(
 def structured_mean_features(
     model: torch.nn.Module,
     scheduler: Any,
-    x0: torch.Tensor,
-    sample_ids: Sequence[int] | np.ndarray,
-    timesteps: Sequence[int],
-    output_fn: str | OutputFn,
-    noise_seed: int,
+    inputs: GradientInputs,
+    options: GradientOptions,
     projector: Any,
-    cond: torch.Tensor | None = None,
-    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
-    normalize_timesteps: bool = False,
 ) -> torch.Tensor:
     """(1/K) Σ_t of the structured projections of ∇_θ f at (x0, t), [B, Z] in the model dtype.
 
     The (sample, timestep) pairs are evaluated as one plain batch per chunk of timesteps (up to
-    ``max_evaluations`` pairs); one backward pass down to the layer outputs gives every
+    ``options.max_evaluations`` pairs); one backward pass down to the layer outputs gives every
     per-evaluation projected gradient (``evaluation``, [B, k, Z] below) before the average.
 
-    ``normalize_timesteps``: the full ‖g_t‖ is never formed, so each projected φ_t is divided
-    by its Johnson-Lindenstrauss estimate ‖φ_t‖/√Z (E‖φ_t‖² = Z‖g_t‖², see
+    ``options.normalize_timesteps``: the full ‖g_t‖ is never formed, so each projected φ_t is
+    divided by its Johnson-Lindenstrauss estimate ‖φ_t‖/√Z (E‖φ_t‖² = Z‖g_t‖², see
     :mod:`diffattr.projection_structured`) plus 1e-8: an approximation of g_t/(‖g_t‖ + 1e-8)
     projected, with the dense path's scale.
     """
-    fn = _resolve_output_fn(output_fn)
-    if not timesteps:
-        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
-    if (
-        isinstance(max_evaluations, bool)
-        or not isinstance(max_evaluations, int)
-        or (max_evaluations < 1)
-    ):
-        raise ConfigError(f"max_evaluations must be a positive integer, got {max_evaluations!r}")
-    _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
-    keys = _noise_keys(ids, noise_keys)
+    _, inputs, options = _prepared(model, scheduler, inputs, options)
+    fn, timesteps, noise_seed = options.output_fn, options.timesteps, options.noise_seed
+    ids, keys, x0, cond = inputs.ids, inputs.noise_keys, inputs.x0, inputs.cond
     batch, device = len(ids), x0.device
-    most = max(1, max_evaluations // batch)
+    most = max(1, options.max_evaluations // batch)
     per_call = 1 if len(timesteps) > 1 else most  # the first call measures the activations
     total = None
     start = 0
@@ -493,7 +510,7 @@ def structured_mean_features(
 
             evaluation = projector.evaluation_features(model, run_loss, batch * count)
             evaluation = evaluation.reshape(batch, count, -1)
-            if normalize_timesteps:
+            if options.normalize_timesteps:
                 norms = torch.linalg.vector_norm(evaluation, dim=2, keepdim=True)
                 scale = math.sqrt(evaluation.shape[2])
                 evaluation = evaluation / (norms / scale + TIMESTEP_NORM_EPS)
@@ -530,20 +547,17 @@ def _normalized_gradient_sum(
     model: torch.nn.Module,
     scheduler: Any,
     params: dict[str, torch.Tensor],
-    ids: np.ndarray,
-    x0: torch.Tensor,
-    cond: torch.Tensor | None,
-    timesteps: list[int],
-    fn: OutputFn,
-    noise_seed: int,
-    max_evaluations: int,
+    inputs: GradientInputs,
+    options: GradientOptions,
 ) -> torch.Tensor:
     """Σ_t g_t / (‖g_t‖₂ + ε) per sample, [B, P]: one ``vmap`` over (sample, timestep) pairs.
 
-    ``ids`` are the samples' noise keys (:func:`_noise_keys`)."""
-    batch, device = len(ids), x0.device
+    ``inputs`` and ``options`` as :func:`_prepared` returns them."""
+    fn, timesteps, noise_seed = options.output_fn, options.timesteps, options.noise_seed
+    keys, x0, cond = inputs.noise_keys, inputs.x0, inputs.cond
+    batch, device = len(keys), x0.device
     grad_dim = sum(p.numel() for p in params.values())
-    per_call = timesteps_per_call(batch, max_evaluations)
+    per_call = timesteps_per_call(batch, options.max_evaluations)
     per_call = max(1, min(per_call, MAX_NORMALIZED_ELEMENTS // max(1, batch * grad_dim)))
     detached = {name: p.detach() for name, p in params.items()}
     in_dims = (None, 0, 0, None if cond is None else 0, 0)
@@ -558,7 +572,7 @@ def _normalized_gradient_sum(
         for start in range(0, len(timesteps), per_call):
             chunk = timesteps[start : start + per_call]
             count = len(chunk)
-            x_t, eps = _noisy_samples(scheduler, x0, ids, chunk, noise_seed)
+            x_t, eps = _noisy_samples(scheduler, x0, keys, chunk, noise_seed)
             pairs = batch * count
             t_pairs = torch.tensor(chunk * batch, dtype=torch.long, device=device)
             c_pairs = None if cond is None else cond.repeat_interleave(count, dim=0)
@@ -602,33 +616,31 @@ def _progress_reporter(
 def extract_features(
     model: torch.nn.Module,
     scheduler: Any,
-    images: torch.Tensor | np.ndarray,
-    sample_ids: Sequence[int] | np.ndarray,
-    output_fn: str,
-    timesteps: Sequence[int],
-    noise_seed: int,
+    inputs: GradientInputs,
+    options: GradientOptions,
     projector: Projector,
-    batch_size: int = 32,
-    cond: torch.Tensor | None = None,
-    progress: Callable[[int, int], Any] | Any | None = None,
-    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
-    normalize_timesteps: bool = False,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
+    runtime: BatchRuntime | None = None,
 ) -> np.ndarray:
-    """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is sample_ids[r].
+    """Projected mean-over-timesteps gradient features, float32 [n, Z]; row r is
+    ``inputs.ids[r]``.
 
-    ``normalize_timesteps``: average unit-norm per-timestep gradients (:func:`mean_gradients`).
+    ``inputs``: the images [n, C, H, W] (a tensor or an array), ids, condition and noise keys
+    (:class:`GradientInputs`; without keys the noise is keyed by the ids). ``options``: the
+    output function, timesteps, noise seed, per-timestep normalisation and evaluations per call
+    (:class:`GradientOptions`, :func:`mean_gradients`).
 
-    ``noise_keys`` [n]: row r's feature-noise key (:func:`diffattr.noise.feature_noise_keys`,
-    which applies the method's noise scheme); None keys the noise by ``sample_ids``.
-
-    For each batch: g = (1/K) Σ_t ∇_θ f at t (:func:`mean_gradients`, which evaluates up to
-    ``max_evaluations`` (sample, timestep) pairs per call), then ``projector.project(g)``. Rows do
-    not depend on ``batch_size`` or on the order of the samples. ``progress`` is None, a callable
-    ``progress(done, total)`` or a text stream for a tqdm bar; it is updated after each batch.
+    For each batch: g = (1/K) Σ_t ∇_θ f at t (:func:`mean_gradients`), then
+    ``projector.project(g)`` (:func:`projected_mean_gradients`). ``runtime``
+    (:class:`diffattr.settings.Runtime`; None: batches of 32, no progress) gives the batch size
+    and the progress: None, a callable ``progress(done, total)`` or a text stream for a tqdm
+    bar, updated after each batch; its device is not read (the model is already on one). Rows
+    do not depend on the batch size or on the order of the samples.
     """
-    fn = _resolve_output_fn(output_fn)
-    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    batch_size = 32 if runtime is None else runtime.batch_size
+    progress = None if runtime is None else runtime.progress
+    fn = _resolve_output_fn(options.output_fn)
+    ids = np.asarray(inputs.ids, dtype=np.int64).reshape(-1)
+    images, cond = inputs.x0, inputs.cond
     images = torch.as_tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
     if images.ndim != 4 or images.shape[0] != len(ids):
         raise ConfigError(
@@ -639,11 +651,7 @@ def extract_features(
         raise ConfigError(
             f"cond must be [n, L, D] with n = {len(ids)} (or None), got {tuple(cond.shape)}"
         )
-    timesteps = [int(t) for t in timesteps]
-    if not timesteps:
-        raise ConfigError("timesteps is empty; give at least one (see select_timesteps)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    timesteps = [int(t) for t in options.timesteps]
     grad_dim = num_trainable_parameters(model)
     if projector.grad_dim != grad_dim:
         raise ConfigError(
@@ -651,28 +659,16 @@ def extract_features(
             f"{grad_dim} trainable parameters"
         )
 
-    keys = _noise_keys(ids, noise_keys)
+    rows = GradientInputs(images, ids, cond, _noise_keys(ids, inputs.noise_keys))
+    batch_options = dataclasses.replace(options, output_fn=fn, timesteps=timesteps)
     n = len(ids)
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
     update, close = _progress_reporter(progress, n)
     try:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            batch_cond = None if cond is None else cond[start:stop]
-            feats = projected_mean_gradients(
-                model,
-                scheduler,
-                images[start:stop],
-                ids[start:stop],
-                timesteps,
-                fn,
-                noise_seed,
-                projector,
-                cond=batch_cond,
-                max_evaluations=max_evaluations,
-                normalize_timesteps=normalize_timesteps,
-                noise_keys=keys[start:stop],
-            )
+            batch = rows.rows(start, stop)
+            feats = projected_mean_gradients(model, scheduler, batch, batch_options, projector)
             out[start:stop] = feats.cpu().numpy()
             update(stop)
     finally:
@@ -741,6 +737,9 @@ __all__ = [
     "NOISE_PURPOSE",
     "SHARD_ATTRS",
     "TIMESTEP_STRATEGIES",
+    "BatchRuntime",
+    "GradientInputs",
+    "GradientOptions",
     "extract_features",
     "feature_name",
     "parse_feature_name",

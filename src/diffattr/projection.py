@@ -200,8 +200,8 @@ class CounterProjector:
         if not 0 <= index < self.num_blocks:
             raise ConfigError(f"block index {index} out of range 0..{self.num_blocks - 1}")
         start = index * self.block_size
-        rows = min(self.block_size, self.grad_dim - start)
-        return counter_matrix(self.key, rows, self.proj_dim, self.kind, device, dtype, start)
+        rows = range(start, min(start + self.block_size, self.grad_dim))
+        return counter_matrix(self.key, rows, self.proj_dim, self.kind, device, dtype)
 
     def matrix(self) -> torch.Tensor:
         """The whole [P, Z] matrix (for tests and small problems)."""

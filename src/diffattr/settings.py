@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
@@ -386,7 +386,8 @@ class LdsSettings(_FromParams):
 @dataclass(frozen=True, kw_only=True)
 class Runtime:
     """Values that change speed and memory, never results: the batch size, the device, the
-    number of threads and where progress is written.
+    number of threads and where progress is written (a text stream, the job's log; the
+    feature kernels also take a callback ``progress(done, total)``).
 
     ``device`` is also a param of every rule that has one (``config["device"]``), so that a new
     device reruns those jobs; the batch sizes are not params."""
@@ -394,7 +395,9 @@ class Runtime:
     batch_size: int
     device: str = _default("device")
     threads: int = 1
-    progress: IO[str] | None = field(default=None, compare=False, repr=False)
+    progress: IO[str] | Callable[[int, int], Any] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     #: config groups with a ``batch_size``
     GROUPS: ClassVar[tuple[str, ...]] = ("features", "measure", "generation", "clip")

@@ -4,7 +4,6 @@ merge), the Journey-TRAK trajectory and its features, and the CLIP embeddings.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import IO
 
 import numpy as np
 
@@ -71,23 +70,18 @@ def extract_features(
     steps = features.select_timesteps(s.K, s.t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
     projector = s.projector(model.denoiser)
+    options = features.GradientOptions(
+        output_fn=output_fn,
+        timesteps=steps,
+        noise_seed=s.noise_seed,
+        normalize_timesteps=normalize_timesteps,
+    )
     parts = []
     for chunk, x0, cond in encoded_queries(model, images, captions, runtime.batch_size):
+        inputs = features.GradientInputs(x0, ids[chunk], cond, noise_keys[chunk])
         parts.append(
             features.extract_features(
-                model.denoiser,
-                scheduler,
-                x0,
-                ids[chunk],
-                output_fn,
-                steps,
-                s.noise_seed,
-                projector,
-                runtime.batch_size,
-                cond=cond,
-                progress=runtime.progress,
-                normalize_timesteps=normalize_timesteps,
-                noise_keys=noise_keys[chunk],
+                model.denoiser, scheduler, inputs, options, projector, runtime
             )
         )
     matrix = np.concatenate(parts, axis=0)
@@ -207,18 +201,16 @@ def extract_trajectory_features(
         cond = model.condition(load_query_captions("gen", "", samples_path))
     grad_dim = features.num_trainable_parameters(model.denoiser)
     projector = settings.projector(model.denoiser)
+    options = features.GradientOptions(
+        output_fn=output_fn, timesteps=timesteps, noise_seed=noise_seed
+    )
     matrix = trajectory_gradients(
         model.denoiser,
         model.scheduler,
-        trajectory,
-        timesteps,
-        ids,
-        output_fn,
-        noise_seed,
+        features.GradientInputs(trajectory, ids, cond),
+        options,
         projector,
-        runtime.batch_size,
-        cond=cond,
-        progress=runtime.progress,
+        runtime,
     )
     attrs = {
         "split": "gen",
@@ -243,13 +235,14 @@ def embed_clip(
     dataset_path: str,
     samples_path: str | None,
     out_path: str,
+    *,
     split: str,
     weights: str | None,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
+    runtime: Runtime,
 ) -> None:
-    """Embed one split (train, val or gen) with CLIP; written like a feature file."""
+    """Embed one split (train, val or gen) with CLIP; written like a feature file.
+
+    ``runtime``: the CLIP batch size, the device and the progress stream."""
     from diffattr import store
     from diffattr.clip import ClipEncoder
     from diffattr.models import resolve_device
@@ -259,9 +252,9 @@ def embed_clip(
     if reason:
         raise ConfigError(f"cannot compute CLIP embeddings: {reason}")
     images, ids = load_queries(split, dataset_path, samples_path)
-    device = str(resolve_device(device))
-    encoder = ClipEncoder(weights, device, batch_size)
-    embeddings = encoder(images, progress)
+    device = str(resolve_device(runtime.device))
+    encoder = ClipEncoder(weights, device, runtime.batch_size)
+    embeddings = encoder(images, runtime.progress)
     attrs = {
         "split": split,
         "clip_model": encoder.description,

@@ -175,6 +175,35 @@ class Method:
             "lds_sign": int(self.lds_sign),
         }
 
+    def write_score_grid(
+        self,
+        job: ScoreJob,
+        scores: np.ndarray,
+        lambdas: Sequence[float],
+        train_ids: np.ndarray,
+        test_ids: np.ndarray,
+        extra_attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write [L, n, N] (or one [n, N] matrix, stored as L = 1) to ``job.out_path`` with this
+        method's provenance (:meth:`score_attrs`)."""
+        grid = np.asarray(scores, dtype=np.float32)
+        if grid.ndim == 2:
+            grid = grid[None]
+        lambdas = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+        expected = (lambdas.size, len(test_ids), len(train_ids))
+        if grid.shape != expected:
+            raise FeatureMismatchError(
+                f"{job.method}: scores {grid.shape} do not match [L, n, N] = {expected}"
+            )
+        attrs = {
+            **self.score_attrs(job),
+            "score_kind": self.kind,
+            "n_train": int(grid.shape[2]),
+            "n_test": int(grid.shape[1]),
+            **(extra_attrs or {}),
+        }
+        write_scores(job.out_path, grid, lambdas, train_ids, test_ids, attrs)
+
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -198,38 +227,6 @@ def get_method(kind: str) -> Method:
 
 def method_kinds() -> list[str]:
     return sorted(_REGISTRY)
-
-
-# --------------------------------------------------------------------------- writing scores
-
-
-def write_score_grid(
-    job: ScoreJob,
-    method: Method,
-    scores: np.ndarray,
-    lambdas: Sequence[float],
-    train_ids: np.ndarray,
-    test_ids: np.ndarray,
-    extra_attrs: Mapping[str, Any] | None = None,
-) -> None:
-    """Write [L, n, N] (or one [n, N] matrix, stored as L = 1) with the method's provenance."""
-    grid = np.asarray(scores, dtype=np.float32)
-    if grid.ndim == 2:
-        grid = grid[None]
-    lambdas = np.asarray(lambdas, dtype=np.float64).reshape(-1)
-    expected = (lambdas.size, len(test_ids), len(train_ids))
-    if grid.shape != expected:
-        raise FeatureMismatchError(
-            f"{job.method}: scores {grid.shape} do not match [L, n, N] = {expected}"
-        )
-    attrs = {
-        **method.score_attrs(job),
-        "score_kind": method.kind,
-        "n_train": int(grid.shape[2]),
-        "n_test": int(grid.shape[1]),
-        **(extra_attrs or {}),
-    }
-    write_scores(job.out_path, grid, lambdas, train_ids, test_ids, attrs)
 
 
 # --------------------------------------------------------------------------- param checks

@@ -21,7 +21,6 @@ from diffattr.methods.base import (
     one_of,
     positive_numbers,
     register,
-    write_score_grid,
 )
 from diffattr.methods.readout import READOUT_PARAM, apply_readout
 
@@ -108,9 +107,8 @@ class EKFAC(Method):
             noise_shard_rows=int(geometry.get("shard_rows", 0)),
         )
         readout = job.params.get("readout", "signed")
-        write_score_grid(
+        self.write_score_grid(
             job,
-            self,
             apply_readout(scores, readout),
             job.params["dampings"],
             train_ids,

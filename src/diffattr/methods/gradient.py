@@ -32,7 +32,6 @@ from diffattr.methods.base import (
     features_need,
     method_noise,
     register,
-    write_score_grid,
 )
 from diffattr.methods.trak import (
     OUTPUT_FN_PARAM,
@@ -109,9 +108,8 @@ class CheckpointSimilarity(Method):
             train_ids, test_ids = train.ids, test.ids
             scores = similarity(test.features, train.features, self.cosine)
             total = scores if total is None else total + scores
-        write_score_grid(
+        self.write_score_grid(
             job,
-            self,
             total / len(train_paths),
             [NO_LAMBDA],
             train_ids,

@@ -17,14 +17,20 @@ A simplified "The Journey, Not the Destination" (Georgiev et al. 2023), for gene
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffattr.errors import ConfigError
 from diffattr.methods.base import Need, features_need, method_noise, register
 from diffattr.methods.readout import READOUT_PARAM
 from diffattr.methods.trak import OUTPUT_FN_PARAM, TrakKernel
+
+if TYPE_CHECKING:
+    from diffattr.features import GradientInputs, GradientOptions
+    from diffattr.settings import Runtime
 
 #: What the training features and the trajectory features must share (not the timesteps).
 CHECK_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "noise_seed", "model_digest")
@@ -53,32 +59,38 @@ class JourneyTrak(TrakKernel):
 def trajectory_gradients(
     denoiser: Any,
     scheduler: Any,
-    trajectory: np.ndarray,
-    timesteps: np.ndarray,
-    sample_ids: np.ndarray,
-    output_fn: str,
-    noise_seed: int,
+    trajectory: GradientInputs,
+    options: GradientOptions,
     projector: Any,
-    batch_size: int,
-    cond: Any = None,
-    progress: IO[str] | None = None,
+    runtime: Runtime,
 ) -> np.ndarray:
     """Projected mean over steps i of ∇θ f at (x̂0_i, t_i): float32 [n, Z].
+
+    ``trajectory.x0`` is the recorded x̂0 trajectory [n, steps, C, H, W], with the samples'
+    ids and the [n, L, D] caption embeddings ``cond`` of a conditional model (or None); the
+    noise is always keyed by the ``independent`` scheme on the ``gen`` split (module
+    docstring), so it takes no noise keys. ``options.timesteps`` are the steps' timesteps t_i;
+    each step's gradient is taken with ``options`` at its own timestep. ``runtime`` gives the
+    batch size and the progress stream.
 
     A dense projector projects the mean [B, P] gradient once; a structured one projects each
     step with :func:`diffattr.features.projected_mean_gradients` (never forming [B, P]) and
     averages: the projection is linear, so both are the projection of the mean gradient.
-
-    ``trajectory`` is [n, steps, C, H, W]; ``cond`` the [n, L, D] caption embeddings of a
-    conditional model (or None).
     """
     import torch
     from tqdm import tqdm
 
-    from diffattr.features import mean_gradients, projected_mean_gradients
+    from diffattr.features import GradientInputs, mean_gradients, projected_mean_gradients
     from diffattr.noise import feature_noise_keys
 
-    n = trajectory.shape[0]
+    if trajectory.noise_keys is not None:
+        raise ConfigError(
+            "trajectory features key their noise by the independent scheme on the gen split; "
+            "pass the trajectory without noise_keys"
+        )
+    x0_trajectory, sample_ids, cond = trajectory.x0, trajectory.ids, trajectory.cond
+    timesteps, batch_size, progress = options.timesteps, runtime.batch_size, runtime.progress
+    n = x0_trajectory.shape[0]
     keys = feature_noise_keys("independent", "gen", sample_ids, np.arange(n))
     structured = getattr(projector, "projection", "dense") == "structured"
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
@@ -87,16 +99,15 @@ def trajectory_gradients(
         batch_cond = None if cond is None else cond[start:stop]
         total = None
         for step, t in enumerate(timesteps):
-            x0 = torch.from_numpy(np.ascontiguousarray(trajectory[start:stop, step]))
-            args = (denoiser, scheduler, x0, sample_ids[start:stop], [int(t)], output_fn)
+            x0 = torch.from_numpy(np.ascontiguousarray(x0_trajectory[start:stop, step]))
+            inputs = GradientInputs(x0, sample_ids[start:stop], batch_cond, keys[start:stop])
+            step_options = dataclasses.replace(options, timesteps=[int(t)])
             if structured:
                 part = projected_mean_gradients(
-                    *args, noise_seed, projector, cond=batch_cond, noise_keys=keys[start:stop]
+                    denoiser, scheduler, inputs, step_options, projector
                 )
             else:  # sum the [B, P] gradients, project once
-                part = mean_gradients(
-                    *args, noise_seed, cond=batch_cond, noise_keys=keys[start:stop]
-                ).float()
+                part = mean_gradients(denoiser, scheduler, inputs, step_options).float()
             total = part if total is None else total.add_(part)
         total = total.div_(len(timesteps))
         out[start:stop] = (total if structured else projector.project(total)).cpu().numpy()

@@ -35,7 +35,6 @@ from diffattr.methods.base import (
     positive_int,
     positive_numbers,
     register,
-    write_score_grid,
 )
 
 
@@ -152,7 +151,7 @@ class RetrainFit(Method):
         truth = first_models(truth, job.params["num_models"])
         scores, extra = self.fit(truth.masks, truth.measured, job.params)
         extra["num_models_used"] = int(truth.masks.shape[0])
-        write_score_grid(job, self, scores, [NO_LAMBDA], truth.train_ids, truth.ids, extra)
+        self.write_score_grid(job, scores, [NO_LAMBDA], truth.train_ids, truth.ids, extra)
 
 
 @register

@@ -26,7 +26,6 @@ from diffattr.methods.base import (
     Need,
     ScoreJob,
     register,
-    write_score_grid,
 )
 from diffattr.methods.gradient import similarity
 
@@ -71,7 +70,7 @@ class RawSimilarity(Method):
         train, train_ids = raw_inputs("train", *files)
         test, test_ids = raw_inputs(job.split, *files)
         scores = similarity(test, train, self.cosine)
-        write_score_grid(job, self, scores, [NO_LAMBDA], train_ids, test_ids)
+        self.write_score_grid(job, scores, [NO_LAMBDA], train_ids, test_ids)
 
 
 @register
@@ -115,7 +114,7 @@ class ClipSimilarity(Method):
             job.one_input("train"), job.one_input("test"), CLIP_CHECK_KEYS
         )
         scores = similarity(test.features, train.features, self.cosine)
-        write_score_grid(job, self, scores, [NO_LAMBDA], train.ids, test.ids)
+        self.write_score_grid(job, scores, [NO_LAMBDA], train.ids, test.ids)
 
 
 @register
