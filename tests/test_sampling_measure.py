@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from diffattr.errors import ConfigError
 from diffattr.measure import measure_losses, timestep_grid
 from diffattr.models import build_scheduler, build_unet
 from diffattr.noise import sample_noise
-from diffattr.sampling import ddim_sample, image_grid, initial_noise, sample_seeds
+from diffattr.sampling import DdimSettings, ddim_sample, image_grid, initial_noise, sample_seeds
 from tests.conftest import SCHEDULER
 
 
@@ -25,10 +27,11 @@ def test_sample_seeds_follow_the_reference_convention():
 def test_one_sample_regenerates_alone(tiny_unet_config):
     model, scheduler = _model(tiny_unet_config)
     seeds = sample_seeds(4, 0)
-    together = ddim_sample(model, scheduler, seeds, steps=4, batch_size=4)["images"]
-    alone = ddim_sample(model, scheduler, seeds[2:3], steps=4, batch_size=1)["images"]
+    four, one = DdimSettings(steps=4, batch_size=4), DdimSettings(steps=4, batch_size=1)
+    together = ddim_sample(model, scheduler, seeds, four)["images"]
+    alone = ddim_sample(model, scheduler, seeds[2:3], one)["images"]
     np.testing.assert_allclose(together[2], alone[0], atol=1e-5)
-    again = ddim_sample(model, scheduler, seeds, steps=4, batch_size=4)["images"]
+    again = ddim_sample(model, scheduler, seeds, four)["images"]
     assert np.array_equal(together, again)
     assert together.min() >= -1 and together.max() <= 1
 
@@ -41,9 +44,16 @@ def test_initial_noise_is_per_seed():
 
 def test_trajectory_has_one_prediction_per_step(tiny_unet_config):
     model, scheduler = _model(tiny_unet_config)
-    out = ddim_sample(model, scheduler, sample_seeds(2, 0), steps=3, trajectory=True)
+    out = ddim_sample(model, scheduler, sample_seeds(2, 0), DdimSettings(steps=3), trajectory=True)
     assert out["x0_trajectory"].shape == (2, 3, 1, 8, 8)
     assert len(out["trajectory_timesteps"]) == 3
+
+
+def test_bad_ddim_settings_are_refused():
+    with pytest.raises(ConfigError, match=r"generation\.steps = 0 must be at least 1"):
+        DdimSettings(steps=0)
+    with pytest.raises(ConfigError, match="DdimSettings.batch_size = 0"):
+        DdimSettings(batch_size=0)
 
 
 def test_image_grid_shape():
