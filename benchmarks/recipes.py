@@ -24,8 +24,8 @@ from diffattr import data
 from diffattr.jobs.generate import save_png
 from diffattr.models import load_diffusion_model
 from diffattr.sample_quality import quality_record, sample_sheet
-from diffattr.sampling import generate, sample_seeds
-from diffattr.training import TrainingSettings, train_model
+from diffattr.sampling import DdimSettings, generate, sample_seeds
+from diffattr.training import TrainingRun, TrainingSettings, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"block_out_channels": [16, 32]}
@@ -71,15 +71,14 @@ def main() -> None:
                 settings,
                 unet_cfg,
                 schema_scheduler,
-                Path(tmp) / "m",
-                Path(tmp) / "ck",
+                TrainingRun(Path(tmp) / "m", Path(tmp) / "ck"),
                 dropout=config["model"]["dropout"],
             )
             train_cpu = time.process_time() - cpu
             model = load_diffusion_model(Path(tmp) / "m")
             params = sum(p.numel() for p in model.denoiser.parameters())
             cpu = time.process_time()
-            images = generate(model, sample_seeds(100, 0), 50)["images"]
+            images = generate(model, sample_seeds(100, 0), DdimSettings(steps=50))["images"]
             gen_cpu = time.process_time() - cpu
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)

@@ -953,7 +953,7 @@ def stacked_training(
 
 
 def bench_training(settings: Settings) -> list[Comparison]:
-    from diffattr.training import TrainingSettings, train_model
+    from diffattr.training import TrainingRun, TrainingSettings, train_model
 
     config = demo_config()
     steps = 3 if settings.quick else 200 if settings.device.type == "cuda" else 20
@@ -976,10 +976,8 @@ def bench_training(settings: Settings) -> list[Comparison]:
                 training,
                 config["model"]["unet"],
                 config["scheduler"],
-                Path(tmp) / "model",
-                Path(tmp) / "checkpoints",
+                TrainingRun(Path(tmp) / "model", Path(tmp) / "checkpoints", stop_after=steps),
                 config["model"]["dropout"],
-                stop_after=steps,
             )
 
     stack = 4

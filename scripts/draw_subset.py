@@ -2,15 +2,11 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.data import draw_subset
+from diffattr.settings import SubsetSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     draw_subset(
         snakemake.input.dataset,
         snakemake.output.subset,
-        p.pool,
-        p.k,
-        p.alpha,
-        p.pool_seed,
-        p.stratify,
+        settings=SubsetSettings.from_params(snakemake.params),
     )

@@ -2,20 +2,16 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.train import train_main
+from diffattr.settings import TrainingRecipe, TrainingRuntime
 
 p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = TrainingRuntime.from_snakemake(snakemake)
+with job_logging(snakemake.log[0], runtime.threads) as log:
     train_main(
         snakemake.input.dataset,
         snakemake.output.model,
         list(snakemake.output.snapshots),
-        p.snapshot_steps,
-        p.snapshot_staging,
-        p.checkpoint_dir,
-        p.model,
-        p.scheduler,
-        p.training,
-        p.seed,
-        p.device,
-        progress=log,
+        snapshot_steps=p.snapshot_steps,
+        settings=TrainingRecipe.from_params(p),
+        runtime=runtime.logging_to(log),
     )

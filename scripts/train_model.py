@@ -1,19 +1,15 @@
-"""Snakemake adapter: train the main model or one subset model (resumable)."""
+"""Snakemake adapter: train one subset (or counterfactual) model (resumable)."""
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.train import train_model
+from diffattr.settings import TrainingRecipe, TrainingRuntime
 
-p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads) as log:
+runtime = TrainingRuntime.from_snakemake(snakemake)
+with job_logging(snakemake.log[0], runtime.threads) as log:
     train_model(
         snakemake.input.dataset,
+        snakemake.input.get("subset"),
         snakemake.output.model,
-        p.checkpoint_dir,
-        p.model,
-        p.scheduler,
-        p.training,
-        p.seed,
-        p.device,
-        subset_path=snakemake.input.get("subset"),
-        progress=log,
+        settings=TrainingRecipe.from_params(snakemake.params),
+        runtime=runtime.logging_to(log),
     )

@@ -136,13 +136,14 @@ def test_feature_files_from_different_projections_or_models(tmp_path, change, na
 
 
 def test_nan_loss_during_training(tmp_path, tiny_unet_config):
-    from diffattr.training import TrainingSettings, train_model
+    from diffattr.training import TrainingRun, TrainingSettings, train_model
 
     images = np.random.default_rng(0).uniform(-1, 1, size=(16, 1, 8, 8)).astype(np.float32)
     images[5] = np.nan
     settings = TrainingSettings(epochs=2, batch_size=8, lr=1e-3, checkpoint_every=1, device="cpu")
     with pytest.raises(TrainingError, match=r"loss became nan at step \d+ of 4.*kept in"):
-        train_model(images, settings, tiny_unet_config, SCHEDULER, tmp_path / "m", tmp_path / "ck")
+        run = TrainingRun(tmp_path / "m", tmp_path / "ck")
+        train_model(images, settings, tiny_unet_config, SCHEDULER, run)
     assert (tmp_path / "ck" / "state.pt").exists(), "the checkpoint before the bad step is kept"
     assert not (tmp_path / "m").exists()
 

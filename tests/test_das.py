@@ -21,6 +21,7 @@ from diffattr.files import read_scores
 from diffattr.methods import ScoreJob, get_method, validate_methods
 from diffattr.noise import sample_noise
 from diffattr.projection import make_projector
+from diffattr.queries import QueryRows
 from diffattr.residuals import das_weights, residual_profile
 from tests.test_features import images, tiny_unet
 
@@ -78,7 +79,7 @@ def test_das_weights_definition():
 def test_residual_profile_matches_a_per_sample_loop(scheduler):
     model = tiny_unet().double()
     x0, ids = images(3).double(), [5, 0, 2]
-    fast = residual_profile(model, scheduler, x0, ids, STEPS, 0, max_evaluations=5)
+    fast = residual_profile(model, scheduler, QueryRows(x0, ids), STEPS, 0, max_evaluations=5)
     slow = slow_weights(model, scheduler, x0, ids, STEPS)
     np.testing.assert_allclose(das_weights(fast.numpy()), slow, rtol=1e-9)
 
@@ -116,7 +117,7 @@ def test_das_scores_match_the_definition(tmp_path, scheduler, readout):
     for name, x, ids in (("train", x_train, train_ids), ("val", x_test, test_ids)):
         feats = extract_features(model, scheduler, GradientInputs(x, ids), options, projector)
         _write(tmp_path / f"{name}.h5", feats, ids, {**attrs, "split": name})
-    r = residual_profile(model, scheduler, x_train, train_ids, STEPS, 0).numpy()
+    r = residual_profile(model, scheduler, QueryRows(x_train, train_ids), STEPS, 0).numpy()
     store.write_h5(
         tmp_path / "res.h5",
         {"residuals": r, "weights": das_weights(r), "ids": train_ids, "timesteps": STEPS},

@@ -568,6 +568,7 @@ def test_snapshot_steps_and_train_main(tmp_path, tiny_unet_config):
     from diffattr.data import prepare_dataset
     from diffattr.jobs.train import train_main
     from diffattr.models import load_model
+    from diffattr.settings import TrainingRecipe, TrainingRuntime, TrainingSettings
     from diffattr.snapshots import snapshot_steps
 
     assert snapshot_steps(10, 100, 32) == [10, 20, 30]  # 40 steps
@@ -592,14 +593,15 @@ def test_snapshot_steps_and_train_main(tmp_path, tiny_unet_config):
         str(dataset),
         str(tmp_path / "models" / "main"),
         targets,
-        steps,
-        str(tmp_path / "staging"),
-        str(tmp_path / "ckpt"),
-        {"unet": tiny_unet_config, "dropout": 0.0},
-        {"num_train_timesteps": 1000},
-        training,
-        0,
-        "cpu",
+        snapshot_steps=steps,
+        settings=TrainingRecipe(
+            model={"unet": tiny_unet_config, "dropout": 0.0},
+            scheduler={"num_train_timesteps": 1000},
+            training=TrainingSettings(**training, seed=0, device="cpu"),
+        ),
+        runtime=TrainingRuntime(
+            checkpoint_dir=str(tmp_path / "ckpt"), staging_dir=str(tmp_path / "staging")
+        ),
     )
     weights = [
         next(load_model(path)[0].parameters()).detach().clone()

@@ -68,8 +68,8 @@ def test_training_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
             if self.saved_step >= 4:
                 kill_self()
         training.Checkpointer.save = save_then_maybe_die
-        training.train_model(images, settings, TINY_UNET, SCHEDULER, {str(tmp_path / "m")!r},
-                             {str(tmp_path / "ck")!r}, 0.1)
+        run = training.TrainingRun({str(tmp_path / "m")!r}, {str(tmp_path / "ck")!r})
+        training.train_model(images, settings, TINY_UNET, SCHEDULER, run, 0.1)
         """,
     )
     assert not (tmp_path / "m").exists()
@@ -82,12 +82,10 @@ def test_training_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
     settings = training.TrainingSettings(
         epochs=3, batch_size=8, lr=1e-3, checkpoint_every=2, device="cpu", seed=7
     )
-    training.train_model(
-        images, settings, TINY_UNET, SCHEDULER, tmp_path / "m", tmp_path / "ck", 0.1
-    )
-    training.train_model(
-        images, settings, TINY_UNET, SCHEDULER, tmp_path / "ref", tmp_path / "ck2", 0.1
-    )
+    resumed = training.TrainingRun(tmp_path / "m", tmp_path / "ck")
+    training.train_model(images, settings, TINY_UNET, SCHEDULER, resumed, 0.1)
+    fresh = training.TrainingRun(tmp_path / "ref", tmp_path / "ck2")
+    training.train_model(images, settings, TINY_UNET, SCHEDULER, fresh, 0.1)
     a, b = _weights(tmp_path / "m"), _weights(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from diffattr.measure import measure_losses, timestep_grid
+from diffattr.errors import ConfigError
+from diffattr.measure import Measurement, measure_losses, timestep_grid
 from diffattr.models import build_scheduler, build_unet
 from diffattr.noise import sample_noise
-from diffattr.sampling import ddim_sample, image_grid, initial_noise, sample_seeds
+from diffattr.queries import QueryRows
+from diffattr.sampling import DdimSettings, ddim_sample, image_grid, initial_noise, sample_seeds
 from tests.conftest import SCHEDULER
 
 
@@ -25,10 +28,11 @@ def test_sample_seeds_follow_the_reference_convention():
 def test_one_sample_regenerates_alone(tiny_unet_config):
     model, scheduler = _model(tiny_unet_config)
     seeds = sample_seeds(4, 0)
-    together = ddim_sample(model, scheduler, seeds, steps=4, batch_size=4)["images"]
-    alone = ddim_sample(model, scheduler, seeds[2:3], steps=4, batch_size=1)["images"]
+    four, one = DdimSettings(steps=4, batch_size=4), DdimSettings(steps=4, batch_size=1)
+    together = ddim_sample(model, scheduler, seeds, four)["images"]
+    alone = ddim_sample(model, scheduler, seeds[2:3], one)["images"]
     np.testing.assert_allclose(together[2], alone[0], atol=1e-5)
-    again = ddim_sample(model, scheduler, seeds, steps=4, batch_size=4)["images"]
+    again = ddim_sample(model, scheduler, seeds, four)["images"]
     assert np.array_equal(together, again)
     assert together.min() >= -1 and together.max() <= 1
 
@@ -41,9 +45,23 @@ def test_initial_noise_is_per_seed():
 
 def test_trajectory_has_one_prediction_per_step(tiny_unet_config):
     model, scheduler = _model(tiny_unet_config)
-    out = ddim_sample(model, scheduler, sample_seeds(2, 0), steps=3, trajectory=True)
+    out = ddim_sample(model, scheduler, sample_seeds(2, 0), DdimSettings(steps=3), trajectory=True)
     assert out["x0_trajectory"].shape == (2, 3, 1, 8, 8)
     assert len(out["trajectory_timesteps"]) == 3
+
+
+def test_bad_ddim_settings_are_refused():
+    with pytest.raises(ConfigError, match=r"generation\.steps = 0 must be at least 1"):
+        DdimSettings(steps=0)
+    with pytest.raises(ConfigError, match="DdimSettings.batch_size = 0"):
+        DdimSettings(batch_size=0)
+
+
+def test_bad_measurements_and_rows_are_refused():
+    with pytest.raises(ConfigError, match="Measurement.noise_seeds is empty"):
+        Measurement(timesteps=[0], noise_seeds=[], purpose="m")
+    with pytest.raises(ConfigError, match="QueryRows.ids has 2 rows for the 3 rows of x0"):
+        QueryRows(np.zeros((3, 1, 8, 8)), [0, 1])
 
 
 def test_image_grid_shape():
@@ -62,11 +80,15 @@ def test_measured_loss_matches_direct_formula_and_ignores_batching(tiny_unet_con
     images = rng.uniform(-1, 1, (5, 1, 8, 8)).astype(np.float32)
     ids = np.array([10, 11, 12, 13, 14])
     grid = np.array([0, 500, 999])
-    batched = measure_losses(model, scheduler, images, ids, grid, [0, 1], "test", batch_size=5)
-    single = measure_losses(model, scheduler, images, ids, grid, [0, 1], "test", batch_size=2)
+    rows, measurement = (
+        QueryRows(images, ids),
+        Measurement(timesteps=grid, noise_seeds=[0, 1], purpose="test"),
+    )
+    batched = measure_losses(model, scheduler, rows, measurement, batch_size=5)
+    single = measure_losses(model, scheduler, rows, measurement, batch_size=2)
     np.testing.assert_allclose(batched, single, rtol=1e-5)
     # Reversed order: each sample keeps its own noise.
-    reverse = measure_losses(model, scheduler, images[::-1], ids[::-1], grid, [0, 1], "test")
+    reverse = measure_losses(model, scheduler, QueryRows(images[::-1], ids[::-1]), measurement)
     np.testing.assert_allclose(batched, reverse[:, ::-1], rtol=1e-5)
     # Direct, one sample at a time.
     expected = np.zeros((2, 5))
@@ -84,17 +106,18 @@ def test_measured_loss_matches_direct_formula_and_ignores_batching(tiny_unet_con
     assert not np.allclose(batched[0], batched[1])
 
 
-def _inline_loss(model, scheduler, images, ids, grid, seeds, purpose):
+def _inline_loss(model, scheduler, rows: QueryRows, measurement: Measurement):
     """The measured loss as measure.py computed it before it took the output from
     diffattr.outputs: the oracle of bit-identity."""
+    ids, grid, seeds = rows.ids, measurement.timesteps, measurement.noise_seeds
     alphas = scheduler.alphas_cumprod.to(torch.float64)
-    x0 = torch.from_numpy(images)
+    x0 = torch.from_numpy(rows.x0)
     totals = np.zeros((len(seeds), len(ids)))
     with torch.no_grad():
         for e, seed in enumerate(seeds):
             for t in grid:
                 a = float(alphas[int(t)])
-                noise = sample_noise(purpose, seed, int(t), ids, x0.shape[1:])
+                noise = sample_noise(measurement.purpose, seed, int(t), ids, x0.shape[1:])
                 noisy = (a**0.5) * x0 + ((1 - a) ** 0.5) * noise
                 eps = model(noisy, torch.full((len(ids),), int(t))).sample.float()
                 totals[e] += ((eps - noise) ** 2).flatten(1).mean(1).double().numpy()
@@ -104,11 +127,13 @@ def _inline_loss(model, scheduler, images, ids, grid, seeds, purpose):
 def test_the_registered_loss_measures_the_inline_loss_bit_for_bit(tiny_unet_config):
     model, scheduler = _model(tiny_unet_config)
     images = np.random.default_rng(2).uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
-    ids, grid = np.array([3, 1, 4, 5]), np.array([0, 137, 612, 999])
-    measured = measure_losses(model, scheduler, images, ids, grid, [0, 2], "m", batch_size=4)
-    assert np.array_equal(measured, _inline_loss(model, scheduler, images, ids, grid, [0, 2], "m"))
-    by_name = measure_losses(model, scheduler, images, ids, grid, [0, 2], "m", 4, output_fn="loss")
-    assert np.array_equal(measured, by_name)
+    rows = QueryRows(images, np.array([3, 1, 4, 5]))
+    grid = np.array([0, 137, 612, 999])
+    default = Measurement(timesteps=grid, noise_seeds=[0, 2], purpose="m")
+    measured = measure_losses(model, scheduler, rows, default, batch_size=4)
+    assert np.array_equal(measured, _inline_loss(model, scheduler, rows, default))
+    named = Measurement(timesteps=grid, noise_seeds=[0, 2], purpose="m", output_fn="loss")
+    assert np.array_equal(measured, measure_losses(model, scheduler, rows, named, batch_size=4))
 
 
 def test_any_registered_output_function_is_measured(tiny_unet_config):
@@ -116,17 +141,20 @@ def test_any_registered_output_function_is_measured(tiny_unet_config):
 
     model, scheduler = _model(tiny_unet_config)
     images = np.random.default_rng(3).uniform(-1, 1, (3, 1, 8, 8)).astype(np.float32)
-    ids, grid = np.array([7, 8, 9]), np.array([10, 500])
-    args = (model, scheduler, images, ids, grid, [0], "m")
-    loss = measure_losses(*args)
-    elbo = measure_losses(*args, output_fn="elbo_loss")
-    square = measure_losses(*args, output_fn="square")
+    rows = QueryRows(images, np.array([7, 8, 9]))
+
+    def measured(output_fn="loss", grid=(10, 500)):
+        measurement = Measurement(
+            timesteps=np.array(grid), noise_seeds=[0], purpose="m", output_fn=output_fn
+        )
+        return measure_losses(model, scheduler, rows, measurement)
+
+    loss, elbo, square = measured(), measured("elbo_loss"), measured("square")
     assert not np.allclose(loss, elbo) and not np.allclose(loss, square)
     # a function, not only a name: the same value as its registered name
-    assert np.array_equal(square, measure_losses(*args, output_fn=get_output_fn("square")))
+    assert np.array_equal(square, measured(get_output_fn("square")))
     # elbo_loss = w_t x loss per timestep, so with one timestep the ratio is w_t
-    one = (model, scheduler, images, ids, np.array([500]), [0], "m")
-    ratio = measure_losses(*one, output_fn="elbo_loss") / measure_losses(*one)
+    ratio = measured("elbo_loss", grid=[500]) / measured(grid=[500])
     from diffattr.outputs import elbo_weights
 
     np.testing.assert_allclose(ratio, float(elbo_weights(scheduler, torch.tensor([500]))[0]))

@@ -32,7 +32,7 @@ from diffattr.models import (
     resolve_base_model,
 )
 from diffattr.queries import load_query_captions
-from diffattr.sampling import assign_prompts, generate, sample_seeds
+from diffattr.sampling import DdimSettings, assign_prompts, generate, sample_seeds
 from diffattr.settings import (
     FeatureSettings,
     GenerationSettings,
@@ -40,7 +40,7 @@ from diffattr.settings import (
     Runtime,
     SplitRows,
 )
-from diffattr.training import LatentBatches, TrainingSettings, train_diffusion_model
+from diffattr.training import LatentBatches, TrainingRun, TrainingSettings, train_diffusion_model
 from tests.sd_fixture import build_captioned_imagefolder, build_tiny_sd
 from tests.workflow_utils import ROOT, planned_jobs, snakemake, write_config
 
@@ -85,9 +85,8 @@ def trained(base, tmp_path_factory) -> Path:
     """A LoRA model trained for a few steps, so its adapters are no longer zero."""
     out = tmp_path_factory.mktemp("trained")
     model = _model(base)
-    train_diffusion_model(
-        model, _images(12), _settings(), out / "model", out / "ck", captions=_captions(12)
-    )
+    run = TrainingRun(out / "model", out / "ck")
+    train_diffusion_model(model, _images(12), _settings(), run, captions=_captions(12))
     return out / "model"
 
 
@@ -170,16 +169,13 @@ def test_save_and_reload_reproduce_outputs_exactly(base, trained):
 def test_training_is_deterministic_and_resumes(base, tmp_path):
     images, captions = _images(12), _captions(12)
     settings = _settings(checkpoint_every=2)
-    train_diffusion_model(
-        _model(base), images, settings, tmp_path / "a", tmp_path / "ck-a", captions=captions
-    )
-    partial = train_diffusion_model(
-        _model(base), images, settings, tmp_path / "b", tmp_path / "ck-b", captions, stop_after=3
-    )
+    first = TrainingRun(tmp_path / "a", tmp_path / "ck-a")
+    train_diffusion_model(_model(base), images, settings, first, captions=captions)
+    stopped = TrainingRun(tmp_path / "b", tmp_path / "ck-b", stop_after=3)
+    partial = train_diffusion_model(_model(base), images, settings, stopped, captions)
     assert partial["stopped_early"]
-    train_diffusion_model(
-        _model(base), images, settings, tmp_path / "b", tmp_path / "ck-b", captions=captions
-    )
+    resumed = TrainingRun(tmp_path / "b", tmp_path / "ck-b")
+    train_diffusion_model(_model(base), images, settings, resumed, captions=captions)
     name = "lora/adapter_model.safetensors"
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -265,7 +261,9 @@ def test_generation_records_prompts_and_queries_read_them(base, trained, tmp_pat
     assert load_query_captions("gen", str(dataset), str(samples)) == prompts
     # One sample regenerates alone from its seed and prompt.
     model = load_diffusion_model(trained)
-    alone = generate(model, sample_seeds(4, 0)[3:], 3, prompts=prompts[3:], batch_size=1)
+    alone = generate(
+        model, sample_seeds(4, 0)[3:], DdimSettings(steps=3, batch_size=1), prompts[3:]
+    )
     np.testing.assert_allclose(alone["images"][0], images[3], atol=1e-5)
 
     # Measurement conditions gen samples on the recorded prompts, not on their index.
@@ -335,15 +333,15 @@ def test_half_precision_needs_cuda(base, tmp_path):
             _model(base),
             _images(4),
             _settings(mixed_precision="fp16"),
-            tmp_path / "m",
-            tmp_path / "ck",
+            TrainingRun(tmp_path / "m", tmp_path / "ck"),
             captions=_captions(4),
         )
 
 
 def test_captions_are_required(base, tmp_path):
     with pytest.raises(ConfigError, match="caption_template"):
-        train_diffusion_model(_model(base), _images(4), _settings(), tmp_path / "m", tmp_path / "c")
+        run = TrainingRun(tmp_path / "m", tmp_path / "c")
+        train_diffusion_model(_model(base), _images(4), _settings(), run)
 
 
 def test_base_model_resolution(base, tmp_path, monkeypatch):

@@ -17,16 +17,22 @@ from diffattr.config import schema_default
 from diffattr.errors import ConfigError
 from diffattr.settings import (
     SETTINGS_CLASSES,
+    EkfacFactorSettings,
+    FeatureNoiseSettings,
     FeatureSettings,
     GenerationSettings,
     LdsSettings,
     MeasureSettings,
     ProjectionSettings,
+    ResidualSettings,
     Runtime,
     SplitRows,
+    SubsetSettings,
+    TrainingRecipe,
+    TrainingRuntime,
+    TrainingSettings,
     TrajectoryFeatureSettings,
 )
-from diffattr.training import TrainingSettings
 from tests.test_architecture import HEAVY, loaded_after_import
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +65,17 @@ VALID = {
     MeasureSettings: {"splits": ["val", "gen"]},
     GenerationSettings: {},
     LdsSettings: {"split": "gen"},
+    SubsetSettings: {"pool": "lds", "k": 3, "pool_seed": 7},
+    FeatureNoiseSettings: {},
+    ResidualSettings: {"S": 10},
+    EkfacFactorSettings: {"factor_timesteps": 5, "strategy": "ekfac"},
     Runtime: {"batch_size": 4},
+    TrainingRecipe: {
+        "model": {"kind": "unet", "unet": {}},
+        "scheduler": {},
+        "training": TrainingSettings(epochs=1, batch_size=2),
+    },
+    TrainingRuntime: {"checkpoint_dir": ".checkpoints/main"},
 }
 
 # (class, field, bad value, words the message must contain)
@@ -105,14 +121,36 @@ BAD = [
     (LdsSettings, "lambdas", [1.0, 0.0], "> 0"),
     (LdsSettings, "lambdas", [float("nan")], "> 0"),
     (LdsSettings, "sign", 2, "-1, +1"),
+    (SubsetSettings, "pool", "", "name of a pool"),
+    (SubsetSettings, "k", -1, "integer >= 0"),
+    (SubsetSettings, "alpha", 1.0, "strictly between 0 and 1"),
+    (SubsetSettings, "alpha", float("nan"), "strictly between 0 and 1"),
+    (SubsetSettings, "pool_seed", 1.5, "integer >= 0"),
+    (SubsetSettings, "stratify", "yes", "true or false"),
+    (FeatureNoiseSettings, "noise", "shared", "'common'"),
+    (FeatureNoiseSettings, "noise_seed", "0", "integer"),
+    (ResidualSettings, "S", 0, "integer >= 1"),
+    (ResidualSettings, "noise_batch_size", -1, "integer >= 0"),
+    (EkfacFactorSettings, "factor_timesteps", 0, "integer >= 1"),
+    (EkfacFactorSettings, "strategy", "fisher", "'kfac'"),
     (Runtime, "batch_size", 0, "integer >= 1"),
     (Runtime, "threads", 0, "integer >= 1"),
     (Runtime, "device", "", "device"),
+    (TrainingRecipe, "model", {"kind": "vae"}, "choose one of: unet, sd_lora"),
+    (TrainingRecipe, "model", None, "the config's model block"),
+    (TrainingRecipe, "scheduler", [], "the config's scheduler block"),
+    (TrainingRecipe, "training", {"epochs": 1}, "TrainingSettings"),
+    (TrainingRuntime, "checkpoint_dir", "", "folder path"),
+    (TrainingRuntime, "staging_dir", 3, "folder path"),
+    (TrainingRuntime, "threads", 0, "integer >= 1"),
 ]
+
+#: the classes whose ``from_params`` reads the reference geometry from ``noise_geometry``
+GEOMETRY_CLASSES = (FeatureSettings, FeatureNoiseSettings, ResidualSettings, EkfacFactorSettings)
 
 
 def test_every_class_has_valid_and_bad_examples():
-    assert set(VALID) == {*SETTINGS_CLASSES, Runtime}
+    assert set(VALID) == {*SETTINGS_CLASSES, Runtime, TrainingRecipe, TrainingRuntime}
     assert {cls for cls, *_ in BAD} == set(VALID)
 
 
@@ -173,13 +211,48 @@ def test_feature_settings_from_params_round_trip(wrap):
     assert rows == SplitRows(split="gen", samples_path="gen.h5", shard=0, num_shards=1)
 
 
-@pytest.mark.parametrize("cls", [c for c in SETTINGS_CLASSES if c is not FeatureSettings])
+@pytest.mark.parametrize("cls", [c for c in SETTINGS_CLASSES if c not in GEOMETRY_CLASSES])
 def test_every_class_round_trips_through_params(cls):
     settings = cls(**VALID[cls]) if cls is not SplitRows else SplitRows(split="val", shard=1,
                                                                         num_shards=3)  # fmt: skip
     names = {f.name: cls.PARAMS.get(f.name, f.name) for f in dataclasses.fields(cls)}
     params = Params(fromdict={names[k]: getattr(settings, k) for k in names})
     assert cls.from_params(params) == settings
+
+
+@pytest.mark.parametrize("cls", GEOMETRY_CLASSES[1:])
+def test_the_noise_geometry_comes_as_one_param(cls):
+    settings = cls(**{**VALID[cls], "noise": "reference", "noise_batch_size": 52})
+    names = {f.name: cls.PARAMS.get(f.name, f.name) for f in dataclasses.fields(cls)}
+    values = {names[k]: getattr(settings, k) for k in names if not k.startswith("noise_")}
+    geometry = {"batch_size": 52, "shard_rows": settings.noise_shard_rows}
+    params = Params(fromdict={**values, "noise_seed": 0, "noise_geometry": geometry})
+    assert cls.from_params(params) == settings
+    with pytest.raises(ConfigError, match=f"{cls.__name__}.from_params: param noise_geometry"):
+        cls.from_params({**values, "noise_seed": 0, "noise_geometry": [52, 1000]})
+
+
+def test_training_settings_from_params():
+    training = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "main_seed": 42}
+    values = {"model": {"unet": {}}, "scheduler": {"beta_schedule": "linear"},
+              "training": training, "seed": 3, "device": "cpu", "checkpoint_dir": "ck"}  # fmt: skip
+    recipe = TrainingRecipe.from_params(Params(fromdict=values))
+    assert recipe.training == TrainingSettings(
+        epochs=2, batch_size=4, lr=1e-3, seed=3, device="cpu"
+    )
+    assert recipe.model == {"unet": {}} and recipe.scheduler == {"beta_schedule": "linear"}
+    with pytest.raises(ConfigError, match="unknown training settings"):
+        TrainingSettings.from_params({**values, "training": {**training, "lrr": 1}})
+
+
+def test_training_runtime_from_snakemake():
+    job = types.SimpleNamespace(params=Params(fromdict={"checkpoint_dir": "ck"}), threads=2)
+    assert TrainingRuntime.from_snakemake(job) == TrainingRuntime(checkpoint_dir="ck", threads=2)
+    job.params = Params(fromdict={"checkpoint_dir": "ck", "snapshot_staging": "st"})
+    assert TrainingRuntime.from_snakemake(job).staging_dir == "st"
+    stream = object()
+    runtime = TrainingRuntime(checkpoint_dir="ck").logging_to(stream)  # type: ignore[arg-type]
+    assert runtime.progress is stream and runtime == TrainingRuntime(checkpoint_dir="ck")
 
 
 def test_a_missing_param_is_named():
@@ -207,9 +280,23 @@ def test_runtime_from_snakemake():
 
 
 def _jobs():
-    from diffattr.jobs import counterfactual, features, generate, lds, measure
+    from diffattr.jobs import (
+        counterfactual,
+        data,
+        features,
+        generate,
+        lds,
+        measure,
+        residuals,
+        train,
+    )
 
     return {
+        data.draw_subset: 2,
+        train.train_model: 3,
+        train.train_main: 3,
+        residuals.compute_residuals: 3,
+        residuals.fit_ekfac_factors: 3,
         features.extract_features: 3,
         features.extract_trajectory_features: 4,
         features.record_trajectory: 3,
@@ -271,6 +358,12 @@ SCHEMA_KEYS = {
         for f in dataclasses.fields(GenerationSettings)
     },  # fmt: skip
     (LdsSettings, "bootstrap_resamples"): "lds.bootstrap_resamples",
+    (SubsetSettings, "alpha"): "subsets.alpha",
+    (SubsetSettings, "stratify"): "data.stratify",
+    (FeatureNoiseSettings, "noise_seed"): "features.noise_seed",
+    (FeatureNoiseSettings, "noise"): "features.noise",
+    (FeatureNoiseSettings, "noise_batch_size"): "features.reference_noise.batch_size",
+    (FeatureNoiseSettings, "noise_shard_rows"): "features.reference_noise.shard_rows",
     (LdsSettings, "bootstrap_seed"): "lds.bootstrap_seed",
     (Runtime, "device"): "device",
     **{
@@ -294,13 +387,23 @@ NO_SCHEMA_KEY = {
     (LdsSettings, "split"),
     (LdsSettings, "lambdas"),  # scoring.lambdas for λ methods only
     (LdsSettings, "sign"),
+    (SubsetSettings, "pool"),  # a wildcard
+    (SubsetSettings, "k"),  # a wildcard
+    (SubsetSettings, "pool_seed"),  # subsets.<pool>.seed, per pool
+    (ResidualSettings, "S"),  # a wildcard
+    (EkfacFactorSettings, "factor_timesteps"),  # a wildcard (T)
+    (EkfacFactorSettings, "strategy"),  # a wildcard
     (Runtime, "batch_size"),  # <group>.batch_size, the group chosen by the script
     (Runtime, "threads"),
     (Runtime, "progress"),
     (TrainingSettings, "epochs"),  # required in the schema
     (TrainingSettings, "batch_size"),  # required in the schema
+    (TrainingRuntime, "checkpoint_dir"),  # rule params, paths
+    (TrainingRuntime, "staging_dir"),
+    (TrainingRuntime, "threads"),
+    (TrainingRuntime, "progress"),
 }
-DRIFT_CLASSES = [*SETTINGS_CLASSES, Runtime, TrainingSettings]
+DRIFT_CLASSES = [*SETTINGS_CLASSES, Runtime, TrainingSettings, TrainingRuntime]
 
 
 def _default_of(item: dataclasses.Field):
@@ -391,6 +494,16 @@ CONFIG = {
     "clip": {"batch_size": 11},
 }
 
+TRAIN_PARAMS = {  # as rules/train.smk passes them (train_subset)
+    "checkpoint_dir": "ck",
+    "model": {"unet": {"layers_per_block": 1}},
+    "scheduler": {"beta_schedule": "linear"},
+    "training": {"epochs": 2, "batch_size": 4, "main_seed": 42},
+    "seed": 3,
+    "device": "cpu",
+    "impl_version": 1,
+}
+
 SCRIPT_CASES = {
     "extract_features": (
         "diffattr.jobs.features",
@@ -449,6 +562,67 @@ SCRIPT_CASES = {
             "settings": LdsSettings(split="val", bootstrap_resamples=8, bootstrap_seed=1,
                                     lambdas=[1, 2]),
             "train_paths": [],
+        },
+    ),
+    "draw_subset": (
+        "diffattr.jobs.data",
+        {"pool": "lds", "k": 2, "alpha": 0.5, "pool_seed": 11, "stratify": False},
+        {"dataset": "d.h5"},
+        {"subset": "s.h5"},
+        lambda: {
+            "settings": SubsetSettings(pool="lds", k=2, alpha=0.5, pool_seed=11, stratify=False),
+        },
+    ),
+    "train_model": (
+        "diffattr.jobs.train",
+        TRAIN_PARAMS,
+        {"dataset": "d.h5", "subset": "s.h5"},
+        {"model": "m"},
+        lambda: {
+            "settings": TrainingRecipe(
+                model={"unet": {"layers_per_block": 1}}, scheduler={"beta_schedule": "linear"},
+                training=TrainingSettings(epochs=2, batch_size=4, seed=3, device="cpu"),
+            ),
+            "runtime": TrainingRuntime(checkpoint_dir="ck"),
+        },
+    ),
+    "train_main": (
+        "diffattr.jobs.train",
+        {**TRAIN_PARAMS, "snapshot_steps": [2, 4], "snapshot_staging": "st"},
+        {"dataset": "d.h5"},
+        {"model": "m", "snapshots": ["s25", "s50"]},
+        lambda: {
+            "snapshot_steps": [2, 4],
+            "settings": TrainingRecipe(
+                model={"unet": {"layers_per_block": 1}}, scheduler={"beta_schedule": "linear"},
+                training=TrainingSettings(epochs=2, batch_size=4, seed=3, device="cpu"),
+            ),
+            "runtime": TrainingRuntime(checkpoint_dir="ck", staging_dir="st"),
+        },
+    ),
+    "compute_residuals": (
+        "diffattr.jobs.residuals",
+        {"impl_version": 2, "S": 10, "noise_seed": 1, "noise": "reference",
+         "noise_geometry": {"batch_size": 52, "shard_rows": 1000}, "device": "cpu"},
+        {"model": "m", "dataset": "d.h5"},
+        {"residuals": "r.h5"},
+        lambda: {
+            "settings": ResidualSettings(S=10, noise_seed=1, noise="reference",
+                                         noise_batch_size=52, noise_shard_rows=1000),
+            "runtime": Runtime(batch_size=8, device="cpu"),
+        },
+    ),
+    "fit_ekfac_factors": (
+        "diffattr.jobs.residuals",
+        {"impl_version": 2, "T": 5, "strategy": "kfac", "noise_seed": 1, "noise": "common",
+         "noise_geometry": {"batch_size": 0, "shard_rows": 0}, "device": "cpu"},
+        {"model": "m", "dataset": "d.h5"},
+        {"factors": "f"},
+        lambda: {
+            "settings": EkfacFactorSettings(factor_timesteps=5, strategy="kfac", noise_seed=1,
+                                            noise="common", noise_batch_size=0,
+                                            noise_shard_rows=0),
+            "runtime": Runtime(batch_size=8, device="cpu"),
         },
     ),
 }  # fmt: skip

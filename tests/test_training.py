@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import load_model
-from diffattr.training import TrainingSettings, batch_rows, train_model
+from diffattr.training import TrainingRun, TrainingSettings, batch_rows, train_model
 from tests.conftest import SCHEDULER
 
 
@@ -40,8 +40,7 @@ def test_killed_run_resumes_to_the_same_model(tmp_path, tiny_unet_config):
         _settings(),
         tiny_unet_config,
         SCHEDULER,
-        tmp_path / "full",
-        tmp_path / "ck-full",
+        TrainingRun(tmp_path / "full", tmp_path / "ck-full"),
         0.1,
     )
     assert full["steps"] == 9
@@ -51,16 +50,13 @@ def test_killed_run_resumes_to_the_same_model(tmp_path, tiny_unet_config):
         _settings(),
         tiny_unet_config,
         SCHEDULER,
-        tmp_path / "resumed",
-        tmp_path / "ck",
+        TrainingRun(tmp_path / "resumed", tmp_path / "ck", stop_after=5),
         0.1,
-        stop_after=5,
     )
     assert partial["stopped_early"] and not (tmp_path / "resumed").exists()
     assert (tmp_path / "ck" / "state.pt").exists()
-    train_model(
-        images, _settings(), tiny_unet_config, SCHEDULER, tmp_path / "resumed", tmp_path / "ck", 0.1
-    )
+    resumed = TrainingRun(tmp_path / "resumed", tmp_path / "ck")
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, resumed, 0.1)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -69,20 +65,14 @@ def test_killed_run_resumes_to_the_same_model(tmp_path, tiny_unet_config):
 
 def test_checkpoint_from_other_settings_is_ignored(tmp_path, tiny_unet_config):
     images = _images()
+    stopped = TrainingRun(tmp_path / "x", tmp_path / "ck", stop_after=4)
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, stopped)
+    other = _settings(lr=2e-3)
     train_model(
-        images,
-        _settings(),
-        tiny_unet_config,
-        SCHEDULER,
-        tmp_path / "x",
-        tmp_path / "ck",
-        stop_after=4,
+        images, other, tiny_unet_config, SCHEDULER, TrainingRun(tmp_path / "y", tmp_path / "ck")
     )
     train_model(
-        images, _settings(lr=2e-3), tiny_unet_config, SCHEDULER, tmp_path / "y", tmp_path / "ck"
-    )
-    train_model(
-        images, _settings(lr=2e-3), tiny_unet_config, SCHEDULER, tmp_path / "z", tmp_path / "ck2"
+        images, other, tiny_unet_config, SCHEDULER, TrainingRun(tmp_path / "z", tmp_path / "ck2")
     )
     a, b = _weights(tmp_path / "y"), _weights(tmp_path / "z")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -96,8 +86,7 @@ def test_seeds_change_the_model(tmp_path, tiny_unet_config):
             _settings(seed=seed, epochs=1),
             tiny_unet_config,
             SCHEDULER,
-            tmp_path / f"s{seed}",
-            tmp_path / f"ck{seed}",
+            TrainingRun(tmp_path / f"s{seed}", tmp_path / f"ck{seed}"),
         )
     a, b = _weights(tmp_path / "s0"), _weights(tmp_path / "s1")
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -107,17 +96,15 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, tiny_unet_config):
     images = _images()
     images[3] = np.nan
     with pytest.raises(TrainingError, match=r"at step \d+ of 9"):
-        train_model(
-            images, _settings(), tiny_unet_config, SCHEDULER, tmp_path / "m", tmp_path / "ck"
-        )
+        run = TrainingRun(tmp_path / "m", tmp_path / "ck")
+        train_model(images, _settings(), tiny_unet_config, SCHEDULER, run)
     assert (tmp_path / "ck" / "state.pt").exists()
     assert not (tmp_path / "m").exists()
 
 
 def test_saved_model_loads_as_pipeline(tmp_path, tiny_unet_config):
-    train_model(
-        _images(), _settings(epochs=1), tiny_unet_config, SCHEDULER, tmp_path / "m", tmp_path / "ck"
-    )
+    run = TrainingRun(tmp_path / "m", tmp_path / "ck")
+    train_model(_images(), _settings(epochs=1), tiny_unet_config, SCHEDULER, run)
     model, scheduler = load_model(tmp_path / "m")
     assert not model.training and scheduler.config.num_train_timesteps == 1000
     from diffusers import DDPMPipeline
@@ -131,6 +118,11 @@ def test_saved_model_loads_as_pipeline(tmp_path, tiny_unet_config):
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         _settings(**{field: value})
+
+
+def test_a_bad_stop_after_is_refused():
+    with pytest.raises(ConfigError, match="TrainingRun.stop_after = 0 is not valid"):
+        TrainingRun("m", "ck", stop_after=0)
 
 
 def test_unknown_setting_is_rejected():

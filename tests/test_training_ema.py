@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffattr.errors import ConfigError
-from diffattr.training import ExponentialAverage, TrainingSettings, train_model
+from diffattr.training import ExponentialAverage, TrainingRun, TrainingSettings, train_model
 from tests.conftest import SCHEDULER
 
 
@@ -21,6 +21,10 @@ def _images(n: int = 24) -> np.ndarray:
 def _settings(**overrides) -> TrainingSettings:
     values = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2, "device": "cpu"}
     return TrainingSettings(**{**values, "ema_decay": 0.9, **overrides})
+
+
+def _run(tmp_path, out: str, checkpoints: str, **options) -> TrainingRun:
+    return TrainingRun(tmp_path / out, tmp_path / checkpoints, **options)
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -45,15 +49,9 @@ def test_average_follows_the_recurrence_with_warmup():
 
 def test_saved_model_holds_the_average_and_says_so(tmp_path, tiny_unet_config):
     images = _images()
-    train_model(images, _settings(), tiny_unet_config, SCHEDULER, tmp_path / "ema", tmp_path / "c1")
-    train_model(
-        images,
-        _settings(ema_decay=0.0),
-        tiny_unet_config,
-        SCHEDULER,
-        tmp_path / "raw",
-        tmp_path / "c2",
-    )
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, _run(tmp_path, "ema", "c1"))
+    raw = _settings(ema_decay=0.0)
+    train_model(images, raw, tiny_unet_config, SCHEDULER, _run(tmp_path, "raw", "c2"))
     a, b = _weights(tmp_path / "ema"), _weights(tmp_path / "raw")
     assert any(not torch.equal(a[k], b[k]) for k in a)
     record = json.loads((tmp_path / "ema" / "diffattr_training.json").read_text())
@@ -64,17 +62,10 @@ def test_saved_model_holds_the_average_and_says_so(tmp_path, tiny_unet_config):
 
 def test_killed_run_with_ema_resumes_to_the_same_model(tmp_path, tiny_unet_config):
     images = _images()
-    train_model(images, _settings(), tiny_unet_config, SCHEDULER, tmp_path / "full", tmp_path / "c")
-    train_model(
-        images,
-        _settings(),
-        tiny_unet_config,
-        SCHEDULER,
-        tmp_path / "r",
-        tmp_path / "ck",
-        stop_after=5,
-    )
-    train_model(images, _settings(), tiny_unet_config, SCHEDULER, tmp_path / "r", tmp_path / "ck")
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, _run(tmp_path, "full", "c"))
+    stopped = _run(tmp_path, "r", "ck", stop_after=5)
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, stopped)
+    train_model(images, _settings(), tiny_unet_config, SCHEDULER, _run(tmp_path, "r", "ck"))
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "r")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

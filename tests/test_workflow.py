@@ -423,11 +423,14 @@ def _direct_scores(workdir, score_path, lambdas):
     return scores, train["ids"], query["ids"]
 
 
-def _independent_lds(results, scores, train_ids, test_ids, pool, split, seeds):
-    """Mean over queries of Spearman(-Σ_{i∈S} τ[j, i], seed-mean measured loss) per λ."""
+def _independent_lds(results, direct, pool, split, seeds):
+    """Mean over queries of Spearman(-Σ_{i∈S} τ[j, i], seed-mean measured loss) per λ;
+    ``direct`` is (τ [L, n, N], train ids, query ids) of :func:`_direct_scores`."""
     import warnings
 
     from scipy.stats import spearmanr
+
+    scores, train_ids, test_ids = direct
 
     config = tiny_config()["subsets"][pool]
     column = {int(i): c for c, i in enumerate(train_ids)}
@@ -466,9 +469,9 @@ def test_lds_recomputed_from_subsets_and_measurements(finished_run):
             lambdas = np.asarray(record["lambdas"], dtype=np.float64)
             # the score file holds the held-out λ only: the whole grid is re-solved from features
             score_path = results / "scores" / method / "K2" / f"{split}.h5"
-            args = _direct_scores(workdir, score_path, lambdas)
-            bench = _independent_lds(results, *args, "lds", split, pools["lds"]["train_seeds"])
-            held = _independent_lds(results, *args, "heldout", split, [0])
+            direct = _direct_scores(workdir, score_path, lambdas)
+            bench = _independent_lds(results, direct, "lds", split, pools["lds"]["train_seeds"])
+            held = _independent_lds(results, direct, "heldout", split, [0])
             np.testing.assert_allclose(record["lds_curve"], bench, rtol=0, atol=1e-9)
             np.testing.assert_allclose(record["heldout_curve"], held, rtol=0, atol=1e-9)
             best_held = np.flatnonzero(held == np.nanmax(held))

@@ -183,12 +183,13 @@ def regenerate_sample(
     that held the sample in the original generation is recomputed: with the original model this
     reproduces the stored sample bit for bit; its cost is one generation batch.
     """
-    from diffattr.sampling import generate
+    from diffattr.sampling import DdimSettings, generate
 
     start = (index // batch_size) * batch_size
     chunk = np.asarray(seeds)[start : start + batch_size]
     chunk_prompts = None if prompts is None else list(prompts[start : start + batch_size])
-    result = generate(model, chunk, steps, eta, batch_size, chunk_prompts, guidance_scale)
+    ddim = DdimSettings(steps=steps, eta=eta, guidance_scale=guidance_scale, batch_size=batch_size)
+    result = generate(model, chunk, ddim, chunk_prompts)
     return result["images"][index - start]
 
 

@@ -12,6 +12,8 @@ in the config (plus the name in the schema's ``measure.output`` enum).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
@@ -22,6 +24,7 @@ from diffattr.diffusers_imports import DDPMScheduler
 from diffattr.errors import ConfigError
 from diffattr.noise import sample_noise
 from diffattr.outputs import OutputFn, get_output_fn
+from diffattr.queries import QueryRows
 
 
 def timestep_grid(count: int, num_train_timesteps: int = 1000) -> np.ndarray:
@@ -42,28 +45,47 @@ def noisy_samples(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: float) -> to
     return (alpha_bar**0.5) * x0 + ((1 - alpha_bar) ** 0.5) * noise
 
 
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """What :func:`measure_losses` measures: the output function ``output_fn`` (a name of
+    :mod:`diffattr.outputs`, or the function) averaged over ``timesteps``, once per seed of
+    ``noise_seeds``, with the noise of stream ``purpose`` keyed by sample id."""
+
+    timesteps: Sequence[int] | np.ndarray
+    noise_seeds: Sequence[int]
+    purpose: str
+    output_fn: str | OutputFn = "loss"
+
+    def __post_init__(self) -> None:
+        for name in ("timesteps", "noise_seeds"):
+            if len(getattr(self, name)) == 0:
+                raise ConfigError(f"Measurement.{name} is empty; measure at least one")
+
+
 @torch.no_grad()
 def measure_losses(
     model: torch.nn.Module,
     scheduler: DDPMScheduler,
-    images: np.ndarray,
-    sample_ids: np.ndarray,
-    timesteps: np.ndarray,
-    noise_seeds: list[int],
-    purpose: str,
+    rows: QueryRows,
+    measurement: Measurement,
+    *,
     batch_size: int = 256,
-    cond: torch.Tensor | None = None,
     progress: IO[str] | None = None,
-    output_fn: str | OutputFn = "loss",
 ) -> np.ndarray:
-    """Per-sample output averaged over ``timesteps``, one row per noise seed: float64 [E, n].
+    """Per-sample output of ``rows`` averaged over the timesteps, one row per noise seed:
+    float64 [E, n].
 
-    ``output_fn`` is a name of :mod:`diffattr.outputs` (or the function), evaluated on the CPU
-    in float32 on (ε̂, ε, t, scheduler); the default ``loss`` is mean_d (ε̂ − ε)²."""
+    The output function is evaluated on the CPU in float32 on (ε̂, ε, t, scheduler); the default
+    ``loss`` is mean_d (ε̂ − ε)². The noise is keyed by ``rows.ids`` (``rows.noise_keys`` must
+    be None)."""
+    if rows.noise_keys is not None:
+        raise ConfigError("measured outputs key their noise by sample id; noise_keys must be None")
+    timesteps, noise_seeds = measurement.timesteps, measurement.noise_seeds
+    purpose, output_fn, cond = measurement.purpose, measurement.output_fn, rows.cond
     fn = get_output_fn(output_fn) if isinstance(output_fn, str) else output_fn
     device = next(model.parameters()).device
-    images_t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    sample_ids = np.ascontiguousarray(sample_ids)
+    images_t = torch.from_numpy(np.ascontiguousarray(rows.x0, dtype=np.float32))
+    sample_ids = np.ascontiguousarray(rows.ids)
     alphas = scheduler.alphas_cumprod.to(torch.float64)
     n = images_t.shape[0]
     totals = np.zeros((len(noise_seeds), n), dtype=np.float64)
@@ -78,14 +100,14 @@ def measure_losses(
         for t in timesteps:
             alpha_bar = float(alphas[int(t)])
             for start in range(0, n, batch_size):
-                rows = slice(start, start + batch_size)
-                x0 = images_t[rows]
-                noise = sample_noise(purpose, noise_seed, int(t), sample_ids[rows], x0.shape[1:])
+                batch = slice(start, start + batch_size)
+                x0 = images_t[batch]
+                noise = sample_noise(purpose, noise_seed, int(t), sample_ids[batch], x0.shape[1:])
                 noisy = noisy_samples(x0, noise, alpha_bar)
                 t_batch = torch.full((x0.shape[0],), int(t), dtype=torch.long)
-                kwargs = {} if cond is None else {"encoder_hidden_states": cond[rows].to(device)}
+                kwargs = {} if cond is None else {"encoder_hidden_states": cond[batch].to(device)}
                 eps = model(noisy.to(device), t_batch.to(device), **kwargs).sample.float().cpu()
-                totals[e_index, rows] += fn(eps, noise, t_batch, scheduler).double().numpy()
+                totals[e_index, batch] += fn(eps, noise, t_batch, scheduler).double().numpy()
             bar.update(1)
     bar.close()
     return totals / len(timesteps)

@@ -6,6 +6,7 @@ similarity baselines)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,27 @@ from diffattr.files import read_samples
 SPLITS: tuple[str, ...] = ("train", "val", "gen")
 #: The splits attributions are evaluated on (``lds.splits``).
 QUERY_SPLITS: tuple[str, ...] = ("val", "gen")
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """Rows of a query split on their way through a model: ``x0`` [B, ...] (images, or latents
+    of a latent model), their ``ids``, their conditions ``cond`` (caption embeddings [B, L, D];
+    None for an unconditional model) and the keys of their feature noise ``noise_keys`` (None:
+    the ids; :func:`diffattr.noise.feature_noise_keys`)."""
+
+    x0: Any
+    ids: Any
+    cond: Any = None
+    noise_keys: Any = None
+
+    def __post_init__(self) -> None:
+        for name in ("ids", "cond", "noise_keys"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.x0):
+                raise ConfigError(
+                    f"QueryRows.{name} has {len(value)} rows for the {len(self.x0)} rows of x0"
+                )
 
 
 def load_queries(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.queries import QueryRows
 
 #: Timesteps per forward call and sample rows per chunk bound memory together.
 MAX_EVALUATIONS = 512
@@ -45,20 +46,21 @@ def das_weights(residuals: np.ndarray) -> np.ndarray:
 def residual_profile(
     model: torch.nn.Module,
     scheduler: Any,
-    x0: torch.Tensor,
-    sample_ids: Sequence[int] | np.ndarray,
+    rows: QueryRows,
     timesteps: Sequence[int],
     noise_seed: int,
-    cond: torch.Tensor | None = None,
+    *,
     max_evaluations: int = MAX_EVALUATIONS,
-    noise_keys: Sequence[int] | np.ndarray | None = None,
 ) -> torch.Tensor:
-    """[B, S] RMSE of ε_θ(x_t, t) against the feature noise ε_t at each of the S timesteps;
-    ``noise_keys`` as in :func:`diffattr.features.mean_gradients`."""
+    """[B, S] RMSE of ε_θ(x_t, t) against the feature noise ε_t of ``rows`` (keyed by
+    ``rows.noise_keys``, else the ids, as in :func:`diffattr.features.mean_gradients`) at each
+    of the S timesteps."""
     from diffattr.features import _eval_mode, _noise_keys, _noisy_samples, _prepare_batch
 
-    _, ids, x0, cond, timesteps = _prepare_batch(model, scheduler, x0, sample_ids, timesteps, cond)
-    keys = _noise_keys(ids, noise_keys)
+    _, ids, x0, cond, timesteps = _prepare_batch(
+        model, scheduler, rows.x0, rows.ids, timesteps, rows.cond
+    )
+    keys = _noise_keys(ids, rows.noise_keys)
     batch = len(ids)
     per_call = max(1, max_evaluations // max(1, batch))
     out = torch.empty(batch, len(timesteps), dtype=torch.float64)

@@ -14,6 +14,7 @@ final latents are decoded by the VAE (protocol §1.3). Each sample's prompt is a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +26,25 @@ from diffattr.errors import ConfigError
 
 if TYPE_CHECKING:
     from diffattr.models import DiffusionModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class DdimSettings:
+    """How a DDIM run goes: ``steps`` DDIM steps with noise ``eta`` (0: deterministic), the
+    classifier-free ``guidance_scale`` of a conditional model (None for an unconditional one)
+    and the batch size. On CPU the batch layout fixes the last bits of a sample, so a samples
+    file records its batch size and a regeneration reuses it."""
+
+    steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float | None = 7.5
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"generation.steps = {self.steps} must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"DdimSettings.batch_size = {self.batch_size} must be at least 1")
 
 
 def sample_seeds(num_samples: int, gen_seed: int) -> np.ndarray:
@@ -46,9 +66,8 @@ def ddim_sample(
     model: UNet2DModel,
     train_scheduler: DDPMScheduler,
     seeds: np.ndarray,
-    steps: int = 50,
-    eta: float = 0.0,
-    batch_size: int = 256,
+    ddim: DdimSettings = DdimSettings(),
+    *,
     progress: IO[str] | None = None,
     trajectory: bool = False,
 ) -> dict[str, np.ndarray]:
@@ -57,8 +76,7 @@ def ddim_sample(
     With ``trajectory=True`` also returns ``x0_trajectory`` [n, steps, C, H, W]: the predicted
     clean sample at every DDIM step (for Journey-TRAK features) and ``trajectory_timesteps``.
     """
-    if steps < 1:
-        raise ConfigError(f"generation.steps = {steps} must be at least 1")
+    steps, eta, batch_size = ddim.steps, ddim.eta, ddim.batch_size
     device = next(model.parameters()).device
     scheduler = DDIMScheduler.from_config(train_scheduler.config)
     scheduler.set_timesteps(steps)
@@ -111,11 +129,9 @@ def assign_prompts(num_samples: int, prompts: Sequence[str]) -> list[str]:
 def generate(
     model: DiffusionModel,
     seeds: np.ndarray,
-    steps: int = 50,
-    eta: float = 0.0,
-    batch_size: int = 256,
+    ddim: DdimSettings = DdimSettings(),
     prompts: Sequence[str] | None = None,
-    guidance_scale: float = 7.5,
+    *,
     progress: IO[str] | None = None,
     trajectory: bool = False,
 ) -> dict[str, np.ndarray]:
@@ -132,16 +148,16 @@ def generate(
                 "set generation.prompts to null"
             )
         return ddim_sample(
-            model.denoiser, model.scheduler, seeds, steps, eta, batch_size, progress, trajectory
+            model.denoiser, model.scheduler, seeds, ddim, progress=progress, trajectory=trajectory
         )
     if prompts is None or len(prompts) != len(seeds):
         raise ConfigError(
             f"a {model.kind} model needs one prompt per sample: {len(seeds)} seeds, "
             f"{'no' if prompts is None else len(prompts)} prompts"
         )
-    return _guided_ddim_sample(
-        model, seeds, list(prompts), steps, eta, guidance_scale, batch_size, progress, trajectory
-    )
+    if ddim.guidance_scale is None:
+        raise ConfigError(f"a {model.kind} model needs a guidance scale; it is None")
+    return _guided_ddim_sample(model, seeds, list(prompts), ddim, progress, trajectory)
 
 
 @torch.no_grad()
@@ -149,15 +165,12 @@ def _guided_ddim_sample(
     model: DiffusionModel,
     seeds: np.ndarray,
     prompts: list[str],
-    steps: int,
-    eta: float,
-    guidance_scale: float,
-    batch_size: int,
+    ddim: DdimSettings,
     progress: IO[str] | None,
     trajectory: bool,
 ) -> dict[str, np.ndarray]:
-    if steps < 1:
-        raise ConfigError(f"generation.steps = {steps} must be at least 1")
+    steps, batch_size = ddim.steps, ddim.batch_size
+    eta, guidance_scale = ddim.eta, ddim.guidance_scale
     device = model.device
     scheduler = DDIMScheduler.from_config(model.scheduler.config)
     scheduler.set_timesteps(steps)

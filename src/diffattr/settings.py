@@ -11,10 +11,16 @@ valid, against the library's own registries (output functions, projections, nois
   timesteps, feature noise), with :class:`SplitRows` saying which rows;
 * :class:`TrajectoryFeatureSettings`: Journey-TRAK features (projection, output function,
   noise seed);
-* :class:`MeasureSettings`, :class:`GenerationSettings`, :class:`LdsSettings`;
+* :class:`MeasureSettings`, :class:`GenerationSettings`, :class:`LdsSettings`,
+  :class:`SubsetSettings`;
+* :class:`TrainingSettings` (the optimisation) within :class:`TrainingRecipe` (model,
+  scheduler, optimisation);
+* :class:`ResidualSettings` and :class:`EkfacFactorSettings`, passes over the train split with
+  the training features' noise (:class:`FeatureNoiseSettings`);
 * :class:`Runtime`: performance-only values (batch size, device, threads, progress stream).
   ``Runtime.from_snakemake`` is the one reader of ``snakemake.config`` in the scripts: batch
-  sizes are not params, so changing one reruns nothing.
+  sizes are not params, so changing one reruns nothing. :class:`TrainingRuntime` is a training
+  job's (checkpoint and staging folders, threads, progress stream).
 
 Values are checked, never converted (a YAML ``0`` stays an int), so what a job writes to its
 provenance attributes is what the config said. Sequences are stored as tuples. Defaults are the
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
@@ -187,6 +194,33 @@ def _check_output_fn(owner: object, name: str, feature_name: bool) -> None:
         raise _bad(owner, name, value, str(error)) from None
 
 
+def _check_feature_noise(owner: Any) -> None:
+    """The feature noise of ``owner``: ``noise_seed``, the scheme ``noise`` and its reference
+    geometry ``noise_batch_size`` / ``noise_shard_rows`` (0 where the scheme does not use it)."""
+    from diffattr.noise import NOISE_SCHEMES
+
+    _check_int(owner, "noise_seed")
+    _check_choice(owner, "noise", NOISE_SCHEMES)
+    minimum = 1 if owner.noise == "reference" else 0
+    _check_int(owner, "noise_batch_size", minimum)
+    _check_int(owner, "noise_shard_rows", minimum)
+
+
+def _with_noise_geometry(cls: Any, params: Any) -> dict[str, Any]:
+    """``cls``'s values from ``params``, the reference geometry from the one param
+    ``noise_geometry`` (``{'batch_size': ..., 'shard_rows': ...}``)."""
+    values = cls._values(params)
+    geometry = _param(params, "noise_geometry")
+    if not isinstance(geometry, Mapping) or set(geometry) != {"batch_size", "shard_rows"}:
+        raise ConfigError(
+            f"{cls.__name__}.from_params: param noise_geometry = {geometry!r}; expected "
+            "{'batch_size': ..., 'shard_rows': ...}"
+        )
+    values["noise_batch_size"] = geometry["batch_size"]
+    values["noise_shard_rows"] = geometry["shard_rows"]
+    return values
+
+
 @dataclass(frozen=True, kw_only=True)
 class FeatureSettings(ProjectionSettings):
     """What a gradient-feature file is (rules ``extract_query_features`` /
@@ -210,30 +244,16 @@ class FeatureSettings(ProjectionSettings):
 
     def __post_init__(self) -> None:
         from diffattr.features import TIMESTEP_STRATEGIES
-        from diffattr.noise import NOISE_SCHEMES
 
         super().__post_init__()
         _check_output_fn(self, "output_fn", feature_name=True)
         _check_int(self, "K", 1)
         _check_choice(self, "t_strategy", TIMESTEP_STRATEGIES)
-        _check_int(self, "noise_seed")
-        _check_choice(self, "noise", NOISE_SCHEMES)
-        minimum = 1 if self.noise == "reference" else 0
-        _check_int(self, "noise_batch_size", minimum)
-        _check_int(self, "noise_shard_rows", minimum)
+        _check_feature_noise(self)
 
     @classmethod
     def from_params(cls, params: Any) -> FeatureSettings:
-        values = cls._values(params)
-        geometry = _param(params, "noise_geometry")
-        if not isinstance(geometry, Mapping) or set(geometry) != {"batch_size", "shard_rows"}:
-            raise ConfigError(
-                f"FeatureSettings.from_params: param noise_geometry = {geometry!r}; expected "
-                "{'batch_size': ..., 'shard_rows': ...}"
-            )
-        values["noise_batch_size"] = geometry["batch_size"]
-        values["noise_shard_rows"] = geometry["shard_rows"]
-        return cls(**values)
+        return cls(**_with_noise_geometry(cls, params))
 
     @classmethod
     def _needed(cls) -> list[str]:
@@ -380,6 +400,212 @@ class LdsSettings(_FromParams):
         return None if self.lambdas is None else list(self.lambdas)
 
 
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubsetSettings(_FromParams):
+    """Subset ``k`` of an LDS pool (rule ``draw_subset``): ``alpha`` of the train split, drawn
+    from ``SeedSequence([pool_seed, k])``, stratified by class or not."""
+
+    pool: str
+    k: int
+    alpha: float = _default("subsets.alpha")
+    pool_seed: int
+    stratify: bool = _default("data.stratify")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pool, str) or not self.pool:
+            raise _bad(self, "pool", self.pool, "expected the name of a pool")
+        _check_int(self, "k", 0)
+        if not _is_number(self.alpha) or not 0 < self.alpha < 1:
+            raise _bad(self, "alpha", self.alpha, "expected a fraction strictly between 0 and 1")
+        _check_int(self, "pool_seed", 0)
+        if not isinstance(self.stratify, bool):
+            raise _bad(self, "stratify", self.stratify, "expected true or false")
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation hyperparameters (the paper's CIFAR values are in experiments/cifar2.yaml).
+
+    Defaults are the schema's ``training.*`` (``seed``: ``training.main_seed``; ``device``: the
+    top-level ``device``); the workflow passes every value from the validated config."""
+
+    epochs: int
+    batch_size: int
+    lr: float = _default("training.lr")
+    adam_beta1: float = _default("training.adam_beta1")
+    adam_beta2: float = _default("training.adam_beta2")
+    weight_decay: float = _default("training.weight_decay")
+    adam_eps: float = _default("training.adam_eps")
+    max_grad_norm: float = _default("training.max_grad_norm")
+    warmup_fraction: float = _default("training.warmup_fraction")
+    random_flip: bool = _default("training.random_flip")
+    seed: int = _default("training.main_seed")
+    checkpoint_every: int = _default("training.checkpoint_every")
+    device: str = _default("device")
+    caption_dropout: float = _default("training.caption_dropout")
+    mixed_precision: str = _default("training.mixed_precision")
+    ema_decay: float = _default("training.ema_decay")
+
+    def __post_init__(self) -> None:
+        from diffattr.models import PRECISIONS
+
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name} = {getattr(self, name)} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"training.lr = {self.lr} must be positive")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(
+                f"training.warmup_fraction = {self.warmup_fraction} must lie in [0, 1)"
+            )
+        if not 0 <= self.caption_dropout < 1:
+            raise ConfigError(
+                f"training.caption_dropout = {self.caption_dropout} must lie in [0, 1)"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(
+                f"training.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = no EMA)"
+            )
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(
+                f"training.mixed_precision = {self.mixed_precision!r}; choose no, fp16 or bf16"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> TrainingSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings {unknown}; valid: {sorted(known)}")
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def from_params(cls, params: Any) -> TrainingSettings:
+        """The settings of a training rule: its ``training`` block (less ``main_seed``), with
+        the model's ``seed`` and the ``device``."""
+        values = {k: v for k, v in _param(params, "training").items() if k != "main_seed"}
+        return cls.from_dict(
+            values, seed=int(_param(params, "seed")), device=_param(params, "device")
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingRecipe:
+    """What a training job computes (rules ``train_main``, ``train_subset``,
+    ``train_counterfactual``): the model (the config's ``model`` block), its noise scheduler
+    (``scheduler``; an ``sd_lora`` model uses its base's) and the optimisation, seed included."""
+
+    model: Mapping[str, Any]
+    scheduler: Mapping[str, Any]
+    training: TrainingSettings
+
+    def __post_init__(self) -> None:
+        from diffattr.models import MODEL_KINDS
+
+        for name in ("model", "scheduler"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise _bad(self, name, value, f"expected a mapping (the config's {name} block)")
+        kind = self.model.get("kind", "unet")
+        if kind not in MODEL_KINDS:
+            raise _bad(
+                self, "model", self.model, f"model.kind: choose one of: {', '.join(MODEL_KINDS)}"
+            )
+        if not isinstance(self.training, TrainingSettings):
+            raise _bad(self, "training", self.training, "expected a TrainingSettings")
+
+    @classmethod
+    def from_params(cls, params: Any) -> TrainingRecipe:
+        """The recipe of a training rule: its params ``model``, ``scheduler``, ``training``,
+        ``seed`` and ``device``."""
+        return cls(
+            model=_param(params, "model"),
+            scheduler=_param(params, "scheduler"),
+            training=TrainingSettings.from_params(params),
+        )
+
+
+# --------------------------------------------------------------------------- model passes
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureNoiseSettings(_FromParams):
+    """The feature noise of a pass over the train split: ``noise_seed`` and the scheme
+    ``noise``, whose ``reference`` geometry comes as the param ``noise_geometry`` (as for
+    :class:`FeatureSettings`), so that the pass sees the noise of the training features."""
+
+    noise_seed: int = _default("features.noise_seed")
+    noise: str = _default("features.noise")
+    noise_batch_size: int = _default("features.reference_noise.batch_size")
+    noise_shard_rows: int = _default("features.reference_noise.shard_rows")
+
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"noise_batch_size", "noise_shard_rows"})
+
+    def __post_init__(self) -> None:
+        _check_feature_noise(self)
+
+    @classmethod
+    def from_params(cls, params: Any) -> Any:
+        return cls(**_with_noise_geometry(cls, params))
+
+    @classmethod
+    def _needed(cls) -> list[str]:
+        return [*super()._needed(), "noise_geometry"]
+
+    def noise_keys(self, ids: Any) -> Any:
+        """The noise keys of the train split's rows ``ids`` (all of them, in order)."""
+        import numpy as np
+
+        from diffattr.noise import feature_noise_keys
+
+        positions = np.arange(len(ids))
+        return feature_noise_keys(
+            self.noise, "train", ids, positions, self.noise_batch_size, self.noise_shard_rows
+        )
+
+    def noise_attrs(self) -> dict[str, Any]:
+        """The scheme's provenance attributes (:func:`diffattr.noise.feature_noise_attrs`)."""
+        from diffattr.noise import feature_noise_attrs
+
+        return feature_noise_attrs(self.noise, self.noise_batch_size, self.noise_shard_rows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResidualSettings(FeatureNoiseSettings):
+    """DAS's residual profiles (rule ``compute_residuals``): ``S`` uniform timesteps."""
+
+    S: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int(self, "S", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EkfacFactorSettings(FeatureNoiseSettings):
+    """The EK-FAC factors of the main model (rule ``fit_ekfac_factors``): ``factor_timesteps``
+    uniform timesteps per training image (the param ``T``) and the preconditioner
+    ``strategy`` (:data:`diffattr.ekfac.STRATEGIES`)."""
+
+    factor_timesteps: int
+    strategy: str
+
+    PARAMS: ClassVar[dict[str, str]] = {"factor_timesteps": "T"}
+
+    def __post_init__(self) -> None:
+        from diffattr.ekfac import STRATEGIES
+
+        super().__post_init__()
+        _check_int(self, "factor_timesteps", 1)
+        _check_choice(self, "strategy", STRATEGIES)
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -429,6 +655,50 @@ class Runtime:
         return dataclasses.replace(self, progress=progress)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainingRuntime:
+    """What a training job needs that never changes its model: the folder of its resume
+    checkpoint, the folder where ``train_main`` stages its snapshots (both rule params outside
+    the declared outputs, removed after success), the threads and the progress stream.
+
+    A run resumed from its checkpoint ends with the same weights (bit-identical on CPU). The
+    device is a :class:`TrainingSettings` value: it is part of the checkpoint's fingerprint."""
+
+    checkpoint_dir: str
+    staging_dir: str | None = None
+    threads: int = 1
+    progress: IO[str] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_dir", "staging_dir"):
+            value = getattr(self, name)
+            if not (value is None and name == "staging_dir") and not _is_path(value):
+                raise _bad(self, name, value, "expected a folder path")
+        _check_int(self, "threads", 1)
+
+    @classmethod
+    def from_snakemake(cls, snakemake: Any) -> TrainingRuntime:
+        """The rule's params ``checkpoint_dir`` and (``train_main``) ``snapshot_staging``, and
+        its threads."""
+        params = snakemake.params
+        staging = None
+        if _has_param(params, "snapshot_staging"):
+            staging = _param(params, "snapshot_staging")
+        return cls(
+            checkpoint_dir=_param(params, "checkpoint_dir"),
+            staging_dir=staging,
+            threads=snakemake.threads,
+        )
+
+    def logging_to(self, progress: IO[str] | None) -> TrainingRuntime:
+        """This runtime, writing progress to ``progress`` (the job's log)."""
+        return dataclasses.replace(self, progress=progress)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, os.PathLike) or (isinstance(value, str) and bool(value))
+
+
 #: Every settings class with a ``from_params``.
 SETTINGS_CLASSES: tuple[type, ...] = (
     ProjectionSettings,
@@ -438,16 +708,27 @@ SETTINGS_CLASSES: tuple[type, ...] = (
     MeasureSettings,
     GenerationSettings,
     LdsSettings,
+    SubsetSettings,
+    FeatureNoiseSettings,
+    ResidualSettings,
+    EkfacFactorSettings,
 )
 
 __all__ = [
     "SETTINGS_CLASSES",
+    "EkfacFactorSettings",
+    "FeatureNoiseSettings",
     "FeatureSettings",
     "GenerationSettings",
     "LdsSettings",
     "MeasureSettings",
     "ProjectionSettings",
+    "ResidualSettings",
     "Runtime",
     "SplitRows",
+    "SubsetSettings",
+    "TrainingRecipe",
+    "TrainingRuntime",
+    "TrainingSettings",
     "TrajectoryFeatureSettings",
 ]

@@ -24,8 +24,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,73 +36,42 @@ from tqdm import tqdm
 from diffattr.diffusers_imports import get_cosine_schedule_with_warmup
 from diffattr.errors import ConfigError, TrainingError
 from diffattr.models import (
-    PRECISIONS,
     DiffusionModel,
     build_scheduler,
     build_unet,
     precision_dtype,
     resolve_device,
 )
-from diffattr.schema import schema_field
+from diffattr.settings import TrainingSettings
 from diffattr.store import atomic_path
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainingSettings:
-    """Optimisation hyperparameters (the paper's CIFAR values are in experiments/cifar2.yaml).
+class TrainingRun:
+    """Where one training run writes: the final model (``out_dir``), its resume checkpoint
+    (``checkpoint_dir``, removed after success), the ``snapshots`` (a step count -> the folder
+    where the model is saved after that many steps, e.g. the 25/50/75% checkpoints that TracIn
+    uses) and the progress stream. ``stop_after`` stops the run after that many steps without
+    saving the final model (tests simulate a killed job with it)."""
 
-    Defaults are the schema's ``training.*`` (``seed``: ``training.main_seed``; ``device``: the
-    top-level ``device``); the workflow passes every value from the validated config."""
-
-    epochs: int
-    batch_size: int
-    lr: float = schema_field("training.lr")
-    adam_beta1: float = schema_field("training.adam_beta1")
-    adam_beta2: float = schema_field("training.adam_beta2")
-    weight_decay: float = schema_field("training.weight_decay")
-    adam_eps: float = schema_field("training.adam_eps")
-    max_grad_norm: float = schema_field("training.max_grad_norm")
-    warmup_fraction: float = schema_field("training.warmup_fraction")
-    random_flip: bool = schema_field("training.random_flip")
-    seed: int = schema_field("training.main_seed")
-    checkpoint_every: int = schema_field("training.checkpoint_every")
-    device: str = schema_field("device")
-    caption_dropout: float = schema_field("training.caption_dropout")
-    mixed_precision: str = schema_field("training.mixed_precision")
-    ema_decay: float = schema_field("training.ema_decay")
+    out_dir: str | os.PathLike
+    checkpoint_dir: str | os.PathLike
+    snapshots: Mapping[int, str | os.PathLike] | None = None
+    progress: IO[str] | None = field(default=None, compare=False, repr=False)
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training.{name} = {getattr(self, name)} must be at least 1")
-        if self.lr <= 0:
-            raise ConfigError(f"training.lr = {self.lr} must be positive")
-        if not 0 <= self.warmup_fraction < 1:
+        if self.stop_after is not None and (
+            isinstance(self.stop_after, bool)
+            or not isinstance(self.stop_after, int)
+            or self.stop_after < 1
+        ):
             raise ConfigError(
-                f"training.warmup_fraction = {self.warmup_fraction} must lie in [0, 1)"
+                f"TrainingRun.stop_after = {self.stop_after!r} is not valid; expected None "
+                "or an integer >= 1"
             )
-        if not 0 <= self.caption_dropout < 1:
-            raise ConfigError(
-                f"training.caption_dropout = {self.caption_dropout} must lie in [0, 1)"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(
-                f"training.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = no EMA)"
-            )
-        if self.mixed_precision not in PRECISIONS:
-            raise ConfigError(
-                f"training.mixed_precision = {self.mixed_precision!r}; choose no, fp16 or bf16"
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> TrainingSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training settings {unknown}; valid: {sorted(known)}")
-        return cls(**{**values, **overrides})
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -135,18 +104,11 @@ def train_model(
     settings: TrainingSettings,
     unet_config: dict[str, Any],
     scheduler_config: dict[str, Any],
-    out_dir: str | os.PathLike,
-    checkpoint_dir: str | os.PathLike,
+    run: TrainingRun,
     dropout: float = 0.0,
-    snapshots: dict[int, str | os.PathLike] | None = None,
-    progress: IO[str] | None = None,
-    stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train a UNet on ``images`` (float32 [n,C,H,W] in [-1, 1]) and save it to ``out_dir``.
+    """Train a UNet on ``images`` (float32 [n,C,H,W] in [-1, 1]); ``run`` says where it writes.
 
-    ``snapshots`` maps a step count to a directory where the model is saved after that many
-    steps (e.g. the 25/50/75% checkpoints that TracIn uses). ``stop_after`` stops early without
-    saving the final model (used by tests to simulate a killed job).
     Returns a small dict of statistics (steps, final loss).
     """
     device = resolve_device(settings.device)
@@ -154,23 +116,18 @@ def train_model(
     model = DiffusionModel(
         build_unet(unet_config, dropout).to(device), build_scheduler(scheduler_config)
     )
-    return train_diffusion_model(
-        model, images, settings, out_dir, checkpoint_dir, None, snapshots, progress, stop_after
-    )
+    return train_diffusion_model(model, images, settings, run)
 
 
 def train_diffusion_model(
     model: DiffusionModel,
     images: np.ndarray,
     settings: TrainingSettings,
-    out_dir: str | os.PathLike,
-    checkpoint_dir: str | os.PathLike,
+    run: TrainingRun,
     captions: list[str] | None = None,
-    snapshots: dict[int, str | os.PathLike] | None = None,
-    progress: IO[str] | None = None,
-    stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` (freshly built, on its device) on ``images`` and save it to ``out_dir``.
+    """Train ``model`` (freshly built, on its device) on ``images`` and save it to
+    ``run.out_dir``.
 
     ``captions`` (one per image) condition a conditional model. Other arguments as
     :func:`train_model`.
@@ -203,7 +160,7 @@ def train_diffusion_model(
     alphas = model.scheduler.alphas_cumprod.to(device)
 
     ema = ExponentialAverage(model.trainable_parameters(), settings.ema_decay)
-    checkpoint = Checkpointer(Path(checkpoint_dir), _fingerprint(settings, model, n_rows))
+    checkpoint = Checkpointer(Path(run.checkpoint_dir), _fingerprint(settings, model, n_rows))
     start = checkpoint.restore(model, optimizer, lr_schedule, scaler, ema)
     if start:
         logger.info("resuming from step %d of %d", start, total)
@@ -213,9 +170,9 @@ def train_diffusion_model(
         total=total,
         initial=start,
         desc="train",
-        file=progress,
+        file=run.progress,
         mininterval=5,
-        disable=progress is None,
+        disable=run.progress is None,
     )
     step_state = _StepState(model, optimizer, lr_schedule, scaler, alphas, dtype, parameters)
     last_loss = float("nan")
@@ -235,18 +192,18 @@ def train_diffusion_model(
         bar.update(1)
         if done % 50 == 0 or done == total:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
-        if snapshots and done in snapshots:
+        if run.snapshots and done in run.snapshots:
             with ema.swapped_in():
-                model.save(snapshots[done], ema.record(done))
+                model.save(run.snapshots[done], ema.record(done))
         if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < total:
             checkpoint.save(model, optimizer, lr_schedule, done, scaler, ema)
-        if stop_after is not None and done >= stop_after:
+        if run.stop_after is not None and done >= run.stop_after:
             bar.close()
             return {"steps": done, "total_steps": total, "stopped_early": True}
     bar.close()
     model.denoiser.eval()
     with ema.swapped_in():
-        model.save(out_dir, ema.record(total))
+        model.save(run.out_dir, ema.record(total))
     checkpoint.clear()
     return {"steps": total, "total_steps": total, "final_loss": last_loss, "n_rows": n_rows}
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from diffattr import data, store
 from diffattr.progress import status
+from diffattr.settings import SubsetSettings
 
 
 def prepare_data(data_cfg: dict[str, Any], out_path: str) -> None:
@@ -14,19 +15,19 @@ def prepare_data(data_cfg: dict[str, Any], out_path: str) -> None:
     status("%s train rows, %s val rows", attrs.get("n_train"), attrs.get("n_val"))
 
 
-def draw_subset(
-    dataset_path: str,
-    out_path: str,
-    pool: str,
-    k: int,
-    alpha: float,
-    pool_seed: int,
-    stratify: bool,
-) -> None:
+def draw_subset(dataset_path: str, out_path: str, *, settings: SubsetSettings) -> None:
+    """Subset ``settings.k`` of pool ``settings.pool``: positions into the train split."""
+    s = settings
     train = data.load_split(dataset_path, "train")
-    positions = data.draw_subset(train.labels, alpha, pool_seed, k, stratify)
+    positions = data.draw_subset(train.labels, s.alpha, s.pool_seed, s.k, s.stratify)
     data.write_subset(
         out_path,
         positions,
-        {"pool": pool, "k": k, "alpha": alpha, "pool_seed": pool_seed, "n_train": len(train)},
+        {
+            "pool": s.pool,
+            "k": s.k,
+            "alpha": s.alpha,
+            "pool_seed": s.pool_seed,
+            "n_train": len(train),
+        },
     )

@@ -128,7 +128,7 @@ def record_trajectory(
     """
     from diffattr import store
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.sampling import generate
+    from diffattr.sampling import DdimSettings, generate
 
     samples = read_samples(samples_path)
     images, seeds, ids, prompts = samples.images, samples.seeds, samples.ids, samples.prompts
@@ -139,8 +139,10 @@ def record_trajectory(
     )
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     steps, eta, guidance = gen.steps, gen.eta, gen.guidance_scale
-    batch_size, progress = runtime.batch_size, runtime.progress
-    result = generate(model, seeds, steps, eta, batch_size, prompts, guidance, progress, True)
+    ddim = DdimSettings(
+        steps=steps, eta=eta, guidance_scale=guidance, batch_size=runtime.batch_size
+    )
+    result = generate(model, seeds, ddim, prompts, progress=runtime.progress, trajectory=True)
     difference = float(np.abs(result["images"] - images).max())
     if difference > IMAGE_TOLERANCE:
         raise FeatureMismatchError(

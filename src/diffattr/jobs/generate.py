@@ -28,11 +28,12 @@ def generate_samples(
     """
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.sample_quality import real_examples, sample_sheet
-    from diffattr.sampling import assign_prompts, generate, sample_seeds
+    from diffattr.sampling import DdimSettings, assign_prompts, generate, sample_seeds
 
     s = settings
     num_samples, steps, eta, seed = s.num_samples, s.steps, s.eta, s.seed
     batch_size, grid_columns, guidance_scale = runtime.batch_size, s.grid_columns, s.guidance_scale
+    ddim = DdimSettings(steps=steps, eta=eta, guidance_scale=guidance_scale, batch_size=batch_size)
     prompts = None if settings.prompts is None else list(settings.prompts)
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     seeds = sample_seeds(num_samples, seed)
@@ -46,9 +47,7 @@ def generate_samples(
                 )
             prompts = class_captions(dataset_path)
         per_sample = assign_prompts(num_samples, prompts)
-    result = generate(
-        model, seeds, steps, eta, batch_size, per_sample, guidance_scale, runtime.progress
-    )
+    result = generate(model, seeds, ddim, per_sample, progress=runtime.progress)
     attrs = {
         "split": "gen",
         "model_digest": store.digest_directory(model_dir),

@@ -7,7 +7,7 @@ import numpy as np
 from diffattr import store
 from diffattr.files import write_measured
 from diffattr.progress import status
-from diffattr.queries import encoded_queries, load_queries, load_query_captions
+from diffattr.queries import QueryRows, encoded_queries, load_queries, load_query_captions
 from diffattr.settings import MeasureSettings, Runtime
 
 
@@ -27,7 +27,7 @@ def measure_outputs(
     A conditional model is conditioned on each sample's caption (gen: its recorded prompt),
     without guidance; a latent model measures in latent space (x0 = VAE mode).
     """
-    from diffattr.measure import measure_losses, timestep_grid
+    from diffattr.measure import Measurement, measure_losses, timestep_grid
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.outputs import describe
 
@@ -41,21 +41,22 @@ def measure_outputs(
         captions = None
         if model.conditional:
             captions = load_query_captions(split, dataset_path, samples_path)
+        measurement = Measurement(
+            timesteps=grid,
+            noise_seeds=list(noise_seeds),
+            purpose=f"measure/{split}",
+            output_fn=settings.output,
+        )
         parts = []
         for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
             parts.append(
                 measure_losses(
                     model.denoiser,
                     scheduler,
-                    x0,
-                    ids[rows],
-                    grid,
-                    list(noise_seeds),
-                    f"measure/{split}",
-                    batch_size,
-                    cond=cond,
+                    QueryRows(x0, ids[rows], cond),
+                    measurement,
+                    batch_size=batch_size,
                     progress=runtime.progress,
-                    output_fn=settings.output,
                 )
             )
         per_split[split] = (np.concatenate(parts, axis=1), ids)

@@ -3,62 +3,55 @@ the EK-FAC factors (:mod:`diffattr.ekfac`) of the main model."""
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffattr.ekfac import SampleDataset, _train_inputs, fit_factors
+from diffattr.queries import QueryRows
 from diffattr.residuals import das_weights, residual_profile
+from diffattr.settings import EkfacFactorSettings, ResidualSettings, Runtime
 
 
 def compute_residuals(
     model_dir: str,
     dataset_path: str,
     out_path: str,
-    S: int,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    progress: IO[str] | None = None,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
+    *,
+    settings: ResidualSettings,
+    runtime: Runtime,
 ) -> None:
     """Residual profiles [N, S] and DAS weights of every training image (forward passes only),
-    with the training features' noise under scheme ``noise``."""
+    with the training features' noise (``settings.noise``)."""
     from diffattr import features, store
-    from diffattr import noise as noise_lib
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import progress_bar, status
     from diffattr.queries import encoded_queries, load_queries, load_query_captions
 
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    S, noise_seed, batch_size = settings.S, settings.noise_seed, runtime.batch_size
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
     steps = features.select_timesteps(int(S), "uniform", scheduler.config.num_train_timesteps)
     images, ids = load_queries("train", dataset_path, None)
     captions = load_query_captions("train", dataset_path, None) if model.conditional else None
-    keys = noise_lib.feature_noise_keys(
-        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-    )
+    keys = settings.noise_keys(ids)
     residuals = np.empty((len(ids), len(steps)), dtype=np.float64)
-    update, close = progress_bar(progress, len(ids), "residuals", unit="sample")
+    update, close = progress_bar(runtime.progress, len(ids), "residuals", unit="sample")
     try:
         for rows, x0, cond in encoded_queries(model, images, captions, batch_size):
             chunk_ids = ids[rows]
             x0 = torch.as_tensor(np.asarray(x0))
             for start in range(0, len(chunk_ids), batch_size):
                 stop = min(start + batch_size, len(chunk_ids))
-                batch_cond = None if cond is None else cond[start:stop]
-                residuals[rows.start + start : rows.start + stop] = residual_profile(
-                    model.denoiser,
-                    scheduler,
+                batch = QueryRows(
                     x0[start:stop],
                     chunk_ids[start:stop],
-                    steps,
-                    noise_seed,
-                    batch_cond,
+                    None if cond is None else cond[start:stop],
                     noise_keys=keys[rows][start:stop],
+                )
+                residuals[rows.start + start : rows.start + stop] = residual_profile(
+                    model.denoiser, scheduler, batch, steps, noise_seed
                 ).numpy()
                 update(rows.start + stop)
     finally:
@@ -66,7 +59,7 @@ def compute_residuals(
     attrs = {
         "model_digest": store.digest_directory(model_dir),
         "noise_seed": int(noise_seed),
-        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+        **settings.noise_attrs(),
         "timesteps": steps,
         "S": int(S),
         "n_rows": len(ids),
@@ -88,32 +81,25 @@ def fit_ekfac_factors(
     model_dir: str,
     dataset_path: str,
     out_dir: str,
-    factor_timesteps: int,
-    strategy: str,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
+    *,
+    settings: EkfacFactorSettings,
+    runtime: Runtime,
 ) -> dict[str, Any]:
-    """The factors of the main model: every training image at ``factor_timesteps`` uniform
-    timesteps, each (image, t) one example (forward + backward passes, no scores), with the
-    training features' noise under scheme ``noise``."""
+    """The factors of the main model: every training image at ``settings.factor_timesteps``
+    uniform timesteps, each (image, t) one example (forward + backward passes, no scores), with
+    the training features' noise (``settings.noise``)."""
     from diffattr import features, store
-    from diffattr import noise as noise_lib
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import status
 
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    strategy, batch_size = settings.strategy, runtime.batch_size
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
     steps = features.select_timesteps(
-        int(factor_timesteps), "uniform", scheduler.config.num_train_timesteps
+        int(settings.factor_timesteps), "uniform", scheduler.config.num_train_timesteps
     )
     x0, ids, cond = _train_inputs(model, dataset_path, batch_size)
-    keys = noise_lib.feature_noise_keys(
-        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-    )
+    keys = settings.noise_keys(ids)
     dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=keys)
     provenance = fit_factors(
         model.denoiser,
@@ -121,13 +107,13 @@ def fit_ekfac_factors(
         dataset,
         out_dir,
         strategy,
-        noise_seed,
+        settings.noise_seed,
         batch_size,
         {
             "model_digest": store.digest_directory(model_dir),
             "factor_timesteps": steps,
             "n_train": len(ids),
-            **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+            **settings.noise_attrs(),
         },
     )
     status(
