@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from diffattr import data
-from diffattr.jobs.generate import save_png
+from diffattr.images import save_png
 from diffattr.models import load_diffusion_model
 from diffattr.sample_quality import quality_record, sample_sheet
 from diffattr.sampling import DdimSettings, generate, sample_seeds

@@ -2,15 +2,13 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda
+from diffattr.settings import CounterfactualLambdaSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     choose_counterfactual_lambda(
         snakemake.input.scores,
         snakemake.input.heldout,
         snakemake.output.choice,
-        p.method,
-        p.K,
-        p.lambdas,
         list(snakemake.input.get("train", [])),
+        settings=CounterfactualLambdaSettings.from_params(snakemake.params),
     )

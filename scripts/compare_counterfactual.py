@@ -2,15 +2,15 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import compare_counterfactual
+from diffattr.settings import CounterfactualMetricSettings, Runtime
 
-p = snakemake.params
-with job_logging(snakemake.log[0], snakemake.threads):
+runtime = Runtime.from_snakemake(snakemake, "clip")
+with job_logging(snakemake.log[0], runtime.threads):
     compare_counterfactual(
         snakemake.input.samples,
         snakemake.input.regenerated,
         snakemake.output.metrics,
-        p.metrics,
-        p.clip_weights,
-        p.device,
+        settings=CounterfactualMetricSettings.from_params(snakemake.params),
+        runtime=runtime,
         latent_model_dir=snakemake.input.get("latent_model"),
     )

@@ -2,8 +2,8 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.report import plot_attribution_grid
+from diffattr.settings import AttributionGridSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     plot_attribution_grid(
         snakemake.input.scores,
@@ -11,9 +11,5 @@ with job_logging(snakemake.log[0], snakemake.threads):
         snakemake.input.dataset,
         snakemake.input.samples,
         snakemake.output.grid,
-        p.split,
-        p.queries,
-        p.proponents,
-        p.opponents,
-        p.label,
+        settings=AttributionGridSettings.from_params(snakemake.params),
     )

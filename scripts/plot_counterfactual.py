@@ -1,17 +1,17 @@
 """Snakemake adapter: originals beside each method's regeneration and removed examples."""
 
 from diffattr.jobs.common import job_logging
-from diffattr.jobs.counterfactual import plot_counterfactual
+from diffattr.jobs.counterfactual import CaseFiles, plot_counterfactual
+from diffattr.settings import CounterfactualFigureSettings
 
-p = snakemake.params
+i = snakemake.input
 with job_logging(snakemake.log[0], snakemake.threads):
     plot_counterfactual(
-        snakemake.input.samples,
-        snakemake.input.dataset,
-        list(snakemake.input.regenerated),
-        list(snakemake.input.removals),
-        list(snakemake.input.metrics),
+        i.samples,
+        i.dataset,
+        CaseFiles(
+            metrics=list(i.metrics), removals=list(i.removals), regenerated=list(i.regenerated)
+        ),
         snakemake.output.figure,
-        p.methods,
-        p.figure_removed,
+        settings=CounterfactualFigureSettings.from_params(snakemake.params),
     )

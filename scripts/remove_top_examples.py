@@ -2,17 +2,13 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import remove_top_examples
+from diffattr.settings import RemovalSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     remove_top_examples(
         snakemake.input.dataset,
         snakemake.output.removal,
-        p.method,
-        p.target,
-        p.top_k,
-        p.top_fraction,
-        p.random_seed,
+        settings=RemovalSettings.from_params(snakemake.params),
         scores_path=snakemake.input.get("scores"),
         lambda_path=snakemake.input.get("choice"),
     )

@@ -1,21 +1,18 @@
 """Snakemake adapter: summary.csv and summary.md of the experiment."""
 
 from diffattr.jobs.common import job_logging
-from diffattr.jobs.summary import summarize
+from diffattr.jobs.summary import SummaryFiles, summarize
+from diffattr.settings import SummarySettings
 
-p = snakemake.params
+i, o = snakemake.input, snakemake.output
 with job_logging(snakemake.log[0], snakemake.threads):
     summarize(
-        list(snakemake.input.lds),
-        snakemake.input.ceiling,
-        snakemake.output.csv,
-        snakemake.output.md,
-        p.experiment,
-        counterfactual_path=snakemake.input.get("counterfactual") or None,
-        counterfactual_csv_path=snakemake.output.get("counterfactual"),
-        groundtruth_path=snakemake.input.groundtruth,
-        paired_csv_path=snakemake.output.paired,
-        pairs=p.pairs,
-        paired_resamples=p.paired_resamples,
-        paired_seed=p.paired_seed,
+        list(i.lds),
+        i.ceiling,
+        i.groundtruth,
+        i.get("counterfactual") or None,
+        out=SummaryFiles(
+            csv=o.csv, md=o.md, paired=o.paired, counterfactual=o.get("counterfactual")
+        ),
+        settings=SummarySettings.from_params(snakemake.params),
     )

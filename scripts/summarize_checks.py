@@ -1,7 +1,8 @@
 """Snakemake adapter: what the run found, in plain words (checks.md, the report's first screen)."""
 
-from diffattr.jobs.checks import summarize_checks
+from diffattr.jobs.checks import FindingsPages, summarize_checks
 from diffattr.jobs.common import job_logging
+from diffattr.settings import FindingsSettings
 
 i = snakemake.input
 with job_logging(snakemake.log[0], snakemake.threads):
@@ -10,8 +11,6 @@ with job_logging(snakemake.log[0], snakemake.threads):
         i.quality[0] if len(i.quality) else None,
         i.sanity,
         i.counterfactual[0] if len(i.counterfactual) else None,
-        snakemake.params.method_kinds,
-        snakemake.params.run,
-        snakemake.output.md,
-        snakemake.output.html,
+        out=FindingsPages(md=snakemake.output.md, html=snakemake.output.html),
+        settings=FindingsSettings.from_params(snakemake.params),
     )

@@ -151,7 +151,8 @@ def test_check_attributions_reads_the_selected_lambda_score_file(tmp_path):
     import h5py
 
     from diffattr import store
-    from diffattr.jobs.checks import check_attributions
+    from diffattr.jobs.checks import RecordAndFigure, check_attributions
+    from diffattr.settings import AgreementSettings
 
     rng = np.random.default_rng(0)
     n_train, n_val = 30, 8
@@ -178,12 +179,12 @@ def test_check_attributions_reads_the_selected_lambda_score_file(tmp_path):
     rows = check_attributions(
         [str(tmp_path / "scores.h5")],
         [str(tmp_path / "lds.json")],
-        [{"method": "trak", "K": 10, "split": "val"}],
         str(tmp_path / "dataset.h5"),
         None,
-        str(tmp_path / "agreement.json"),
-        str(tmp_path / "agreement.png"),
-        top=5,
+        out=RecordAndFigure(
+            record=str(tmp_path / "agreement.json"), figure=str(tmp_path / "agreement.png")
+        ),
+        settings=AgreementSettings(labels=[{"method": "trak", "K": 10, "split": "val"}], top=5),
     )
     top5 = np.argsort(-tau, axis=1, kind="stable")[:, :5]
     expected = np.mean([(train_labels[r] == val_labels[q]).mean() for q, r in enumerate(top5)])

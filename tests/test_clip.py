@@ -85,10 +85,11 @@ def test_unavailable_reasons_say_how_to_fix(tmp_path, monkeypatch):
 def test_counterfactual_metric_uses_the_same_encoder(tiny_clip, tmp_path):
     from diffattr import counterfactual as cf
     from diffattr.jobs.counterfactual import compare_counterfactual
+    from diffattr.settings import CounterfactualMetricSettings, Runtime
 
     rng = np.random.default_rng(2)
     images = rng.uniform(-1, 1, size=(4, 1, 8, 8)).astype(np.float32)
-    encode = cf.load_clip_encoder(str(tiny_clip))
+    encode = clip.ClipEncoder(str(tiny_clip))
     a, b = reference_embeddings(tiny_clip, images[[0, 1]]).astype(np.float64)
     direct = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
     assert cf.clip_cosine(images[0], images[1], encode) == pytest.approx(direct, abs=1e-5)
@@ -98,8 +99,9 @@ def test_counterfactual_metric_uses_the_same_encoder(tiny_clip, tmp_path):
     regenerated = tmp_path / "regen.h5"
     store.write_h5(regenerated, {"image": images[2]}, {"method": "m", "target": 1})
     record = compare_counterfactual(
-        str(samples), str(regenerated), str(tmp_path / "m.json"), ["l2", "clip"],
-        str(tiny_clip), "cpu",
+        str(samples), str(regenerated), str(tmp_path / "m.json"),
+        settings=CounterfactualMetricSettings(metrics=["l2", "clip"], clip_weights=str(tiny_clip)),
+        runtime=Runtime(batch_size=1, device="cpu"),
     )  # fmt: skip
     a, b = reference_embeddings(tiny_clip, images[[1, 2]]).astype(np.float64)
     assert record["metrics"]["clip"] == pytest.approx(

@@ -13,7 +13,15 @@ from diffattr import data, store
 from diffattr.config import validate_config
 from diffattr.errors import ConfigError, DataError
 from diffattr.jobs import counterfactual as cfjobs
-from diffattr.settings import GenerationSettings, LdsSettings, Runtime
+from diffattr.plan import counterfactual_top_k, resolve_counterfactual
+from diffattr.settings import (
+    CounterfactualLambdaSettings,
+    CounterfactualMetricSettings,
+    GenerationSettings,
+    LdsSettings,
+    RemovalSettings,
+    Runtime,
+)
 
 # --------------------------------------------------------------------------- removal sets
 
@@ -45,6 +53,15 @@ def test_resolve_top_k():
     assert cf.resolve_top_k(600, 7, 0.2) == 7
     with pytest.raises(DataError, match="top_k = 600"):
         cf.resolve_top_k(600, 600, 0.2)
+
+
+def test_the_plan_counts_the_rows_a_removal_takes(tiny_config):
+    config = _config(tiny_config, top_k=None, top_fraction=0.25)
+    n = config["data"]["train_size"]
+    assert counterfactual_top_k(config) == cf.resolve_top_k(n, None, 0.25)
+    config["counterfactual"]["top_k"] = n
+    with pytest.raises(DataError, match=f"top_k = {n}"):
+        counterfactual_top_k(config)
 
 
 def test_targets_are_distinct_seeded_and_prefix_stable():
@@ -95,11 +112,7 @@ def test_removal_file_keeps_everything_but_the_top_k_at_the_chosen_lambda(tmp_pa
     cfjobs.remove_top_examples(
         str(tmp_path / "dataset.h5"),
         str(tmp_path / "removal.h5"),
-        "trak",
-        3,
-        6,
-        0.2,
-        0,
+        settings=RemovalSettings(method="trak", target=3, top_k=6, top_fraction=0.2, random_seed=0),
         scores_path=str(tmp_path / "gen.h5"),
         lambda_path=str(tmp_path / "choice.json"),
     )
@@ -123,7 +136,8 @@ def test_scores_in_loss_units_remove_the_most_negative(tmp_path):
     )
     store.write_json(tmp_path / "choice.json", {"lambda": 0.0, "lambda_index": 0, "K": 0})
     removed = cfjobs.remove_top_examples(
-        str(tmp_path / "dataset.h5"), str(tmp_path / "removal.h5"), "datamodels", 4, 3, 0.2, 0,
+        str(tmp_path / "dataset.h5"), str(tmp_path / "removal.h5"),
+        settings=RemovalSettings(method="datamodels", target=4, top_k=3, random_seed=0),
         scores_path=str(tmp_path / "gen.h5"), lambda_path=str(tmp_path / "choice.json"),
     )  # fmt: skip
     assert removed.tolist() == [0, 1, 2]
@@ -133,7 +147,7 @@ def test_k_free_methods_use_their_k0_scores(tiny_config):
     config = copy.deepcopy(tiny_config)
     config["methods"] = {**config.get("methods", {}), "raw_cos": {"kind": "raw_cos"}}
     config["counterfactual"] = {**config["counterfactual"], "methods": ["raw_cos", "random"]}
-    block = cf.resolve_counterfactual(validate_config(config))
+    block = resolve_counterfactual(validate_config(config))
     assert block["method_K"] == {"raw_cos": 0}
 
 
@@ -165,7 +179,11 @@ def test_lambda_choice_is_the_one_the_lds_record_reports(tmp_path, sign):
         {"lds_sign": sign},
     )  # fmt: skip
     paths = [str(tmp_path / name) for name in ("gen.h5", "heldout.h5")]
-    choice = cfjobs.choose_counterfactual_lambda(*paths, str(tmp_path / "choice.json"), "m", 3)
+    choice = cfjobs.choose_counterfactual_lambda(
+        *paths,
+        str(tmp_path / "choice.json"),
+        settings=CounterfactualLambdaSettings(method="m", K=3),
+    )
     settings = LdsSettings(split="gen", bootstrap_resamples=4, bootstrap_seed=0)
     record = evaluate_lds(
         paths[0], paths[1], paths[1], str(tmp_path / "lds.json"), settings=settings
@@ -179,9 +197,8 @@ def test_random_removal_is_seeded_per_target(tmp_path):
 
     def removed(target, seed, name):
         path = str(tmp_path / name)
-        cfjobs.remove_top_examples(
-            str(tmp_path / "dataset.h5"), path, cf.RANDOM, target, None, 0.2, seed
-        )
+        settings = RemovalSettings(method=cf.RANDOM, target=target, top_k=None, random_seed=seed)
+        cfjobs.remove_top_examples(str(tmp_path / "dataset.h5"), path, settings=settings)
         return store.read_h5(path, "removed")
 
     first = removed(7, 42, "a.h5")
@@ -302,8 +319,10 @@ def test_clip_cosine_is_the_cosine_of_the_embeddings():
 
 
 def test_clip_weights_must_be_a_checkpoint(tmp_path):
+    from diffattr.clip import ClipEncoder
+
     with pytest.raises(ConfigError, match="not a checkpoint folder"):
-        cf.load_clip_encoder(str(tmp_path / "missing.bin"))
+        ClipEncoder(str(tmp_path / "missing.bin"))
 
 
 def test_aggregates_match_direct_counts():
@@ -337,7 +356,7 @@ def _config(tiny_config, **counterfactual):
 
 
 def test_resolved_block_defaults(tiny_config):
-    block = cf.resolve_counterfactual(_config(tiny_config, num_targets=3))
+    block = resolve_counterfactual(_config(tiny_config, num_targets=3))
     assert block["method_K"] == {m: max(tiny_config["features"]["K"]) for m in ("dtrak", "trak")}
     assert block["score_methods"] == ["dtrak", "trak"]
     assert block["targets"] == cf.select_targets(tiny_config["generation"]["num_samples"], 3, 42)
@@ -345,22 +364,22 @@ def test_resolved_block_defaults(tiny_config):
 
 def test_unknown_method_names_the_valid_ones(tiny_config):
     with pytest.raises(ConfigError, match=r"\['tracin'\].*'dtrak', 'trak', 'random'"):
-        cf.resolve_counterfactual(_config(tiny_config, methods=["tracin", "random"]))
+        resolve_counterfactual(_config(tiny_config, methods=["tracin", "random"]))
 
 
 def test_disabled_block_is_not_checked(tiny_config):
     config = _config(tiny_config, methods=["tracin"])
     config["counterfactual"]["enabled"] = False
-    assert cf.resolve_counterfactual(config)["targets"] == []
+    assert resolve_counterfactual(config)["targets"] == []
 
 
 def test_counterfactual_needs_gen_lds_and_a_configured_k(tiny_config):
     config = _config(tiny_config)
     config["lds"]["splits"] = ["val"]
     with pytest.raises(ConfigError, match="'gen'"):
-        cf.resolve_counterfactual(config)
+        resolve_counterfactual(config)
     with pytest.raises(ConfigError, match="not a K of method 'dtrak'"):
-        cf.resolve_counterfactual(_config(tiny_config, K=999))
+        resolve_counterfactual(_config(tiny_config, K=999))
 
 
 def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_path):
@@ -395,8 +414,9 @@ def test_latent_model_regenerates_with_its_prompt_and_measures_latent_l2(tmp_pat
     store.write_h5(shifted, {"image": np.clip(image + 0.3, -1, 1)}, {"method": "m", "target": 3})
     out = tmp_path / "metrics.json"
     record = cfjobs.compare_counterfactual(
-        str(samples), str(shifted), str(out), ["l2", "ssim"], None, "cpu",
-        latent_model_dir=str(tmp_path / "main"),
+        str(samples), str(shifted), str(out),
+        settings=CounterfactualMetricSettings(metrics=["l2", "ssim"], clip_weights=None),
+        runtime=Runtime(batch_size=1, device="cpu"), latent_model_dir=str(tmp_path / "main"),
     )  # fmt: skip
     model = load_diffusion_model(tmp_path / "main")
     latents = model.encode(np.stack([image, np.clip(image + 0.3, -1, 1)]), scaled=False).numpy()

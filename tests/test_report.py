@@ -18,6 +18,7 @@ from diffattr import report, store
 from diffattr.data import prepare_dataset
 from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.jobs import report as report_jobs
+from diffattr.settings import AttributionGridSettings
 from tests.workflow_utils import ROOT, snakemake
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -111,8 +112,9 @@ def scored_dataset(tmp_path):
 def test_attribution_grid(scored_dataset, tmp_path):
     dataset, scores_path, lds, scores = scored_dataset
     out = tmp_path / "grid.png"
+    settings = AttributionGridSettings(split="val", queries=3, proponents=5, opponents=3)
     chosen = report_jobs.plot_attribution_grid(str(scores_path), str(lds), str(dataset), None,
-                                         str(out), "val", 3, 5, 3)  # fmt: skip
+                                               str(out), settings=settings)  # fmt: skip
     assert chosen["rows"] == [0, 4, 9]
     assert chosen["proponents"][0][0] == 7, "held-out λ index 2 is used"
     assert chosen["proponents"][1] == np.argsort(-scores[2, 4], kind="stable")[:5].tolist()
@@ -131,8 +133,10 @@ def test_attribution_grid_refuses_misaligned_scores(scored_dataset, tmp_path):
         {"lds_sign": -1},
     )  # fmt: skip
     with pytest.raises(FeatureMismatchError, match="do not follow the train split"):
-        report_jobs.plot_attribution_grid(str(bad), str(lds), str(dataset), None,
-                                    str(tmp_path / "g.png"), "val", 2, 2, 1)  # fmt: skip
+        report_jobs.plot_attribution_grid(
+            str(bad), str(lds), str(dataset), None, str(tmp_path / "g.png"),
+            settings=AttributionGridSettings(split="val", queries=2, proponents=2, opponents=1),
+        )  # fmt: skip
 
 
 def test_runtime_table(tmp_path):

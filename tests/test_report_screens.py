@@ -24,10 +24,11 @@ import yaml
 from PIL import Image
 
 from diffattr import report, store
-from diffattr.jobs.checks import summarize_checks
-from diffattr.jobs.generate import save_png
+from diffattr.images import save_png
+from diffattr.jobs.checks import FindingsPages, summarize_checks
 from diffattr.jobs.report import write_overview
 from diffattr.sample_quality import sample_sheet
+from diffattr.settings import FindingsSettings
 from tests.workflow_utils import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -70,16 +71,21 @@ def _synthetic_front_page(folder: Path) -> tuple[Path, Path]:
     store.write_json(sanity, [{"method": "dtrak", "K": 10, "split": "val", "top": 5,
                                "agreement": 0.62, "chance": 0.1, "ratio": 6.2}])  # fmt: skip
     findings = folder / "findings.html"
-    summarize_checks(str(summary), None, str(sanity), None,
-               {"dtrak": "trak", "trak": "trak", "raw_cos": "raw_cos"},
-               {"dataset": "digits", "n_train": 600}, str(folder / "checks.md"),
-               str(findings))  # fmt: skip
+    summarize_checks(
+        str(summary), None, str(sanity), None,
+        out=FindingsPages(md=str(folder / "checks.md"), html=str(findings)),
+        settings=FindingsSettings(method_kinds={"dtrak": "trak", "trak": "trak",
+                                                "raw_cos": "raw_cos"},
+                                  run={"dataset": "digits", "n_train": 600}),
+    )  # fmt: skip
     grid = folder / "grid.png"
     scores = rng.normal(size=(3, 20)).astype(np.float32)
     chosen = [report.proponents_and_opponents(row, 5, 3) for row in scores]
-    report.plot_attribution_grid(digits[:3], ["val id 0", "val id 1", "val id 2"], digits,
-                                 [t for t, _ in chosen], [b for _, b in chosen], scores,
-                                 grid, title="dtrak, K = 10, val queries")  # fmt: skip
+    rows = [
+        report.GridRow(digits[r], f"val id {r}", top, bottom, scores[r])
+        for r, (top, bottom) in enumerate(chosen)
+    ]
+    report.plot_attribution_grid(rows, digits, grid, title="dtrak, K = 10, val queries")
     overview = folder / "overview.html"
     write_overview(str(summary), {"samples": str(sheet)}, str(overview), "demo",
                         str(findings))  # fmt: skip

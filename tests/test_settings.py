@@ -17,17 +17,25 @@ from diffattr.config import schema_default
 from diffattr.errors import ConfigError
 from diffattr.settings import (
     SETTINGS_CLASSES,
+    AgreementSettings,
+    AttributionGridSettings,
+    CounterfactualFigureSettings,
+    CounterfactualLambdaSettings,
+    CounterfactualMetricSettings,
     EkfacFactorSettings,
     FeatureNoiseSettings,
     FeatureSettings,
+    FindingsSettings,
     GenerationSettings,
     LdsSettings,
     MeasureSettings,
     ProjectionSettings,
+    RemovalSettings,
     ResidualSettings,
     Runtime,
     SplitRows,
     SubsetSettings,
+    SummarySettings,
     TrainingRecipe,
     TrainingRuntime,
     TrainingSettings,
@@ -69,6 +77,14 @@ VALID = {
     FeatureNoiseSettings: {},
     ResidualSettings: {"S": 10},
     EkfacFactorSettings: {"factor_timesteps": 5, "strategy": "ekfac"},
+    CounterfactualLambdaSettings: {"method": "dtrak", "K": 10, "lambdas": [1.0, 10.0]},
+    RemovalSettings: {"method": "random", "target": 3},
+    CounterfactualMetricSettings: {},
+    CounterfactualFigureSettings: {"methods": ["dtrak", "random"]},
+    SummarySettings: {"experiment": "demo"},
+    AgreementSettings: {"labels": [{"method": "dtrak", "K": 10, "split": "val"}]},
+    FindingsSettings: {"method_kinds": {"dtrak": "trak"}, "run": {"n_train": 600}},
+    AttributionGridSettings: {"split": "val", "label": "dtrak, K = 10"},
     Runtime: {"batch_size": 4},
     TrainingRecipe: {
         "model": {"kind": "unet", "unet": {}},
@@ -133,6 +149,29 @@ BAD = [
     (ResidualSettings, "noise_batch_size", -1, "integer >= 0"),
     (EkfacFactorSettings, "factor_timesteps", 0, "integer >= 1"),
     (EkfacFactorSettings, "strategy", "fisher", "'kfac'"),
+    (CounterfactualLambdaSettings, "method", "", "non-empty name"),
+    (CounterfactualLambdaSettings, "K", -1, "integer >= 0"),
+    (CounterfactualLambdaSettings, "lambdas", [0.0], "> 0"),
+    (RemovalSettings, "target", -1, "integer >= 0"),
+    (RemovalSettings, "top_k", 0, "integer >= 1"),
+    (RemovalSettings, "top_fraction", 1.0, "(0, 1)"),
+    (RemovalSettings, "random_seed", None, "integer"),
+    (CounterfactualMetricSettings, "metrics", ["l2", "lpips"], "'ssim'"),
+    (CounterfactualMetricSettings, "metrics", [], "non-empty list"),
+    (CounterfactualMetricSettings, "clip_weights", 3, "checkpoint"),
+    (CounterfactualFigureSettings, "methods", [], "non-empty list of names"),
+    (CounterfactualFigureSettings, "figure_removed", -1, "integer >= 0"),
+    (SummarySettings, "experiment", None, "non-empty name"),
+    (SummarySettings, "pairs", [["dtrak"]], "method pairs"),
+    (SummarySettings, "paired_resamples", 1, "integer >= 2"),
+    (AgreementSettings, "labels", [{"method": "dtrak"}], "{method, K, split}"),
+    (AgreementSettings, "top", 0, "integer >= 1"),
+    (FindingsSettings, "method_kinds", {"dtrak": 1}, "{method name: kind}"),
+    (FindingsSettings, "run", None, "mapping"),
+    (AttributionGridSettings, "split", "train", "'gen'"),
+    (AttributionGridSettings, "queries", 0, "integer >= 1"),
+    (AttributionGridSettings, "opponents", -1, "integer >= 0"),
+    (AttributionGridSettings, "label", None, "text"),
     (Runtime, "batch_size", 0, "integer >= 1"),
     (Runtime, "threads", 0, "integer >= 1"),
     (Runtime, "device", "", "device"),
@@ -281,13 +320,16 @@ def test_runtime_from_snakemake():
 
 def _jobs():
     from diffattr.jobs import (
+        checks,
         counterfactual,
         data,
         features,
         generate,
         lds,
         measure,
+        report,
         residuals,
+        summary,
         train,
     )
 
@@ -297,6 +339,15 @@ def _jobs():
         train.train_main: 3,
         residuals.compute_residuals: 3,
         residuals.fit_ekfac_factors: 3,
+        counterfactual.choose_counterfactual_lambda: 4,
+        counterfactual.remove_top_examples: 2,
+        counterfactual.compare_counterfactual: 3,
+        counterfactual.collect_counterfactual: 4,
+        counterfactual.plot_counterfactual: 4,
+        summary.summarize: 4,
+        checks.check_attributions: 4,
+        checks.summarize_checks: 4,
+        report.plot_attribution_grid: 5,
         features.extract_features: 3,
         features.extract_trajectory_features: 4,
         features.record_trajectory: 3,
@@ -365,6 +416,19 @@ SCHEMA_KEYS = {
     (FeatureNoiseSettings, "noise_batch_size"): "features.reference_noise.batch_size",
     (FeatureNoiseSettings, "noise_shard_rows"): "features.reference_noise.shard_rows",
     (LdsSettings, "bootstrap_seed"): "lds.bootstrap_seed",
+    (RemovalSettings, "top_k"): "counterfactual.top_k",
+    (RemovalSettings, "top_fraction"): "counterfactual.top_fraction",
+    (RemovalSettings, "random_seed"): "counterfactual.random_seed",
+    (CounterfactualMetricSettings, "metrics"): "counterfactual.metrics",
+    (CounterfactualMetricSettings, "clip_weights"): "clip.weights",
+    (CounterfactualFigureSettings, "figure_removed"): "counterfactual.figure_removed",
+    (SummarySettings, "pairs"): "lds.pairs",
+    (SummarySettings, "paired_resamples"): "lds.paired_resamples",
+    (SummarySettings, "paired_seed"): "lds.bootstrap_seed",
+    (AgreementSettings, "top"): "report.proponents",
+    (AttributionGridSettings, "queries"): "report.queries",
+    (AttributionGridSettings, "proponents"): "report.proponents",
+    (AttributionGridSettings, "opponents"): "report.opponents",
     (Runtime, "device"): "device",
     **{
         (TrainingSettings, f.name): f"training.{f.name}"
@@ -393,6 +457,18 @@ NO_SCHEMA_KEY = {
     (ResidualSettings, "S"),  # a wildcard
     (EkfacFactorSettings, "factor_timesteps"),  # a wildcard (T)
     (EkfacFactorSettings, "strategy"),  # a wildcard
+    (CounterfactualLambdaSettings, "method"),  # a wildcard
+    (CounterfactualLambdaSettings, "K"),  # the method's counterfactual K (plan)
+    (CounterfactualLambdaSettings, "lambdas"),  # scoring.lambdas for λ methods only
+    (RemovalSettings, "method"),  # a wildcard
+    (RemovalSettings, "target"),  # a wildcard
+    (CounterfactualFigureSettings, "methods"),  # counterfactual.methods, in config order
+    (SummarySettings, "experiment"),  # required in the schema
+    (AgreementSettings, "labels"),  # one per scored (method, K, split)
+    (FindingsSettings, "method_kinds"),  # from methods
+    (FindingsSettings, "run"),  # derived from the config
+    (AttributionGridSettings, "split"),  # a wildcard
+    (AttributionGridSettings, "label"),  # derived per grid
     (Runtime, "batch_size"),  # <group>.batch_size, the group chosen by the script
     (Runtime, "threads"),
     (Runtime, "progress"),
@@ -623,6 +699,40 @@ SCRIPT_CASES = {
                                             noise="common", noise_batch_size=0,
                                             noise_shard_rows=0),
             "runtime": Runtime(batch_size=8, device="cpu"),
+        },
+    ),
+    "remove_top_examples": (
+        "diffattr.jobs.counterfactual",
+        {"method": "random", "target": 4, "top_k": None, "top_fraction": 0.1, "random_seed": 9},
+        {"dataset": "d.h5"},
+        {"removal": "r.h5"},
+        lambda: {
+            "settings": RemovalSettings(method="random", target=4, top_k=None, top_fraction=0.1,
+                                        random_seed=9),
+            "scores_path": None,
+            "lambda_path": None,
+        },
+    ),
+    "compare_counterfactual": (
+        "diffattr.jobs.counterfactual",
+        {"metrics": ["l2", "clip"], "clip_weights": "clip-dir", "device": "cpu"},
+        {"samples": "gen.h5", "regenerated": "g.h5"},
+        {"metrics": "m.json"},
+        lambda: {
+            "settings": CounterfactualMetricSettings(metrics=["l2", "clip"],
+                                                     clip_weights="clip-dir"),
+            "runtime": Runtime(batch_size=11, device="cpu"),
+            "latent_model_dir": None,
+        },
+    ),
+    "plot_attribution_grid": (
+        "diffattr.jobs.report",
+        {"split": "gen", "queries": 2, "proponents": 3, "opponents": 1, "label": "m, K = 4"},
+        {"scores": "s.h5", "lds": "l.json", "dataset": "d.h5", "samples": "gen.h5"},
+        {"grid": "g.png"},
+        lambda: {
+            "settings": AttributionGridSettings(split="gen", queries=2, proponents=3,
+                                                opponents=1, label="m, K = 4"),
         },
     ),
 }  # fmt: skip

@@ -15,7 +15,7 @@ from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_to
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
 from diffattr.scoring import write_trak_scores
-from diffattr.settings import LdsSettings
+from diffattr.settings import CounterfactualLambdaSettings, LdsSettings, RemovalSettings
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
 N_TEST, N_SUBSETS = 7, 16
@@ -189,8 +189,10 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
         assert ours["choices"][name]["boot_std"] == pytest.approx(
             reference["choices"][name]["boot_std"], abs=1e-6
         )
-    choice = choose_counterfactual_lambda(spectra, pools["heldout"], str(tmp_path / "c.json"), "trak", 2,
-                               LAMBDAS, [train])  # fmt: skip
+    choice = choose_counterfactual_lambda(
+        spectra, pools["heldout"], str(tmp_path / "c.json"), [train],
+        settings=CounterfactualLambdaSettings(method="trak", K=2, lambdas=LAMBDAS),
+    )  # fmt: skip
     assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
     selected = str(tmp_path / "gen.h5")
     chosen = select_scores(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
@@ -201,8 +203,11 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     assert stored.attrs["lambda_grid"] == LAMBDAS
     store.write_h5(tmp_path / "dataset.h5", {"train/ids": np.arange(n_train)}, {})
     for scores_path, name in ((selected, "ours.h5"), (full, "reference.h5")):
-        remove_top_examples(str(tmp_path / "dataset.h5"), str(tmp_path / name), "trak", 1003, 5, 0.2, 0,
-                    scores_path=scores_path, lambda_path=str(tmp_path / "c.json"))  # fmt: skip
+        remove_top_examples(
+            str(tmp_path / "dataset.h5"), str(tmp_path / name),
+            settings=RemovalSettings(method="trak", target=1003, top_k=5, random_seed=0),
+            scores_path=scores_path, lambda_path=str(tmp_path / "c.json"),
+        )  # fmt: skip
     np.testing.assert_array_equal(
         store.read_h5(tmp_path / "ours.h5", "removed"),
         store.read_h5(tmp_path / "reference.h5", "removed"),

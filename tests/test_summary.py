@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from diffattr import lds, store
-from diffattr.jobs.summary import summarize
+from diffattr.jobs.summary import SummaryFiles, summarize
+from diffattr.settings import SummarySettings
 from diffattr.summary import paired_rows
 
 
@@ -61,14 +62,11 @@ def test_summary_has_crossfit_and_paired_rows(run):
     pairs = [["dtrak", "trak"], ["dtrak", "raw_cos"], ["dtrak", "missing"]]
     summarize(
         paths,
-        None,
-        str(tmp_path / "s.csv"),
-        str(tmp_path / "s.md"),
-        "x",
         groundtruth_path=str(truth),
-        paired_csv_path=str(tmp_path / "p.csv"),
-        pairs=pairs,
-        paired_resamples=50,
+        out=SummaryFiles(
+            csv=str(tmp_path / "s.csv"), md=str(tmp_path / "s.md"), paired=str(tmp_path / "p.csv")
+        ),
+        settings=SummarySettings(experiment="x", pairs=pairs, paired_resamples=50),
     )
     with open(tmp_path / "s.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -109,7 +107,10 @@ def test_summary_takes_the_ceiling_apart(run):
     }
     store.write_json(tmp_path / "ceiling.json", record)
     summarize(
-        paths, str(tmp_path / "ceiling.json"), str(tmp_path / "s.csv"), str(tmp_path / "s.md"), "x"
+        paths,
+        str(tmp_path / "ceiling.json"),
+        out=SummaryFiles(csv=str(tmp_path / "s.csv"), md=str(tmp_path / "s.md")),
+        settings=SummarySettings(experiment="x"),
     )
     text = (tmp_path / "s.md").read_text()
     assert f"shared {100 * part['shared_fraction']:.1f}% of the variance" in text

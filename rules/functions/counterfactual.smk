@@ -1,6 +1,7 @@
 """Targets, paths and input functions of the counterfactual rules (rules/counterfactual.smk)."""
 
-from diffattr.counterfactual import RANDOM, resolve_counterfactual
+from diffattr.counterfactual import RANDOM
+from diffattr.plan import resolve_counterfactual
 
 COUNTERFACTUAL = resolve_counterfactual(config)
 CF = f"{RESULTS}/counterfactual"

@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 
 from diffattr.errors import ConfigError
+from diffattr.images import channels_last, to_rgb
 
 PROCESSOR_FILE = "preprocessor_config.json"
 HOW_TO = (
@@ -175,9 +176,7 @@ def to_pil_images(images: np.ndarray) -> list[Any]:
     """float [n, C, H, W] in [-1, 1] → RGB PIL images (grayscale repeated to three channels)."""
     from PIL import Image
 
-    pixels = ((np.clip(images, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    if pixels.shape[-1] != 3:
+    pixels = channels_last(images)
+    if pixels.shape[-1] not in (1, 3):
         raise ConfigError(f"CLIP needs 1- or 3-channel images, got {pixels.shape[-1]} channels")
-    return [Image.fromarray(image) for image in pixels]
+    return [Image.fromarray(image) for image in to_rgb(pixels)]

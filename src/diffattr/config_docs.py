@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from diffattr.schema import SCHEMA_PATH, load_schema
+from diffattr.tables import markdown_table
 
 
 def default_docs_path() -> Path:
@@ -97,7 +98,7 @@ def _fields(schema: dict, node: dict) -> list[tuple[str, dict, bool]]:
 
 
 def _table(schema: dict, fields: list[tuple[str, dict, bool]], prefix: str) -> list[str]:
-    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    rows = []
     for key, node, required in fields:
         default = (
             "**required**"
@@ -105,9 +106,14 @@ def _table(schema: dict, fields: list[tuple[str, dict, bool]], prefix: str) -> l
             else (f"`{_value(node['default'])}`" if "default" in node else "–")
         )
         rows.append(
-            f"| `{prefix}{key}` | {_type(node)} | {default} | {_clean(node.get('description', ''))} |"
+            {
+                "key": f"`{prefix}{key}`",
+                "type": _type(node),
+                "default": default,
+                "description": _clean(node.get("description", "")),
+            }
         )
-    return [*rows, ""]
+    return [markdown_table(rows, ["key", "type", "default", "description"]), ""]
 
 
 def _resolve(schema: dict, node: dict) -> dict:

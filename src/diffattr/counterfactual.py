@@ -12,27 +12,28 @@ Kernels (pure functions, arrays in and out):
 * :func:`regenerate_sample`: one sample of a generated set, recomputed in its original batch;
 * metrics :func:`l2_distance` (of pixels, or of VAE latents for latent models as in the
   paper's ArtBench), :func:`ssim` (Gaussian-window SSIM of Wang et al. 2004) and
-  :func:`clip_cosine` (CLIP image embeddings, :mod:`diffattr.clip`);
-* :func:`metric_statistics`, :func:`paired_fractions`, :func:`removal_overlap`;
-* the report: ``counterfactual.csv`` rows and the section of ``summary.md``.
+  :func:`clip_cosine` (CLIP image embeddings, :class:`diffattr.clip.ClipEncoder`);
+* :func:`metric_statistics`, :func:`paired_fractions`, :func:`removal_overlap`.
 
-The file-level jobs are in :mod:`diffattr.jobs.counterfactual`.
+What a config runs (methods, their K, the targets) is derived at parse time by
+:func:`diffattr.plan.resolve_counterfactual`; the file-level jobs are in
+:mod:`diffattr.jobs.counterfactual`; the ``summary.md`` section and ``counterfactual.csv`` are
+rendered by :mod:`diffattr.summary`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffattr import store
 from diffattr.data import subset_size
 from diffattr.errors import ConfigError, DataError, FeatureMismatchError
+
+if TYPE_CHECKING:
+    from diffattr.files import Generation
 
 logger = logging.getLogger(__name__)
 
@@ -42,70 +43,11 @@ METRICS = ("l2", "ssim", "clip")
 CHANGE_DIRECTION = {"l2": 1, "ssim": -1, "clip": -1}
 TABLE_COLUMNS = ["method", "metric", "median", "mean", "n_targets"]
 PAIRED_COLUMNS = ["metric", "method", "other", "fraction_more_change", "n_targets"]
+#: SSIM's Gaussian window (largest size, σ) and constants k1, k2 (Wang et al. 2004)
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 ImageEncoder = Callable[[np.ndarray], np.ndarray]
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def resolve_counterfactual(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The validated ``counterfactual`` block with ``score_methods``, ``method_K`` (the K of each
-    scored method's score file: ``K``, by default its largest, or 0 for K-free methods) and
-    ``targets`` filled. Cross-key checks the schema cannot express run only when enabled."""
-    from diffattr.methods import method_Ks, method_splits, runnable_methods
-
-    block = dict(config["counterfactual"])
-    block["score_methods"] = [m for m in block["methods"] if m != RANDOM]
-    block["method_K"] = {}
-    block["targets"] = []
-    if not block["enabled"]:
-        return block
-    unknown = [m for m in block["score_methods"] if m not in config["methods"]]
-    if unknown:
-        raise ConfigError(
-            f"config: counterfactual.methods names unknown method(s) {unknown}; valid: "
-            f"{sorted(config['methods']) + [RANDOM]} (the keys of `methods`, plus the built-in "
-            f"{RANDOM!r})"
-        )
-    if RANDOM in config["methods"]:
-        raise ConfigError(
-            f"config: methods.{RANDOM} clashes with the built-in counterfactual baseline "
-            f"{RANDOM!r}; rename that method"
-        )
-    _, skipped = runnable_methods(config)
-    for name in block["score_methods"]:
-        if name in skipped:
-            raise ConfigError(
-                f"config: counterfactual.methods lists {name!r}, which cannot run here: "
-                f"{skipped[name]}"
-            )
-        if "gen" not in method_splits(config, name):
-            raise ConfigError(
-                f"config: counterfactual ranks training rows by gen-split scores at the held-out "
-                f"λ, but method {name!r} has no gen scores (lds.splits = "
-                f"{config['lds']['splits']}); add 'gen' to lds.splits"
-            )
-        Ks = method_Ks(config, name)
-        if block["K"] is not None and Ks != [0] and block["K"] not in Ks:
-            raise ConfigError(
-                f"config: counterfactual.K = {block['K']} is not a K of method {name!r} "
-                f"({Ks}); its scores would not exist"
-            )
-        block["method_K"][name] = Ks[0] if Ks == [0] else block["K"] or max(Ks)
-    num_samples = config["generation"]["num_samples"]
-    if block["num_targets"] > num_samples:
-        raise ConfigError(
-            f"config: counterfactual.num_targets = {block['num_targets']} exceeds "
-            f"generation.num_samples = {num_samples}"
-        )
-    if config["generation"]["eta"] != 0:
-        raise ConfigError(
-            f"config: generation.eta = {config['generation']['eta']}; counterfactual "
-            "regeneration needs the deterministic DDIM sampler (eta = 0) to reuse the noise"
-        )
-    block["targets"] = select_targets(num_samples, block["num_targets"], block["target_seed"])
-    return block
 
 
 # --------------------------------------------------------------------------- targets and removals
@@ -170,21 +112,22 @@ def regenerate_sample(
     model: Any,
     seeds: np.ndarray,
     index: int,
-    steps: int,
-    eta: float,
-    batch_size: int,
+    generation: Generation,
     prompts: Sequence[str] | None = None,
-    guidance_scale: float = 7.5,
 ) -> np.ndarray:
     """Sample ``index`` of a generated set [C, H, W], recomputed inside its original batch.
 
-    Batched CPU convolutions round differently from single-sample ones (the last bits of a
-    sample depend on the batch it was in), so the batch of ``batch_size`` seeds (and prompts)
-    that held the sample in the original generation is recomputed: with the original model this
-    reproduces the stored sample bit for bit; its cost is one generation batch.
+    ``generation`` is the set's generation record (steps, eta, guidance and the batch size it
+    was generated in). Batched CPU convolutions round differently from single-sample ones (the
+    last bits of a sample depend on the batch it was in), so the batch of ``batch_size`` seeds
+    (and prompts) that held the sample in the original generation is recomputed: with the
+    original model this reproduces the stored sample bit for bit; its cost is one generation
+    batch.
     """
     from diffattr.sampling import DdimSettings, generate
 
+    steps, eta, batch_size = generation.steps, generation.eta, generation.batch_size
+    guidance_scale = generation.guidance_scale
     start = (index // batch_size) * batch_size
     chunk = np.asarray(seeds)[start : start + batch_size]
     chunk_prompts = None if prompts is None else list(prompts[start : start + batch_size])
@@ -226,32 +169,25 @@ def _filter_valid(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return view(rows, weights.size, axis=0) @ weights
 
 
-def ssim(
-    original: np.ndarray,
-    regenerated: np.ndarray,
-    data_range: float = 2.0,
-    window_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> float:
+def ssim(original: np.ndarray, regenerated: np.ndarray, data_range: float = 2.0) -> float:
     """Mean structural similarity (Wang et al. 2004) of two images [C, H, W] or [H, W].
 
     Gaussian window (σ = 1.5, 11×11 or the largest odd size that fits the image), local
     statistics weighted by the window over 'valid' positions only, constants (k·L)² with
-    L = ``data_range`` (2 for images in [-1, 1]); the map is averaged over positions and channels.
+    k = 0.01, 0.03 and L = ``data_range`` (2 for images in [-1, 1]); the map is averaged over
+    positions and channels.
     """
     a, b = _pair(original, regenerated)
     if a.ndim == 2:
         a, b = a[None], b[None]
     if a.ndim != 3:
         raise DataError(f"SSIM needs images [C, H, W] or [H, W]; got shape {a.shape}")
-    size = min(window_size, a.shape[1], a.shape[2])
+    size = min(SSIM_WINDOW, a.shape[1], a.shape[2])
     size -= 1 - size % 2
     if size < 1:
         raise DataError(f"images of shape {a.shape} are too small for SSIM")
-    weights = gaussian_window(size, sigma)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    weights = gaussian_window(size, SSIM_SIGMA)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     maps = []
     for x, y in zip(a, b, strict=True):
         mu_x, mu_y = _filter_valid(x, weights), _filter_valid(y, weights)
@@ -271,14 +207,6 @@ def clip_cosine(original: np.ndarray, regenerated: np.ndarray, encode: ImageEnco
     embeddings = np.asarray(encode(np.stack([a, b]).astype(np.float32)), dtype=np.float64)
     first, second = embeddings
     return float(first @ second / (np.linalg.norm(first) * np.linalg.norm(second)))
-
-
-def load_clip_encoder(weights: str, device: str = "cpu"):
-    """The project's CLIP image encoder (:class:`diffattr.clip.ClipEncoder`, transformers) from
-    a ``save_pretrained`` folder or a hub id in the local cache: [n, C, H, W] → [n, D]."""
-    from diffattr.clip import ClipEncoder
-
-    return ClipEncoder(weights, device)
 
 
 def compare_images(
@@ -367,68 +295,3 @@ def removal_overlap(
                 {"method": method, "other": other, "mean_jaccard": float(np.mean(overlaps))}
             )
     return rows
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-# --------------------------------------------------------------------------- report
-
-
-def counterfactual_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of ``counterfactual.csv``: method, metric, median, mean, n_targets."""
-    return [
-        {
-            **row,
-            "median": round(row["median"], 4),
-            "mean": round(row["mean"], 4),
-        }
-        for row in summary["statistics"]
-    ]
-
-
-def counterfactual_markdown(summary: Mapping[str, Any]) -> str:
-    """The counterfactual section of ``summary.md``."""
-    from diffattr.summary import markdown_table
-
-    removed = f"top {summary['top_k']} of {summary['n_train']} training rows"
-    ranking = "; ".join(
-        f"{m} K = {summary['method_K'][m]}, λ = {v:g}" for m, v in summary["lambdas"].items()
-    )
-    lines = [
-        "## Counterfactual evaluation (protocol §6)",
-        "",
-        f"For {len(summary['targets'])} generated images, each method's {removed} were removed, "
-        "a model was retrained with the main model's settings and seed, and the image was "
-        "regenerated from the same noise. A larger ℓ2 distance or a lower SSIM / CLIP "
-        f"similarity means the removed examples mattered more. Gen scores at the held-out λ "
-        f"({ranking or 'no scored methods'}); ℓ2 in {summary['space']} space.",
-        "",
-        markdown_table(counterfactual_table(summary), TABLE_COLUMNS),
-        "",
-        "Paired comparison: fraction of targets where the first method's removal changed the "
-        "image more than the second's.",
-        "",
-        markdown_table(summary["paired"], PAIRED_COLUMNS),
-        "",
-        "Mean Jaccard overlap of the removal sets: "
-        + ", ".join(
-            f"{r['method']}/{r['other']} {r['mean_jaccard']:.2f}" for r in summary["overlap"]
-        ),
-    ]
-    if summary.get("clip"):
-        lines += ["", f"CLIP similarity: {summary['clip']}."]
-    lines += ["", "Figure: `counterfactual/figure.png`."]
-    return "\n".join(lines)
-
-
-def write_counterfactual_table(summary_path: str | os.PathLike, csv_path: str) -> str:
-    """Write ``counterfactual.csv`` from the collected summary; return the markdown section."""
-    summary = store.read_json(summary_path)
-    store.write_text(csv_path, csv_text(counterfactual_table(summary), TABLE_COLUMNS))
-    return counterfactual_markdown(summary)

@@ -121,13 +121,10 @@ def _link_or_copy(source: Path, dest: Path, copy: bool) -> None:
 
 def _write_csv(path: Path, columns: list[str], rows: list[Mapping[str, Any]]) -> None:
     from diffattr.store import write_text
+    from diffattr.tables import csv_text
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, buffer.getvalue())
+    write_text(path, csv_text(rows, columns))
 
 
 def _datasets() -> Any:

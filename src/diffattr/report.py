@@ -4,7 +4,8 @@
 * :func:`plot_lambda_curves`   LDS against λ on both subset pools, held-out and oracle λ marked;
 * :func:`plot_attribution_grid` proponents / opponents of a few queries (the paper's teaser):
   the top positive and the most negative training images with their scores;
-* :func:`runtime_table`        per-rule runtimes from the ``benchmark:`` files;
+* :func:`runtime_table`        per-rule runtimes from the ``benchmark:`` files (rendered by
+  :func:`diffattr.tables.html_table`);
 * :func:`config_html`          the configuration that produced the results.
 
 The jobs that read workflow files and write these outputs are in :mod:`diffattr.jobs.report`;
@@ -22,6 +23,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from matplotlib.figure import Figure
 
 from diffattr import store
 from diffattr.errors import ConfigError, CorruptFileError
+from diffattr.images import to_display
 
 CHOICES = ("heldout", "oracle")
 #: Columns of a Snakemake ``benchmark:`` TSV that the runtime table summarises.
@@ -242,42 +245,42 @@ def proponents_and_opponents(
     return top, bottom
 
 
-def to_display(image: np.ndarray) -> np.ndarray:
-    """A float [C, H, W] image in [-1, 1] as uint8 [H, W] (grayscale) or [H, W, 3]."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim != 3:
-        raise ConfigError(f"expected an image [C, H, W], got shape {array.shape}")
-    pixels = ((array.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(1, 2, 0)
-    return pixels[..., 0] if pixels.shape[2] == 1 else pixels[..., :3]
+@dataclass(frozen=True)
+class GridRow:
+    """One query of a proponent / opponent grid: its image [C, H, W] and title, the columns of
+    its ``proponents`` and ``opponents`` in the training images, and its score row."""
+
+    image: np.ndarray
+    title: str
+    proponents: np.ndarray
+    opponents: np.ndarray
+    scores: np.ndarray
 
 
 def plot_attribution_grid(
-    query_images: Sequence[np.ndarray],
-    query_titles: Sequence[str],
+    rows: Sequence[GridRow],
     train_images: np.ndarray,
-    proponents: Sequence[np.ndarray],
-    opponents: Sequence[np.ndarray],
-    scores: np.ndarray,
     out_path: str | os.PathLike,
     title: str = "",
 ) -> None:
     """One row per query: the query, its proponents (green), then its opponents (red).
 
-    ``train_images`` is [N, C, H, W] in [-1, 1]; ``proponents[r]`` / ``opponents[r]`` are column
-    indices into it; ``scores[r]`` is query r's score row, printed above each training image.
+    ``train_images`` is [N, C, H, W] in [-1, 1]; each row's proponents and opponents index it,
+    and its score of each training image is printed above that image.
     """
-    n_rows = len(query_images)
-    n_pos = max((len(p) for p in proponents), default=0)
-    n_neg = max((len(o) for o in opponents), default=0)
+    n_rows = len(rows)
+    n_pos = max((len(row.proponents) for row in rows), default=0)
+    n_neg = max((len(row.opponents) for row in rows), default=0)
     gap = 1 if n_neg else 0
     columns = 1 + n_pos + gap + n_neg
     figure = Figure(figsize=(1.15 * columns + 0.4, 1.35 * n_rows + 0.6), layout="constrained")
     axes = figure.subplots(n_rows, columns, squeeze=False)
-    for r in range(n_rows):
-        cells = [(query_images[r], query_titles[r], "black")]
-        cells += [(train_images[i], f"{scores[r][i]:+.3g}", "tab:green") for i in proponents[r]]
-        cells += [None] * (n_pos - len(proponents[r]) + gap)
-        cells += [(train_images[i], f"{scores[r][i]:+.3g}", "tab:red") for i in opponents[r]]
+    for r, row in enumerate(rows):
+        scores = row.scores
+        cells = [(row.image, row.title, "black")]
+        cells += [(train_images[i], f"{scores[i]:+.3g}", "tab:green") for i in row.proponents]
+        cells += [None] * (n_pos - len(row.proponents) + gap)
+        cells += [(train_images[i], f"{scores[i]:+.3g}", "tab:red") for i in row.opponents]
         for c, ax in enumerate(axes[r]):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -299,15 +302,16 @@ def plot_attribution_grid(
                 spine.set_edgecolor(color)
                 spine.set_linewidth(2 if c else 1)
     if n_rows:
-        axes[0][0].set_title(f"query\n{query_titles[0]}", fontsize=7)
+        head = rows[0]
+        axes[0][0].set_title(f"query\n{head.title}", fontsize=7)
         if n_pos:
             axes[0][1].set_title(
-                f"proponents\n{scores[0][proponents[0][0]]:+.3g}", fontsize=7, color="tab:green"
+                f"proponents\n{head.scores[head.proponents[0]]:+.3g}", fontsize=7, color="tab:green"
             )
         if n_neg:
             first = 1 + n_pos + gap
             axes[0][first].set_title(
-                f"opponents\n{scores[0][opponents[0][0]]:+.3g}", fontsize=7, color="tab:red"
+                f"opponents\n{head.scores[head.opponents[0]]:+.3g}", fontsize=7, color="tab:red"
             )
     if title:
         figure.suptitle(title, fontsize=9)
@@ -373,23 +377,6 @@ def runtime_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         )
     table.sort(key=lambda row: -row["total_s"])
     return table
-
-
-def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(_format_cell(row.get(c, '')))}</td>" for c in columns)
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _format_cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return str(value)
 
 
 _STYLE = (

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diffattr.data import subset_size
+from diffattr.plan import counterfactual_top_k
 from diffattr.snapshots import run_steps
 
 MB = 1_000_000
@@ -36,10 +37,7 @@ def training_rows(config: Mapping[str, Any], kind: str) -> int:
     if kind == "subset":
         return subset_size(n, config["subsets"]["alpha"])
     if kind == "counterfactual":
-        from diffattr.counterfactual import resolve_top_k
-
-        block = config["counterfactual"]
-        return n - resolve_top_k(n, block.get("top_k"), block["top_fraction"])
+        return n - counterfactual_top_k(config)
     raise ValueError(f"unknown training kind {kind!r}; valid: main, subset, counterfactual")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from diffattr import store
 from diffattr.errors import ConfigError
+from diffattr.images import channels_last, to_rgb
 
 THRESHOLD = 0.8
 NEIGHBOURS = 10
@@ -175,10 +176,7 @@ def sample_sheet(
         rows = -(-len(images) // columns)
         side = gap + columns * (cell + gap), gap + rows * (cell + gap)
         canvas = Image.new("RGB", side, (255, 255, 255))
-        pixels = ((images.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8)
-        for i, image in enumerate(pixels):
-            array = image.transpose(1, 2, 0)
-            array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
+        for i, array in enumerate(to_rgb(channels_last(images))):
             tile = Image.fromarray(array).resize((cell, cell), Image.NEAREST)
             r, c = divmod(i, columns)
             canvas.paste(tile, (gap + c * (cell + gap), gap + r * (cell + gap)))

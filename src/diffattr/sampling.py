@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from diffattr.diffusers_imports import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffattr.errors import ConfigError
+from diffattr.images import channels_last
 
 if TYPE_CHECKING:
     from diffattr.models import DiffusionModel
@@ -215,8 +216,7 @@ def image_grid(images: np.ndarray, columns: int = 10) -> np.ndarray:
     n, channels, height, width = images.shape
     rows = -(-n // columns)
     grid = np.zeros((rows * height, columns * width, channels), dtype=np.uint8)
-    pixels = ((images.clip(-1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-    for i, image in enumerate(pixels):
+    for i, image in enumerate(channels_last(images)):
         r, c = divmod(i, columns)
         grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
     return grid[..., 0] if channels == 1 else grid

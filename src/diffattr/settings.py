@@ -17,6 +17,10 @@ valid, against the library's own registries (output functions, projections, nois
   scheduler, optimisation);
 * :class:`ResidualSettings` and :class:`EkfacFactorSettings`, passes over the train split with
   the training features' noise (:class:`FeatureNoiseSettings`);
+* counterfactual: :class:`CounterfactualLambdaSettings`, :class:`RemovalSettings`,
+  :class:`CounterfactualMetricSettings`, :class:`CounterfactualFigureSettings`;
+* results and checks: :class:`SummarySettings`, :class:`AgreementSettings`,
+  :class:`FindingsSettings`, :class:`AttributionGridSettings`;
 * :class:`Runtime`: performance-only values (batch size, device, threads, progress stream).
   ``Runtime.from_snakemake`` is the one reader of ``snakemake.config`` in the scripts: batch
   sizes are not params, so changing one reruns nothing. :class:`TrainingRuntime` is a training
@@ -606,6 +610,199 @@ class EkfacFactorSettings(FeatureNoiseSettings):
         _check_choice(self, "strategy", STRATEGIES)
 
 
+# --------------------------------------------------------------------------- counterfactual
+
+
+def _check_name(owner: object, name: str) -> None:
+    value = getattr(owner, name)
+    if not isinstance(value, str) or not value:
+        raise _bad(owner, name, value, "expected a non-empty name")
+
+
+def _check_names(owner: object, name: str) -> None:
+    _as_tuple(
+        owner,
+        name,
+        lambda v: bool(v) and all(isinstance(m, str) and m for m in v),
+        "expected a non-empty list of names",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterfactualLambdaSettings(_FromParams):
+    """The held-out λ of one scored method (rule ``choose_counterfactual_lambda``): the method,
+    the K of its score file and its λ grid (None or empty for a method without λ)."""
+
+    method: str
+    K: int
+    lambdas: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self, "method")
+        _check_int(self, "K", 0)
+        _as_tuple(
+            self,
+            "lambdas",
+            lambda v: all(_is_number(x) and 0 < x < float("inf") for x in v),
+            "expected null or finite numbers > 0 (empty: a method without λ)",
+            allow_none=True,
+        )
+
+    def lambda_list(self) -> list[float] | None:
+        return None if self.lambdas is None else list(self.lambdas)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemovalSettings(_FromParams):
+    """One removal set (rule ``remove_top_examples``): the ``target``'s top rows by ``method``'s
+    scores (``random``: seeded random scores), ``top_k`` rows, or ``top_fraction`` of them."""
+
+    method: str
+    target: int
+    top_k: int | None = _default("counterfactual.top_k")
+    top_fraction: float = _default("counterfactual.top_fraction")
+    random_seed: int = _default("counterfactual.random_seed")
+
+    def __post_init__(self) -> None:
+        _check_name(self, "method")
+        _check_int(self, "target", 0)
+        if self.top_k is not None:
+            _check_int(self, "top_k", 1)
+        if not _is_number(self.top_fraction) or not 0 < self.top_fraction < 1:
+            raise _bad(self, "top_fraction", self.top_fraction, "expected a number in (0, 1)")
+        _check_int(self, "random_seed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterfactualMetricSettings(_FromParams):
+    """How a regeneration is compared with its original (rule ``compare_counterfactual``):
+    ``metrics`` of :data:`diffattr.counterfactual.METRICS`; ``clip`` needs ``clip_weights``
+    (None: the CLIP metric is left out and the record says so)."""
+
+    metrics: tuple[str, ...] = _default("counterfactual.metrics")
+    clip_weights: str | None = _default("clip.weights")
+
+    def __post_init__(self) -> None:
+        from diffattr.counterfactual import METRICS
+
+        _as_tuple(
+            self,
+            "metrics",
+            lambda v: bool(v) and all(m in METRICS for m in v),
+            f"expected a non-empty list among {list(METRICS)}",
+        )
+        if self.clip_weights is not None and not isinstance(self.clip_weights, str):
+            raise _bad(self, "clip_weights", self.clip_weights, "expected null or a checkpoint")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterfactualFigureSettings(_FromParams):
+    """The counterfactual figure (rule ``plot_counterfactual``): one row per target and method
+    in ``methods`` order, with the first ``figure_removed`` removed training images."""
+
+    methods: tuple[str, ...]
+    figure_removed: int = _default("counterfactual.figure_removed")
+
+    def __post_init__(self) -> None:
+        _check_names(self, "methods")
+        _check_int(self, "figure_removed", 0)
+
+
+# --------------------------------------------------------------------------- summary and checks
+
+
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(m, str) and m for m in value)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummarySettings(_FromParams):
+    """The results tables (rule ``summarize``): the experiment's name (the title of summary.md)
+    and the paired bootstrap of each method pair [a, b] in ``pairs``."""
+
+    experiment: str
+    pairs: tuple[tuple[str, str], ...] = _default("lds.pairs")
+    paired_resamples: int = _default("lds.paired_resamples")
+    paired_seed: int = _default("lds.bootstrap_seed")
+
+    def __post_init__(self) -> None:
+        _check_name(self, "experiment")
+        _as_tuple(
+            self,
+            "pairs",
+            lambda v: all(_is_pair(p) for p in v),
+            "expected a list of method pairs [a, b]",
+        )
+        object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
+        _check_int(self, "paired_resamples", 2)
+        _check_int(self, "paired_seed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementSettings(_FromParams):
+    """The class agreement of the proponents (rule ``check_attributions``): the ``method``,
+    ``K`` and ``split`` of each score file (parallel to the files), and the ``top`` proponents
+    counted per query."""
+
+    labels: tuple[Mapping[str, Any], ...]
+    top: int = _default("report.proponents")
+
+    def __post_init__(self) -> None:
+        _as_tuple(
+            self,
+            "labels",
+            lambda v: all(isinstance(x, Mapping) and {"method", "K", "split"} <= set(x) for x in v),
+            "expected a list of {method, K, split}",
+        )
+        _check_int(self, "top", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindingsSettings(_FromParams):
+    """What the run found, in plain words (rule ``summarize_checks``): the kind of each method
+    and the run's description (:func:`diffattr.demo_checks.findings`)."""
+
+    method_kinds: Mapping[str, str]
+    run: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        kinds = self.method_kinds
+        if not isinstance(kinds, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in kinds.items()
+        ):
+            raise _bad(self, "method_kinds", kinds, "expected {method name: kind}")
+        if not isinstance(self.run, Mapping):
+            raise _bad(self, "run", self.run, "expected a mapping describing the run")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributionGridSettings(_FromParams):
+    """A proponent / opponent grid (rule ``plot_attribution_grid``): ``queries`` evenly spaced
+    queries of ``split``, each with its ``proponents`` and ``opponents``; ``label`` heads the
+    figure."""
+
+    split: str
+    queries: int = _default("report.queries")
+    proponents: int = _default("report.proponents")
+    opponents: int = _default("report.opponents")
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        from diffattr.queries import QUERY_SPLITS
+
+        _check_choice(self, "split", QUERY_SPLITS)
+        _check_int(self, "queries", 1)
+        _check_int(self, "proponents", 0)
+        _check_int(self, "opponents", 0)
+        if not isinstance(self.label, str):
+            raise _bad(self, "label", self.label, "expected text")
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -712,21 +909,37 @@ SETTINGS_CLASSES: tuple[type, ...] = (
     FeatureNoiseSettings,
     ResidualSettings,
     EkfacFactorSettings,
+    CounterfactualLambdaSettings,
+    RemovalSettings,
+    CounterfactualMetricSettings,
+    CounterfactualFigureSettings,
+    SummarySettings,
+    AgreementSettings,
+    FindingsSettings,
+    AttributionGridSettings,
 )
 
 __all__ = [
-    "SETTINGS_CLASSES",
+    "AgreementSettings",
+    "AttributionGridSettings",
+    "CounterfactualFigureSettings",
+    "CounterfactualLambdaSettings",
+    "CounterfactualMetricSettings",
     "EkfacFactorSettings",
     "FeatureNoiseSettings",
     "FeatureSettings",
+    "FindingsSettings",
     "GenerationSettings",
     "LdsSettings",
     "MeasureSettings",
     "ProjectionSettings",
+    "RemovalSettings",
     "ResidualSettings",
     "Runtime",
+    "SETTINGS_CLASSES",
     "SplitRows",
     "SubsetSettings",
+    "SummarySettings",
     "TrainingRecipe",
     "TrainingRuntime",
     "TrainingSettings",

@@ -6,14 +6,18 @@ print). ``heldout`` rows choose λ on a disjoint subset pool (the honest number)
 choose it on the benchmark itself, as the paper did. ``readout`` is ``signed`` (τ) or
 ``squared`` (τ², :mod:`diffattr.methods.readout`): squared rows measure how well |τ| ranks the
 rows and are not comparable with signed ones.
+
+The counterfactual section (:func:`counterfactual_markdown`) and ``counterfactual.csv``
+(:func:`counterfactual_table`) come from the collected ``counterfactual/summary.json``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from diffattr import counterfactual
+from diffattr.tables import markdown_table
 
 COLUMNS = [
     "method",
@@ -83,27 +87,6 @@ def crossfit_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             "num_queries": record["num_queries"],
         }
     ]
-
-
-def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None) -> str:
@@ -357,3 +340,52 @@ def seed_spread_markdown(records: Sequence[dict[str, Any]]) -> list[str]:
         "",
         markdown_table(rows, columns),
     ]
+
+
+# --------------------------------------------------------------------------- counterfactual
+
+
+def counterfactual_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of ``counterfactual.csv`` (columns :data:`diffattr.counterfactual.TABLE_COLUMNS`):
+    method, metric, median, mean (rounded to 4 decimals), n_targets."""
+    return [
+        {
+            **row,
+            "median": round(row["median"], 4),
+            "mean": round(row["mean"], 4),
+        }
+        for row in summary["statistics"]
+    ]
+
+
+def counterfactual_markdown(summary: Mapping[str, Any]) -> str:
+    """The counterfactual section of ``summary.md``, from the collected summary."""
+    removed = f"top {summary['top_k']} of {summary['n_train']} training rows"
+    ranking = "; ".join(
+        f"{m} K = {summary['method_K'][m]}, λ = {v:g}" for m, v in summary["lambdas"].items()
+    )
+    lines = [
+        "## Counterfactual evaluation (protocol §6)",
+        "",
+        f"For {len(summary['targets'])} generated images, each method's {removed} were removed, "
+        "a model was retrained with the main model's settings and seed, and the image was "
+        "regenerated from the same noise. A larger ℓ2 distance or a lower SSIM / CLIP "
+        f"similarity means the removed examples mattered more. Gen scores at the held-out λ "
+        f"({ranking or 'no scored methods'}); ℓ2 in {summary['space']} space.",
+        "",
+        markdown_table(counterfactual_table(summary), counterfactual.TABLE_COLUMNS),
+        "",
+        "Paired comparison: fraction of targets where the first method's removal changed the "
+        "image more than the second's.",
+        "",
+        markdown_table(summary["paired"], counterfactual.PAIRED_COLUMNS),
+        "",
+        "Mean Jaccard overlap of the removal sets: "
+        + ", ".join(
+            f"{r['method']}/{r['other']} {r['mean_jaccard']:.2f}" for r in summary["overlap"]
+        ),
+    ]
+    if summary.get("clip"):
+        lines += ["", f"CLIP similarity: {summary['clip']}."]
+    lines += ["", "Figure: `counterfactual/figure.png`."]
+    return "\n".join(lines)

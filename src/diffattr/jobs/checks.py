@@ -5,7 +5,8 @@ found, in plain words (:mod:`diffattr.demo_checks`)."""
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,24 @@ from diffattr.attribution_sanity import class_agreement, plot_sanity
 from diffattr.demo_checks import findings
 from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.sample_quality import plot_quality, quality_record
+from diffattr.settings import AgreementSettings, FindingsSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordAndFigure:
+    """A JSON ``record`` and the PNG ``figure`` drawn from it (:func:`check_attributions`)."""
+
+    record: str
+    figure: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindingsPages:
+    """The findings as markdown (``md``, checks.md) and as an HTML fragment (``html``, the
+    report's first screen)."""
+
+    md: str
+    html: str
 
 
 def assess_samples(
@@ -51,14 +70,15 @@ def assess_samples(
 def check_attributions(
     score_paths: Sequence[str],
     lds_paths: Sequence[str],
-    labels: Sequence[Mapping[str, Any]],
     dataset_path: str,
     quality_path: str | None,
-    out_json: str,
-    out_png: str,
-    top: int = 5,
+    *,
+    out: RecordAndFigure,
+    settings: AgreementSettings,
 ) -> list[dict[str, Any]]:
-    """Class agreement of every (method, K, split) in ``labels`` (parallel to the paths)."""
+    """Class agreement of every (method, K, split) in ``settings.labels`` (parallel to the
+    paths); the gen split needs the sample-quality record (``quality_path``) for its classes."""
+    labels, top = settings.labels, settings.top
     from diffattr import data
     from diffattr.files import ScoreFile
 
@@ -88,8 +108,8 @@ def check_attributions(
         # support: τ, or −τ for scores in loss units (lds_sign +1), as in the proponent grids
         result = class_agreement(-sign * scores, query_labels[split], train.labels, top)
         rows.append({**dict(label), "lambda": choice["lambda"], **result})
-    store.write_json(out_json, rows)
-    plot_sanity(rows, out_png)
+    store.write_json(out.record, rows)
+    plot_sanity(rows, out.figure)
     return rows
 
 
@@ -98,20 +118,23 @@ def summarize_checks(
     quality_path: str | None,
     sanity_path: str | None,
     counterfactual_path: str | None,
-    method_kinds: Mapping[str, str],
-    run: Mapping[str, Any],
-    out_md: str,
-    out_html: str,
+    *,
+    out: FindingsPages,
+    settings: FindingsSettings,
 ) -> list[tuple[str, str]]:
+    """What the run found (:func:`diffattr.demo_checks.findings`) from the results tables and
+    the checks that ran (None: not run)."""
     quality = store.read_json(quality_path) if quality_path else None
     sanity = store.read_json(sanity_path) if sanity_path else []
     counterfactual = store.read_json(counterfactual_path) if counterfactual_path else None
-    lines = findings(summary_csv, quality, sanity, counterfactual, method_kinds, run)
+    lines = findings(
+        summary_csv, quality, sanity, counterfactual, settings.method_kinds, settings.run
+    )
     markdown = "## What this run found\n\n" + "".join(f"- **{h}.** {t}\n" for h, t in lines)
-    store.write_text(out_md, markdown)
+    store.write_text(out.md, markdown)
     items = "".join(f"<li><b>{html.escape(h)}.</b> {html.escape(t)}</li>" for h, t in lines)
     store.write_text(
-        out_html,
+        out.html,
         f"<div class='diffattr-findings'><h3>What this run found</h3><ul>{items}</ul></div>\n",
     )
     return lines

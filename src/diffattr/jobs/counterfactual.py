@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,7 @@ from diffattr.counterfactual import (
     PAIRED_COLUMNS,
     RANDOM,
     compare_images,
-    csv_text,
     l2_distance,
-    load_clip_encoder,
     metric_statistics,
     paired_fractions,
     random_scores,
@@ -51,9 +50,37 @@ from diffattr.files import (
     write_regeneration,
     write_removal,
 )
-from diffattr.settings import Runtime
+from diffattr.images import to_unit_display
+from diffattr.settings import (
+    CounterfactualFigureSettings,
+    CounterfactualLambdaSettings,
+    CounterfactualMetricSettings,
+    RemovalSettings,
+    Runtime,
+)
+from diffattr.tables import csv_text
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseFiles:
+    """Per-(method, target) files of the evaluation, any order: ``metrics`` (JSON records),
+    ``removals`` and ``regenerated`` (HDF5); a job reads the kinds it needs."""
+
+    metrics: Sequence[str] = ()
+    removals: Sequence[str] = ()
+    regenerated: Sequence[str] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectedFiles:
+    """What :func:`collect_counterfactual` writes: ``metrics`` (long CSV, one row per target,
+    method and metric), ``paired`` (CSV of the paired fractions) and ``summary`` (JSON)."""
+
+    metrics: str
+    paired: str
+    summary: str
 
 
 def select_counterfactual_targets(
@@ -97,29 +124,29 @@ def choose_counterfactual_lambda(
     scores_path: str,
     heldout_path: str,
     out_path: str,
-    method: str,
-    K: int,
-    lambdas: Sequence[float] | None = None,
     train_paths: Sequence[str] | None = None,
+    *,
+    settings: CounterfactualLambdaSettings,
 ) -> dict[str, Any]:
     """The λ with the best held-out LDS on the gen split: the same choice as
     :func:`diffattr.jobs.lds.evaluate_lds`.
 
     It is recomputed here from the held-out pool alone (rather than read from the LDS record),
     so adding benchmark subsets does not retrain the counterfactual models. ``scores_path`` is
-    the method's spectra file (evaluated on ``lambdas``) or, for a method without λ, its score
-    file; ``train_paths`` are the training features a primal spectra file reads again.
+    the method's spectra file (evaluated on ``settings.lambdas``) or, for a method without λ,
+    its score file; ``train_paths`` are the training features a primal spectra file reads again.
     """
     from diffattr import spectral
     from diffattr.jobs.lds import heldout_lambda_index
 
     truth = read_groundtruth(heldout_path, "gen")
+    lambdas = settings.lambda_list()
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, truth, scores_path)
         grid, sign = score.lambdas, score.sign
     record = {
-        "method": method,
-        "K": K,
+        "method": settings.method,
+        "K": settings.K,
         "split": "gen",
         "lambda": float(grid[index]),
         "lambda_index": index,
@@ -134,25 +161,26 @@ def choose_counterfactual_lambda(
 def remove_top_examples(
     dataset_path: str,
     out_path: str,
-    method: str,
-    target: int,
-    top_k: int | None,
-    top_fraction: float,
-    random_seed: int,
+    *,
+    settings: RemovalSettings,
     scores_path: str | None = None,
     lambda_path: str | None = None,
 ) -> np.ndarray:
     """Remove the target's top-k training rows; the file's ``positions`` are the kept rows.
 
+    A scored method ranks by its gen scores (``scores_path``) at its held-out λ
+    (``lambda_path``); ``random`` needs neither.
+
     ``positions`` (sorted kept rows) makes the file a training subset for ``train_model``;
     ``removed`` holds the removed rows in rank order and ``scores`` the ranking scores (oriented
     so that larger means more support for the target).
     """
+    method, target = settings.method, settings.target
     train_ids = store.read_h5(dataset_path, "train/ids")
     attrs: dict[str, Any] = {"kind": "counterfactual_removal", "method": method, "target": target}
     if method == RANDOM:
-        scores = random_scores(len(train_ids), random_seed, target)
-        attrs["random_seed"] = random_seed
+        scores = random_scores(len(train_ids), settings.random_seed, target)
+        attrs["random_seed"] = settings.random_seed
     else:
         if scores_path is None or lambda_path is None:
             raise ConfigError(f"method {method!r} needs its score file and its λ choice")
@@ -177,7 +205,7 @@ def remove_top_examples(
                 "lds_sign": sign,
             }
         )
-    k = resolve_top_k(len(train_ids), top_k, top_fraction)
+    k = resolve_top_k(len(train_ids), settings.top_k, settings.top_fraction)
     removed, kept = top_k_removal(scores, k)
     attrs.update(top_k=k, n_train=len(train_ids), size=int(kept.size))
     write_removal(out_path, kept, removed, scores, attrs)
@@ -208,9 +236,7 @@ def regenerate_counterfactual(
         raise ConfigError(f"{samples_path}: eta = {gen.eta}; regeneration needs eta = 0")
     index = samples.position(target)
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
-    image = regenerate_sample(
-        model, seeds, index, gen.steps, gen.eta, batch_size, prompts, gen.guidance_scale
-    )
+    image = regenerate_sample(model, seeds, index, gen, prompts)
     write_regeneration(
         out_path,
         image,
@@ -234,29 +260,33 @@ def compare_counterfactual(
     samples_path: str,
     regenerated_path: str,
     out_path: str,
-    metrics: Sequence[str],
-    clip_weights: str | None,
-    device: str,
+    *,
+    settings: CounterfactualMetricSettings,
+    runtime: Runtime,
     latent_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one (target, method): the original generated image vs its regeneration.
 
     With ``latent_model_dir`` (a latent model such as SD + LoRA) ℓ2 compares the two images'
     raw VAE latent modes, as the paper does for ArtBench; SSIM and CLIP always use pixels.
+    ``runtime.device`` runs CLIP and the VAE; the CLIP encoder keeps its own batch size (the two
+    images are one batch), not ``runtime.batch_size``.
     """
+    clip_weights, device = settings.clip_weights, runtime.device
     regeneration = read_regeneration(regenerated_path)
     regenerated = regeneration.image
     original = read_sample_image(samples_path, regeneration.target)
-    wanted = list(metrics)
+    wanted = list(settings.metrics)
     encode, clip_note = None, None
     if "clip" in wanted and clip_weights is None:
         wanted.remove("clip")
         clip_note = "off (clip.weights is null)"
         logger.info("CLIP similarity %s (set it to a transformers CLIP checkpoint)", clip_note)
     elif "clip" in wanted:
+        from diffattr.clip import ClipEncoder
         from diffattr.models import resolve_device
 
-        encode = load_clip_encoder(clip_weights, str(resolve_device(device)))
+        encode = ClipEncoder(clip_weights, str(resolve_device(device)))
         clip_note = f"{encode.description} from {clip_weights}"
     values = compare_images(original, regenerated, wanted, encode)
     space = "pixel"
@@ -285,19 +315,18 @@ def latent_modes(model_dir: str, images: np.ndarray, device: str = "cpu") -> np.
 
 def collect_counterfactual(
     targets_path: str,
-    metric_paths: Sequence[str],
-    removal_paths: Sequence[str],
+    cases: CaseFiles,
     lambda_paths: Sequence[str],
     lds_paths: Sequence[str],
+    *,
+    out: CollectedFiles,
     methods: Sequence[str],
-    table_path: str,
-    paired_path: str,
-    summary_path: str,
 ) -> dict[str, Any]:
-    """Aggregate per-target metrics: a long table, per-method statistics, paired fractions,
-    removal-set overlaps; checks that each λ used is the one the LDS table reports."""
+    """Aggregate per-target metrics (``cases.metrics``, ``cases.removals``): a long table,
+    per-method statistics, paired fractions, removal-set overlaps; checks that each λ used
+    (``lambda_paths``) is the one the LDS record at the same position reports (``lds_paths``)."""
     targets = [int(t) for t in store.read_h5(targets_path, "ids")]
-    records = [store.read_json(path) for path in metric_paths]
+    records = [store.read_json(path) for path in cases.metrics]
     found = sorted((r["method"], int(r["target"])) for r in records)
     expected = sorted((m, t) for m in methods for t in targets)
     if found != expected:
@@ -318,7 +347,7 @@ def collect_counterfactual(
     ]
     removed: dict[str, dict[int, np.ndarray]] = {m: {} for m in methods}
     top_k = n_train = None
-    for path in removal_paths:
+    for path in cases.removals:
         removal = read_removal(path)
         removed[removal.method][removal.target] = removal.removed
         top_k, n_train = removal.attrs["top_k"], removal.attrs["n_train"]
@@ -345,23 +374,22 @@ def collect_counterfactual(
         "paired": paired_fractions(values, methods),
         "overlap": removal_overlap(removed, methods),
     }
-    store.write_text(table_path, csv_text(long_rows, ["target", "method", "metric", "value"]))
-    store.write_text(paired_path, csv_text(summary["paired"], PAIRED_COLUMNS))
-    store.write_json(summary_path, summary)
+    store.write_text(out.metrics, csv_text(long_rows, ["target", "method", "metric", "value"]))
+    store.write_text(out.paired, csv_text(summary["paired"], PAIRED_COLUMNS))
+    store.write_json(out.summary, summary)
     return summary
 
 
 def plot_counterfactual(
     samples_path: str,
     dataset_path: str,
-    regenerated_paths: Sequence[str],
-    removal_paths: Sequence[str],
-    metric_paths: Sequence[str],
+    cases: CaseFiles,
     out_path: str,
-    methods: Sequence[str],
-    figure_removed: int,
+    *,
+    settings: CounterfactualFigureSettings,
 ) -> None:
     """One row per (target, method): original, regeneration (with its ℓ2), top removed rows."""
+    methods, figure_removed = settings.methods, settings.figure_removed
     import matplotlib
 
     matplotlib.use("Agg")
@@ -370,13 +398,13 @@ def plot_counterfactual(
     train_images = store.read_h5(dataset_path, "train/images")
     gen_images = read_samples(samples_path).images
     regenerated, removed, l2 = {}, {}, {}
-    for path in regenerated_paths:
+    for path in cases.regenerated:
         regeneration = read_regeneration(path)
         regenerated[regeneration.method, regeneration.target] = regeneration.image
-    for path in removal_paths:
+    for path in cases.removals:
         removal = read_removal(path)
         removed[removal.method, removal.target] = removal.removed
-    for path in metric_paths:
+    for path in cases.metrics:
         record = store.read_json(path)
         l2[record["method"], int(record["target"])] = record["metrics"].get("l2")
     targets = list(dict.fromkeys(t for _, t in regenerated))
@@ -394,15 +422,9 @@ def plot_counterfactual(
         for column, axis in enumerate(axes[row]):
             axis.axis("off")
             if column < len(panels):
-                axis.imshow(_display(panels[column]), cmap="gray", vmin=0, vmax=1)
+                axis.imshow(to_unit_display(panels[column]), cmap="gray", vmin=0, vmax=1)
                 axis.set_title(titles[column], fontsize=6)
     figure.tight_layout()
     with store.atomic_path(out_path, suffix=".png") as tmp:
         figure.savefig(tmp, format="png", dpi=120)
     plt.close(figure)
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """[C, H, W] in [-1, 1] to [H, W] or [H, W, 3] in [0, 1] for imshow."""
-    pixels = (np.clip(image, -1, 1) + 1) / 2
-    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)

@@ -6,6 +6,7 @@ import numpy as np
 
 from diffattr import store
 from diffattr.errors import ConfigError
+from diffattr.images import save_png
 from diffattr.progress import status
 from diffattr.settings import GenerationSettings, Runtime
 
@@ -87,12 +88,3 @@ def class_captions(dataset_path: str) -> list[str]:
     for label, caption in zip(labels.tolist(), captions, strict=True):
         by_label.setdefault(int(label), caption)
     return [by_label[label] for label in sorted(by_label)]
-
-
-def save_png(path: str, pixels: np.ndarray, scale: int = 4) -> None:
-    from PIL import Image
-
-    image = Image.fromarray(pixels)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    with store.atomic_path(path, suffix=".png") as tmp:
-        image.save(tmp, format="PNG")

@@ -16,10 +16,10 @@ from diffattr import report, store
 from diffattr.errors import FeatureMismatchError
 from diffattr.files import ScoreFile
 from diffattr.report import (
+    GridRow,
     config_html,
     evenly_spaced_rows,
     html_page,
-    html_table,
     load_lds_records,
     plot_lambda_curves,
     plot_lds_bars,
@@ -28,6 +28,8 @@ from diffattr.report import (
     read_benchmarks,
     runtime_table,
 )
+from diffattr.settings import AttributionGridSettings
+from diffattr.tables import html_table
 
 
 def plot_lds(
@@ -47,18 +49,16 @@ def plot_attribution_grid(
     dataset_path: str,
     samples_path: str | None,
     out_path: str,
-    split: str,
-    num_queries: int,
-    positives: int,
-    negatives: int,
-    label: str = "",
+    *,
+    settings: AttributionGridSettings,
 ) -> dict[str, Any]:
     """Proponent / opponent grid of evenly spaced queries at the held-out λ of ``lds_path``.
 
     Proponents are the training rows that most support a query: the largest τ, or for scores in
     loss units (``lds_sign`` = +1: empirical influence, datamodels) the most negative τ.
-    ``label`` (e.g. "dtrak, K = 10") heads the figure.
+    ``settings.label`` (e.g. "dtrak, K = 10") heads the figure.
     """
+    split, label = settings.split, settings.label
     from diffattr import data
     from diffattr.queries import load_queries
 
@@ -66,7 +66,7 @@ def plot_attribution_grid(
     choice = record["choices"]["heldout"]
     train = data.load_split(dataset_path, "train")
     query_images, query_ids = load_queries(split, dataset_path, samples_path)
-    rows = evenly_spaced_rows(len(query_ids), num_queries)
+    rows = evenly_spaced_rows(len(query_ids), settings.queries)
     with ScoreFile(scores_path) as file:
         scores = file.read_rows(file.lambda_index(choice["lambda"]), rows)
         train_ids, test_ids, sign = file.train_ids, file.test_ids, file.lds_sign
@@ -77,17 +77,14 @@ def plot_attribution_grid(
     if not np.array_equal(test_ids, query_ids):
         raise FeatureMismatchError(f"{scores_path}: score rows do not match the {split!r} queries")
     # rank by support: −τ for scores in loss units (lds_sign +1), τ otherwise
-    chosen = [proponents_and_opponents(-sign * row, positives, negatives) for row in scores]
-    report.plot_attribution_grid(
-        [query_images[r] for r in rows],
-        [f"{split} id {int(query_ids[r])}" for r in rows],
-        train.images,
-        [top for top, _ in chosen],
-        [bottom for _, bottom in chosen],
-        scores,
-        out_path,
-        title=f"{label}  λ = {choice['lambda']:g} (held-out choice)".strip(),
-    )
+    counts = settings.proponents, settings.opponents
+    chosen = [proponents_and_opponents(-sign * row, *counts) for row in scores]
+    grid = [
+        GridRow(query_images[r], f"{split} id {int(query_ids[r])}", top, bottom, row_scores)
+        for r, (top, bottom), row_scores in zip(rows, chosen, scores, strict=True)
+    ]
+    title = f"{label}  λ = {choice['lambda']:g} (held-out choice)".strip()
+    report.plot_attribution_grid(grid, train.images, out_path, title=title)
     return {"rows": rows.tolist(), "proponents": [t.tolist() for t, _ in chosen]}
 
 

@@ -3,61 +3,82 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from diffattr import store
+from diffattr.counterfactual import TABLE_COLUMNS as COUNTERFACTUAL_COLUMNS
+from diffattr.errors import ConfigError
+from diffattr.settings import SummarySettings
 from diffattr.summary import (
+    COLUMNS,
     PAIRED_COLUMNS,
+    counterfactual_markdown,
+    counterfactual_table,
     lds_markdown,
     paired_markdown,
     paired_rows,
     seed_spread_markdown,
     summary_rows,
-    to_csv,
 )
+from diffattr.tables import csv_text
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryFiles:
+    """What :func:`summarize` writes: ``csv`` and ``md`` always; ``paired`` (paired.csv) when
+    the method pairs are compared, ``counterfactual`` (counterfactual.csv) with the collected
+    counterfactual summary."""
+
+    csv: str
+    md: str
+    paired: str | None = None
+    counterfactual: str | None = None
 
 
 def summarize(
     lds_paths: Sequence[str],
-    ceiling_path: str | None,
-    csv_path: str,
-    md_path: str,
-    experiment: str,
-    extra_sections: Sequence[str] = (),
-    counterfactual_path: str | None = None,
-    counterfactual_csv_path: str | None = None,
+    ceiling_path: str | None = None,
     groundtruth_path: str | None = None,
-    paired_csv_path: str | None = None,
-    pairs: Sequence[Sequence[str]] = (),
-    paired_resamples: int = 1000,
-    paired_seed: int = 42,
+    counterfactual_path: str | None = None,
+    *,
+    out: SummaryFiles,
+    settings: SummarySettings,
 ) -> list[dict[str, Any]]:
-    """Write summary.csv and summary.md; with ``counterfactual_path`` (the collected
-    counterfactual summary) also ``counterfactual_csv_path`` and a counterfactual section;
-    with ``paired_csv_path`` (and the benchmark ``groundtruth_path``) the paired bootstrap of
-    each configured pair (:func:`paired_rows`) there and in summary.md."""
+    """Write summary.csv and summary.md; with ``out.paired`` (and the benchmark
+    ``groundtruth_path``) the paired bootstrap of each pair of ``settings.pairs``
+    (:func:`paired_rows`) there and in summary.md; with ``counterfactual_path`` (the collected
+    counterfactual summary) ``out.counterfactual`` and a counterfactual section."""
     records = [store.read_json(path) for path in lds_paths]
     rows = summary_rows(records)
     ceiling = store.read_json(ceiling_path) if ceiling_path else None
-    store.write_text(csv_path, to_csv(rows))
-    if paired_csv_path:
+    store.write_text(out.csv, csv_text(rows, COLUMNS))
+    extra_sections: list[str] = []
+    if out.paired:
         measured = _benchmark_outputs(groundtruth_path, {r["split"] for r in records})
-        paired = paired_rows(records, measured, pairs, paired_resamples, paired_seed)
-        store.write_text(paired_csv_path, to_csv(paired, PAIRED_COLUMNS))
-        extra_sections = ["", paired_markdown(paired), *extra_sections]
+        paired = paired_rows(
+            records, measured, settings.pairs, settings.paired_resamples, settings.paired_seed
+        )
+        store.write_text(out.paired, csv_text(paired, PAIRED_COLUMNS))
+        extra_sections = ["", paired_markdown(paired)]
     if counterfactual_path:
-        from diffattr.counterfactual import write_counterfactual_table
-
-        section = write_counterfactual_table(counterfactual_path, counterfactual_csv_path)
-        extra_sections = [*extra_sections, "", section]
+        if out.counterfactual is None:
+            raise ConfigError(
+                f"summarize: counterfactual summary {counterfactual_path} given, but no "
+                "SummaryFiles.counterfactual to write counterfactual.csv to"
+            )
+        summary = store.read_json(counterfactual_path)
+        table = csv_text(counterfactual_table(summary), COUNTERFACTUAL_COLUMNS)
+        store.write_text(out.counterfactual, table)
+        extra_sections = [*extra_sections, "", counterfactual_markdown(summary)]
     sections = [
-        f"# diffattr results: {experiment}",
+        f"# diffattr results: {settings.experiment}",
         "",
         lds_markdown(rows, ceiling),
         *seed_spread_markdown(records),
         *extra_sections,
     ]
-    store.write_text(md_path, "\n".join(sections) + "\n")
+    store.write_text(out.md, "\n".join(sections) + "\n")
     return rows
 
 
