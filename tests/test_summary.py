@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from diffattr import lds, store
+from diffattr import files, lds, store
 from diffattr.jobs.summary import SummaryFiles, summarize
 from diffattr.settings import SummarySettings
 from diffattr.summary import paired_rows
@@ -53,7 +53,11 @@ def run(tmp_path):
         paths.append(str(tmp_path / f"{index}.json"))
         store.write_json(paths[-1], record)
     truth = tmp_path / "lds.h5"
-    store.write_h5(truth, {"val/measured": measured}, {})
+    masks = rng.integers(0, 2, (measured.shape[0], 20)).astype(bool)
+    attrs = {"pool": "lds", "num_subsets": measured.shape[0], "num_seeds": 1, "splits": ["val"]}
+    files.write_groundtruth(
+        truth, masks, np.arange(20), {"val": (measured[None], np.arange(6))}, attrs
+    )
     return tmp_path, paths, truth, measured, good, bad
 
 

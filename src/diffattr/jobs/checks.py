@@ -15,6 +15,7 @@ from diffattr import store
 from diffattr.attribution_sanity import class_agreement, plot_sanity
 from diffattr.demo_checks import findings
 from diffattr.errors import ConfigError, FeatureMismatchError
+from diffattr.files import read_samples
 from diffattr.sample_quality import plot_quality, quality_record
 from diffattr.settings import AgreementSettings, FindingsSettings
 
@@ -44,9 +45,9 @@ def assess_samples(
 
     train = data.load_split(dataset_path, "train")
     val = data.load_split(dataset_path, "val")
-    with store.open_h5(samples_path) as handle:
-        gen = np.asarray(handle["images"][()], dtype=np.float32)
-        gen_ids = handle["ids"][()].astype(np.int64)
+    samples = read_samples(samples_path)
+    gen = np.asarray(samples.images, dtype=np.float32)
+    gen_ids = samples.ids.astype(np.int64)
     if gen.shape[1:] != train.images.shape[1:]:
         raise FeatureMismatchError(
             f"{samples_path}: samples have shape {gen.shape[1:]}, the train images "

@@ -46,9 +46,11 @@ from diffattr.files import (
     read_removal,
     read_sample_image,
     read_samples,
+    read_targets,
     required_attr,
     write_regeneration,
     write_removal,
+    write_targets,
 )
 from diffattr.images import to_unit_display
 from diffattr.settings import (
@@ -106,9 +108,9 @@ def select_counterfactual_targets(
             f"{samples_path}: targets drawn from {len(ids)} samples {targets} differ from the "
             f"planned {list(planned)}; generation.num_samples and the samples file disagree"
         )
-    store.write_h5(
+    write_targets(
         out_path,
-        {"ids": np.asarray(targets, dtype=np.int64)},
+        targets,
         {
             "kind": "counterfactual_targets",
             "target_seed": target_seed,
@@ -325,7 +327,7 @@ def collect_counterfactual(
     """Aggregate per-target metrics (``cases.metrics``, ``cases.removals``): a long table,
     per-method statistics, paired fractions, removal-set overlaps; checks that each λ used
     (``lambda_paths``) is the one the LDS record at the same position reports (``lds_paths``)."""
-    targets = [int(t) for t in store.read_h5(targets_path, "ids")]
+    targets = read_targets(targets_path)
     records = [store.read_json(path) for path in cases.metrics]
     found = sorted((r["method"], int(r["target"])) for r in records)
     expected = sorted((m, t) for m in methods for t in targets)

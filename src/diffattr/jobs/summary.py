@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from diffattr import store
+from diffattr import files, store
 from diffattr.counterfactual import TABLE_COLUMNS as COUNTERFACTUAL_COLUMNS
 from diffattr.errors import ConfigError
 from diffattr.settings import SummarySettings
@@ -86,5 +86,5 @@ def _benchmark_outputs(groundtruth_path: str | None, splits: set[str]) -> dict[s
     """[S, n] benchmark outputs of each split, for the paired comparisons."""
     if not groundtruth_path:
         return {}
-    with store.open_h5(groundtruth_path) as handle:
-        return {s: handle[f"{s}/measured"][()] for s in splits if f"{s}/measured" in handle}
+    held = set(files.groundtruth_splits(groundtruth_path))
+    return {s: files.read_groundtruth(groundtruth_path, s).measured for s in splits if s in held}
