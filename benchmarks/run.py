@@ -166,7 +166,6 @@ def baseline_features(
 
 def bench_features(settings: Settings) -> list[Comparison]:
     from diffattr.features import (
-        GradientInputs,
         GradientOptions,
         extract_features,
         num_trainable_parameters,
@@ -174,6 +173,7 @@ def bench_features(settings: Settings) -> list[Comparison]:
     )
     from diffattr.models import build_scheduler, build_unet
     from diffattr.projection import make_projector
+    from diffattr.queries import QueryRows
     from diffattr.settings import Runtime
 
     config = demo_config()
@@ -198,7 +198,7 @@ def bench_features(settings: Settings) -> list[Comparison]:
     generation_device, _ = timed(lambda: projector.project(warm), settings.device)
     matrix = projector.matrix().to(settings.device)  # the same Gaussian matrix, dense
 
-    inputs = GradientInputs(images, ids)
+    inputs = QueryRows(images, ids)
     options = GradientOptions(output_fn=output_fn, timesteps=timesteps, noise_seed=0)
     runtime = Runtime(batch_size=batch)
 
@@ -279,18 +279,19 @@ PAPER_CHILD = textwrap.dedent(
     model, scheduler, images, ids, timesteps = bench.paper_inputs(
         int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     )
-    from diffattr.features import GradientInputs, GradientOptions, extract_features
+    from diffattr.features import GradientOptions, extract_features
+    from diffattr.queries import QueryRows
     from diffattr.projection_structured import make_feature_projector
     from diffattr.settings import Runtime
     projector = make_feature_projector(model, bench.PAPER_PROJ_DIM, 42)
     warm = GradientOptions(output_fn="square", timesteps=timesteps[:1], noise_seed=0)
-    extract_features(model, scheduler, GradientInputs(images[:1], ids[:1]), warm, projector,
+    extract_features(model, scheduler, QueryRows(images[:1], ids[:1]), warm, projector,
                      Runtime(batch_size=1))  # warm-up: kernels and the factor matrices
     device = images.device
     bench.synchronize(device)
     start = time.perf_counter()
     options = GradientOptions(output_fn="square", timesteps=timesteps, noise_seed=0)
-    out = extract_features(model, scheduler, GradientInputs(images, ids), options, projector,
+    out = extract_features(model, scheduler, QueryRows(images, ids), options, projector,
                            Runtime(batch_size=len(ids)))
     bench.synchronize(device)
     seconds = time.perf_counter() - start

@@ -82,7 +82,7 @@ def test_copy_ranks_first_and_the_second_batch_reuses_the_training_features(
     options = features.GradientOptions(output_fn="square", timesteps=steps, noise_seed=0)
 
     def workflow_features(x, batch_size):
-        inputs = features.GradientInputs(x, content_ids(x))
+        inputs = features.QueryRows(x, content_ids(x))
         runtime = Runtime(batch_size=batch_size)
         return features.extract_features(unet, scheduler, inputs, options, projector, runtime)
 

@@ -308,13 +308,13 @@ def test_proj_dim_not_positive(folders):
 def test_checkpoint_with_another_parameter_count(tiny_unet_config):
     """Features projected for one model's gradient size, taken at a checkpoint of another."""
     from diffattr.features import (
-        GradientInputs,
         GradientOptions,
         extract_features,
         num_trainable_parameters,
     )
     from diffattr.models import build_scheduler, build_unet
     from diffattr.projection import make_projector
+    from diffattr.queries import QueryRows
 
     model = build_unet(tiny_unet_config)
     other = build_unet({**tiny_unet_config, "block_out_channels": [8, 24]})
@@ -327,7 +327,7 @@ def test_checkpoint_with_another_parameter_count(tiny_unet_config):
         extract_features(
             other,
             build_scheduler(SCHEDULER),
-            GradientInputs(images, [0, 1]),
+            QueryRows(images, [0, 1]),
             GradientOptions(output_fn="loss", timesteps=[0], noise_seed=0),
             projector,
         )

@@ -11,7 +11,6 @@ from diffusers import DDPMScheduler
 from diffattr import store
 from diffattr.errors import FeatureMismatchError
 from diffattr.features import (
-    GradientInputs,
     GradientOptions,
     extract_features,
     num_trainable_parameters,
@@ -115,7 +114,7 @@ def test_das_scores_match_the_definition(tmp_path, scheduler, readout):
         output_fn="mean", timesteps=STEPS, noise_seed=0, normalize_timesteps=True
     )
     for name, x, ids in (("train", x_train, train_ids), ("val", x_test, test_ids)):
-        feats = extract_features(model, scheduler, GradientInputs(x, ids), options, projector)
+        feats = extract_features(model, scheduler, QueryRows(x, ids), options, projector)
         _write(tmp_path / f"{name}.h5", feats, ids, {**attrs, "split": name})
     r = residual_profile(model, scheduler, QueryRows(x_train, train_ids), STEPS, 0).numpy()
     store.write_h5(

@@ -12,7 +12,6 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
 from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
 from diffattr.features import (
-    GradientInputs,
     GradientOptions,
     extract_features,
     mean_gradients,
@@ -29,6 +28,7 @@ from diffattr.files import read_features
 from diffattr.noise import feature_noise_keys, sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import make_projector
+from diffattr.queries import QueryRows
 from diffattr.settings import Runtime
 
 
@@ -108,16 +108,16 @@ def slow_gradients(model, scheduler, inputs, t, f_name, seed):
 def test_gradients_match_per_sample_backward(scheduler, f_name, t):
     model = tiny_unet().double()
     x0, ids = images(3), [4, 0, 17]
-    fast = per_sample_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, noise_seed=0)
+    fast = per_sample_gradients(model, scheduler, QueryRows(x0, ids), t, f_name, noise_seed=0)
     assert fast.shape == (3, num_trainable_parameters(model))
     assert fast.dtype == torch.float64
     # Same attention arithmetic as the vmap path (diffusers' AttnProcessor upcasts the softmax
     # to float32), so float64 results agree to rounding.
     with vmap_safe_attention(model):
-        slow = slow_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, 0)
+        slow = slow_gradients(model, scheduler, QueryRows(x0, ids), t, f_name, 0)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
     # Against the model's default SDPA attention: equal up to that float32 softmax.
-    sdpa = slow_gradients(model, scheduler, GradientInputs(x0, ids), t, f_name, 0)
+    sdpa = slow_gradients(model, scheduler, QueryRows(x0, ids), t, f_name, 0)
     torch.testing.assert_close(fast, sdpa, rtol=1e-6, atol=1e-8)
 
 
@@ -126,7 +126,7 @@ def test_model_state_restored_and_dropout_off(scheduler):
 
     model = tiny_unet(dropout=0.5).double()
     model.train()
-    inputs = GradientInputs(images(2), [0, 1])
+    inputs = QueryRows(images(2), [0, 1])
     a = per_sample_gradients(model, scheduler, inputs, 100, "loss", noise_seed=0)
     b = per_sample_gradients(model, scheduler, inputs, 100, "loss", noise_seed=0)
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # no dropout noise
@@ -139,7 +139,7 @@ def test_model_state_restored_and_dropout_off(scheduler):
 
 def test_noise_seed_changes_gradients(scheduler):
     model = tiny_unet()
-    inputs = GradientInputs(images(2), [0, 1])
+    inputs = QueryRows(images(2), [0, 1])
     a = per_sample_gradients(model, scheduler, inputs, 300, "loss", noise_seed=0)
     b = per_sample_gradients(model, scheduler, inputs, 300, "loss", noise_seed=1)
     assert not torch.allclose(a, b)
@@ -155,13 +155,13 @@ def test_conditional_unet_with_frozen_parameters(scheduler):
     assert P == num_trainable_parameters(model) < sum(p.numel() for p in model.parameters())
     x0, ids = images(2), [3, 8]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    inputs = GradientInputs(x0, ids, cond=cond)
+    inputs = QueryRows(x0, ids, cond=cond)
     fast = per_sample_gradients(model, scheduler, inputs, 250, "square", 0)
     assert fast.shape == (2, P)
     with vmap_safe_attention(model):
         slow = slow_gradients(model, scheduler, inputs, 250, "square", 0)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
-    flipped = GradientInputs(x0, ids, cond=cond.flip(0))
+    flipped = QueryRows(x0, ids, cond=cond.flip(0))
     other = per_sample_gradients(model, scheduler, flipped, 250, "square", 0)
     assert not torch.allclose(fast, other)
 
@@ -180,7 +180,7 @@ def test_lora_adapters_only(scheduler):
     assert trainable and all("lora_" in name for name in trainable)
     x0, ids = images(2), [3, 8]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    inputs = GradientInputs(x0, ids, cond=cond)
+    inputs = QueryRows(x0, ids, cond=cond)
     fast = per_sample_gradients(model, scheduler, inputs, 250, "loss", 0)
     assert fast.shape == (2, num_trainable_parameters(model))
     with vmap_safe_attention(model):
@@ -191,14 +191,12 @@ def test_lora_adapters_only(scheduler):
 def test_no_trainable_parameters(scheduler):
     model = tiny_unet().requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
-        per_sample_gradients(model, scheduler, GradientInputs(images(1), [0]), 0, "loss", 0)
+        per_sample_gradients(model, scheduler, QueryRows(images(1), [0]), 0, "loss", 0)
 
 
 def test_bad_timestep(scheduler):
     with pytest.raises(ConfigError, match="0..999"):
-        per_sample_gradients(
-            tiny_unet(), scheduler, GradientInputs(images(1), [0]), 1000, "loss", 0
-        )
+        per_sample_gradients(tiny_unet(), scheduler, QueryRows(images(1), [0]), 1000, "loss", 0)
 
 
 def _features(model, scheduler, inputs, batch_size, progress=None):
@@ -211,13 +209,13 @@ def _features(model, scheduler, inputs, batch_size, progress=None):
 def test_features_independent_of_batch_size_and_order(scheduler):
     model = tiny_unet()
     x, ids = images(5), np.array([10, 11, 12, 13, 14])
-    inputs = GradientInputs(x, ids)
+    inputs = QueryRows(x, ids)
     one = _features(model, scheduler, inputs, 1)
     assert one.shape == (5, 16) and one.dtype == np.float32
     np.testing.assert_allclose(_features(model, scheduler, inputs, 3), one, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_features(model, scheduler, inputs, 5), one, rtol=1e-5, atol=1e-5)
     perm = np.array([3, 0, 4, 1, 2])
-    shuffled = _features(model, scheduler, GradientInputs(x[perm].numpy(), ids[perm]), 2)
+    shuffled = _features(model, scheduler, QueryRows(x[perm].numpy(), ids[perm]), 2)
     np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
 
 
@@ -230,11 +228,11 @@ def test_noise_schemes_independent_of_batch_size_and_order(scheduler, scheme):
     model = tiny_unet()
     x, ids = images(5), np.array([10, 11, 12, 13, 14])
     keys = _split_keys(scheme, "train", ids)
-    inputs = GradientInputs(x, ids, noise_keys=keys)
+    inputs = QueryRows(x, ids, noise_keys=keys)
     one = _features(model, scheduler, inputs, 1)
     np.testing.assert_allclose(_features(model, scheduler, inputs, 3), one, rtol=1e-5, atol=1e-5)
     perm = np.array([3, 0, 4, 1, 2])
-    permuted = GradientInputs(x[perm].numpy(), ids[perm], noise_keys=keys[perm])
+    permuted = QueryRows(x[perm].numpy(), ids[perm], noise_keys=keys[perm])
     shuffled = _features(model, scheduler, permuted, 2)
     np.testing.assert_allclose(shuffled, one[perm], rtol=1e-5, atol=1e-5)
 
@@ -246,7 +244,7 @@ def test_training_row_and_query_share_noise_only_under_common(scheduler):
     x, ids = images(3), np.array([0, 1, 2])
 
     def feats(scheme, split):
-        inputs = GradientInputs(x, ids, noise_keys=_split_keys(scheme, split, ids))
+        inputs = QueryRows(x, ids, noise_keys=_split_keys(scheme, split, ids))
         return _features(model, scheduler, inputs, 3)
 
     for scheme in ("independent", "common"):
@@ -256,17 +254,19 @@ def test_training_row_and_query_share_noise_only_under_common(scheduler):
     # common: every sample sees the same ε at each timestep (checked against a slow loop)
     keys = _split_keys("common", "val", ids)
     options = GradientOptions(output_fn="loss", timesteps=[300], noise_seed=0)
-    got = mean_gradients(model, scheduler, GradientInputs(x, ids, noise_keys=keys), options)
+    got = mean_gradients(model, scheduler, QueryRows(x, ids, noise_keys=keys), options)
     shared = slow_gradients(
-        model, scheduler, GradientInputs(x, ids, noise_keys=[keys[0]] * 3), 300, "loss", 0
+        model, scheduler, QueryRows(x, ids, noise_keys=[keys[0]] * 3), 300, "loss", 0
     )
     np.testing.assert_allclose(got.numpy(), shared.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_noise_keys_must_match_the_batch(scheduler):
+    with pytest.raises(ConfigError, match="noise_keys has 1 rows for the 2 rows"):
+        QueryRows(images(2), [0, 1], noise_keys=[1])
+    options = GradientOptions(output_fn="loss", timesteps=[3], noise_seed=0)
+    inputs = QueryRows(images(2), [0, 1], noise_keys=[[1, 2], [3, 4]])  # two keys per row
     with pytest.raises(ConfigError, match="one key per sample"):
-        inputs = GradientInputs(images(2), [0, 1], noise_keys=[1])
-        options = GradientOptions(output_fn="loss", timesteps=[3], noise_seed=0)
         mean_gradients(tiny_unet(), scheduler, inputs, options)
 
 
@@ -275,7 +275,7 @@ def test_features_are_projected_mean_gradient(scheduler):
     x, ids = images(2), [5, 6]
     P = num_trainable_parameters(model)
     proj = make_projector("identity", P, P, seed=0)
-    inputs = GradientInputs(x, ids)
+    inputs = QueryRows(x, ids)
     options = GradientOptions(output_fn="loss", timesteps=[0, 10, 20], noise_seed=0)
     feats = extract_features(model, scheduler, inputs, options, proj)
     mean = sum(per_sample_gradients(model, scheduler, inputs, t, "loss", 0) for t in (0, 10, 20))
@@ -287,7 +287,7 @@ def test_mean_gradients_equal_mean_of_per_timestep_gradients(scheduler, max_eval
     model = tiny_cond_unet().double()
     x0, ids, steps = images(2), [3, 8], [0, 250, 999]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    inputs = GradientInputs(x0, ids, cond=cond)
+    inputs = QueryRows(x0, ids, cond=cond)
     options = GradientOptions(
         output_fn="elbo_loss", timesteps=steps, noise_seed=0, max_evaluations=max_evaluations
     )
@@ -308,7 +308,7 @@ def test_timesteps_per_call_respects_evaluations_and_memory():
 def test_progress_reporting(scheduler):
     model = tiny_unet()
     calls = []
-    inputs = GradientInputs(images(3), [0, 1, 2])
+    inputs = QueryRows(images(3), [0, 1, 2])
     _features(model, scheduler, inputs, 2, progress=lambda d, n: calls.append((d, n)))
     assert calls == [(2, 3), (3, 3)]
     stream = io.StringIO()
@@ -321,7 +321,7 @@ def test_projector_dimension_must_match(scheduler):
     proj = make_projector("normal", 10, 4, seed=0)
     with pytest.raises(ConfigError, match="grad_dim=10"):
         options = GradientOptions(output_fn="loss", timesteps=[0], noise_seed=0)
-        extract_features(model, scheduler, GradientInputs(images(1), [0]), options, proj)
+        extract_features(model, scheduler, QueryRows(images(1), [0]), options, proj)
 
 
 def test_select_timesteps():
@@ -376,7 +376,7 @@ def test_normalized_timesteps_equal_a_per_timestep_loop(scheduler, max_evaluatio
     model = tiny_cond_unet().double()
     x0, ids, steps = images(2), [3, 8], [0, 250, 999]
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    inputs = GradientInputs(x0, ids, cond=cond)
+    inputs = QueryRows(x0, ids, cond=cond)
     plain_options = GradientOptions(
         output_fn="mean", timesteps=steps, noise_seed=0, max_evaluations=max_evaluations
     )
@@ -396,7 +396,7 @@ def test_normalized_features_are_projected_mean_of_unit_gradients(scheduler):
     model = tiny_unet()
     x, ids = images(3), [0, 1, 2]
     proj = make_projector("normal", num_trainable_parameters(model), 16, 0)
-    inputs = GradientInputs(x, ids)
+    inputs = QueryRows(x, ids)
     options = GradientOptions(
         output_fn="square", timesteps=[0, 500], noise_seed=0, normalize_timesteps=True
     )
@@ -428,8 +428,8 @@ def test_gradient_options_name_the_bad_value(field, value, match):
 
 def test_gradient_inputs_rows_slice_every_field():
     keys = np.array([7, 8, 9], dtype=np.uint64)
-    inputs = GradientInputs(images(3), [4, 5, 6], torch.zeros(3, 2, 2), keys)
+    inputs = QueryRows(images(3), [4, 5, 6], torch.zeros(3, 2, 2), keys)
     part = inputs.rows(1, 3)
     assert part.x0.shape[0] == 2 and part.ids == [5, 6] and part.cond.shape[0] == 2
     assert part.noise_keys.tolist() == [8, 9]
-    assert GradientInputs(images(3), [4, 5, 6]).rows(0, 1).noise_keys is None
+    assert QueryRows(images(3), [4, 5, 6]).rows(0, 1).noise_keys is None

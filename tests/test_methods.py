@@ -337,10 +337,11 @@ def test_journey_scores_trajectory_features_with_the_trak_kernel(tmp_path):
 def test_trajectory_gradients_average_per_step_gradients():
     from diffusers import DDPMScheduler, UNet2DModel
 
-    from diffattr.features import GradientInputs, GradientOptions, per_sample_gradients
+    from diffattr.features import GradientOptions, per_sample_gradients
     from diffattr.methods.journey import trajectory_gradients
     from diffattr.noise import feature_noise_keys
     from diffattr.projection import make_projector
+    from diffattr.queries import QueryRows
     from diffattr.settings import Runtime
 
     torch.manual_seed(0)
@@ -364,7 +365,7 @@ def test_trajectory_gradients_average_per_step_gradients():
     got = trajectory_gradients(
         unet,
         scheduler,
-        GradientInputs(trajectory, ids),
+        QueryRows(trajectory, ids),
         options,
         projector,
         Runtime(batch_size=2),
@@ -374,7 +375,7 @@ def test_trajectory_gradients_average_per_step_gradients():
         per_sample_gradients(
             unet,
             scheduler,
-            GradientInputs(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
+            QueryRows(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
             int(t),
             "loss",
             3,

@@ -16,7 +16,6 @@ from torch import nn
 from diffattr.counter_rng import counter_matrix, counter_matrix_reference, matrix_key
 from diffattr.errors import ConfigError
 from diffattr.features import (
-    GradientInputs,
     GradientOptions,
     extract_features,
     trainable_parameters,
@@ -33,6 +32,7 @@ from diffattr.projection_structured import (
     make_structured_projector,
     read_layout,
 )
+from diffattr.queries import QueryRows
 from diffattr.settings import Runtime
 
 
@@ -183,7 +183,7 @@ def test_unet_end_to_end_equals_projected_mean_gradient(scheduler):
     x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     ids, steps = [4, 9, 2], [0, 400, 999]
     projector = make_structured_projector(model, 300, seed=7)
-    inputs = GradientInputs(x0, ids)
+    inputs = QueryRows(x0, ids)
     options = GradientOptions(output_fn="square", timesteps=steps, noise_seed=0)
     ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     dense = projector.dense_equivalent(model)
@@ -221,7 +221,7 @@ def test_conditional_unet_lora_end_to_end(scheduler):
     cond = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ids, steps = [3, 8], [100, 700]
     projector = make_structured_projector(model, 64, seed=1)
-    inputs = GradientInputs(x0, ids, cond=cond)
+    inputs = QueryRows(x0, ids, cond=cond)
     options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
     ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     dense = projector.dense_equivalent(model)
@@ -237,13 +237,13 @@ def test_features_independent_of_batch_size_and_order(scheduler):
     steps = [0, 500]
     options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
     whole = extract_features(
-        model, scheduler, GradientInputs(x0, ids), options, projector, Runtime(batch_size=5)
+        model, scheduler, QueryRows(x0, ids), options, projector, Runtime(batch_size=5)
     )
     order = np.array([3, 0, 4, 1, 2])
     parts = extract_features(
         model,
         scheduler,
-        GradientInputs(x0[order], ids[order]),
+        QueryRows(x0[order], ids[order]),
         dataclasses.replace(options, max_evaluations=3),
         projector,
         Runtime(batch_size=2),
@@ -346,7 +346,7 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
     got = trajectory_gradients(
         model,
         scheduler,
-        GradientInputs(trajectory, ids),
+        QueryRows(trajectory, ids),
         GradientOptions(output_fn="loss", timesteps=timesteps, noise_seed=3),
         projector,
         Runtime(batch_size=2),
@@ -358,7 +358,7 @@ def test_journey_trajectory_features_with_structured_projection(scheduler):
         slow_mean_gradients(
             model,
             scheduler,
-            GradientInputs(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
+            QueryRows(torch.from_numpy(trajectory[:, s]), ids, noise_keys=keys),
             GradientOptions(output_fn="loss", timesteps=[t], noise_seed=3),
         )
         for s, t in enumerate(timesteps.tolist())
@@ -390,7 +390,7 @@ def test_noise_keys_reach_the_structured_path(scheduler):
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     ids, keys, steps = [1, 2], np.array([77, 77], dtype=np.uint64), [300]
     projector = make_structured_projector(model, 80, seed=0)
-    inputs = GradientInputs(x0, ids, noise_keys=keys)
+    inputs = QueryRows(x0, ids, noise_keys=keys)
     options = GradientOptions(output_fn="loss", timesteps=steps, noise_seed=0)
     ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
     slow = slow_mean_gradients(model, scheduler, inputs, options)
@@ -403,7 +403,7 @@ def test_timestep_normalisation_divides_each_projected_gradient(scheduler):
     x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(6))
     ids, steps, dim = [5, 6], [0, 600], 90
     projector = make_structured_projector(model, dim, seed=2)
-    inputs = GradientInputs(x0, ids)
+    inputs = QueryRows(x0, ids)
     options = GradientOptions(
         output_fn="loss", timesteps=steps, noise_seed=0, normalize_timesteps=True
     )

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from diffattr.errors import ConfigError
-from diffattr.features import GradientInputs, num_trainable_parameters, per_sample_gradients
+from diffattr.features import num_trainable_parameters, per_sample_gradients
 from diffattr.jobs.features import extract_features
 from diffattr.jobs.generate import generate_samples
 from diffattr.jobs.measure import measure_outputs
@@ -31,7 +31,7 @@ from diffattr.models import (
     load_model,
     resolve_base_model,
 )
-from diffattr.queries import load_query_captions
+from diffattr.queries import QueryRows, load_query_captions
 from diffattr.sampling import DdimSettings, assign_prompts, generate, sample_seeds
 from diffattr.settings import (
     FeatureSettings,
@@ -130,7 +130,7 @@ def test_only_adapters_train_and_features_span_them(base):
     P = _lora_parameter_count(model, rank=4)
     assert P > 0 and P == num_trainable_parameters(model.denoiser)
     assert P < sum(p.numel() for p in model.denoiser.parameters()) / 5
-    inputs = GradientInputs(x0, [0, 1], cond=cond)
+    inputs = QueryRows(x0, [0, 1], cond=cond)
     grads = per_sample_gradients(model.denoiser, model.scheduler, inputs, 100, "square", 0)
     assert grads.shape == (2, P)
 

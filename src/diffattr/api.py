@@ -464,7 +464,7 @@ class Attributor:
         return features.extract_features(
             self.unet,
             self.scheduler,
-            features.GradientInputs(images.images, images.ids),
+            features.QueryRows(images.images, images.ids),
             features.GradientOptions(
                 output_fn=self.output_fn, timesteps=self.timesteps, noise_seed=self.noise_seed
             ),

@@ -51,6 +51,7 @@ from diffattr.files import write_features
 from diffattr.noise import sample_noise
 from diffattr.outputs import OutputFn, get_output_fn
 from diffattr.projection import Projector
+from diffattr.queries import QueryRows
 from diffattr.store import decode_attr, h5_writer, open_h5, require_same
 
 NOISE_PURPOSE = "features"
@@ -169,32 +170,6 @@ def _num_train_timesteps(scheduler: Any) -> int:
     return int(scheduler.config.num_train_timesteps)
 
 
-@dataclass(frozen=True)
-class GradientInputs:
-    """The rows gradients are taken of, aligned: ``x0`` [n, C, H, W] (images or latents, a
-    tensor or an array), their ``ids``, the ``encoder_hidden_states`` ``cond`` [n, L, D] of a
-    conditional UNet (None for ``UNet2DModel``) and the feature-noise ``noise_keys`` [n]
-    (:func:`diffattr.noise.feature_noise_keys`, which applies the method's noise scheme).
-
-    Without ``noise_keys`` sample b's noise is keyed by ``ids[b]``, unique only within one
-    split (``independent`` keys add the split, so a training row and a query never share noise
-    by accident). Shapes are checked by the kernels that take them."""
-
-    x0: Any
-    ids: Sequence[int] | np.ndarray
-    cond: torch.Tensor | None = None
-    noise_keys: Sequence[int] | np.ndarray | None = None
-
-    def rows(self, start: int, stop: int) -> GradientInputs:
-        """Rows ``start:stop`` of every field."""
-        return GradientInputs(
-            self.x0[start:stop],
-            self.ids[start:stop],
-            None if self.cond is None else self.cond[start:stop],
-            None if self.noise_keys is None else self.noise_keys[start:stop],
-        )
-
-
 @dataclass(frozen=True, kw_only=True)
 class GradientOptions:
     """What the gradient kernels average, per sample: ∇_θ ``output_fn`` (a name of
@@ -249,8 +224,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _prepared(
-    model: torch.nn.Module, scheduler: Any, inputs: GradientInputs, options: GradientOptions
-) -> tuple[dict[str, torch.Tensor], GradientInputs, GradientOptions]:
+    model: torch.nn.Module, scheduler: Any, inputs: QueryRows, options: GradientOptions
+) -> tuple[dict[str, torch.Tensor], QueryRows, GradientOptions]:
     """(trainable params, inputs on the model's device with their noise keys, options with the
     output function resolved and the timesteps as a list of ints), checked."""
     fn = _resolve_output_fn(options.output_fn)
@@ -259,7 +234,7 @@ def _prepared(
     )
     keys = _noise_keys(ids, inputs.noise_keys)
     resolved = dataclasses.replace(options, output_fn=fn, timesteps=timesteps)
-    return params, GradientInputs(x0, ids, cond, keys), resolved
+    return params, QueryRows(x0, ids, cond, keys), resolved
 
 
 def _prepare_batch(
@@ -337,7 +312,7 @@ def _noisy_samples(
 def per_sample_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    inputs: GradientInputs,
+    inputs: QueryRows,
     timestep: int,
     output_fn: str | OutputFn,
     noise_seed: int,
@@ -345,7 +320,7 @@ def per_sample_gradients(
     """∇_θ f for each sample at one timestep: [B, P], P = number of trainable parameters.
 
     Columns follow :func:`trainable_parameters` order, each parameter flattened. ``inputs`` as
-    in :class:`GradientInputs`. Gradients are in the model's dtype, on the model's device.
+    in :class:`QueryRows`. Gradients are in the model's dtype, on the model's device.
     """
     options = GradientOptions(output_fn=output_fn, timesteps=[timestep], noise_seed=noise_seed)
     return mean_gradients(model, scheduler, inputs, options)
@@ -378,7 +353,7 @@ def _available_cuda_bytes(device: torch.device) -> int:
 def mean_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    inputs: GradientInputs,
+    inputs: QueryRows,
     options: GradientOptions,
 ) -> torch.Tensor:
     """(1/K) Σ_t ∇_θ f at the K ``options.timesteps``, per sample: [B, P], columns as
@@ -389,7 +364,7 @@ def mean_gradients(
     the per-(sample, timestep) gradients are then formed, in blocks of at most
     :data:`MAX_NORMALIZED_ELEMENTS` elements (:func:`_normalized_gradient_sum`).
     Sample b's noise at t is ``sample_noise("features", noise_seed, t, noise_keys[b])``, the
-    keys of ``inputs`` (:class:`GradientInputs`; its ids without them).
+    keys of ``inputs`` (:class:`QueryRows`; its ids without them).
 
     One ``vmap`` over the samples evaluates the model on a chunk of timesteps of each sample at
     once, so a call handles up to ``options.max_evaluations`` (sample, timestep) pairs and
@@ -446,7 +421,7 @@ def mean_gradients(
 def projected_mean_gradients(
     model: torch.nn.Module,
     scheduler: Any,
-    inputs: GradientInputs,
+    inputs: QueryRows,
     options: GradientOptions,
     projector: Any,
 ) -> torch.Tensor:
@@ -468,7 +443,7 @@ def projected_mean_gradients(
 def structured_mean_features(
     model: torch.nn.Module,
     scheduler: Any,
-    inputs: GradientInputs,
+    inputs: QueryRows,
     options: GradientOptions,
     projector: Any,
 ) -> torch.Tensor:
@@ -547,7 +522,7 @@ def _normalized_gradient_sum(
     model: torch.nn.Module,
     scheduler: Any,
     params: dict[str, torch.Tensor],
-    inputs: GradientInputs,
+    inputs: QueryRows,
     options: GradientOptions,
 ) -> torch.Tensor:
     """Σ_t g_t / (‖g_t‖₂ + ε) per sample, [B, P]: one ``vmap`` over (sample, timestep) pairs.
@@ -616,7 +591,7 @@ def _progress_reporter(
 def extract_features(
     model: torch.nn.Module,
     scheduler: Any,
-    inputs: GradientInputs,
+    inputs: QueryRows,
     options: GradientOptions,
     projector: Projector,
     runtime: BatchRuntime | None = None,
@@ -625,7 +600,7 @@ def extract_features(
     ``inputs.ids[r]``.
 
     ``inputs``: the images [n, C, H, W] (a tensor or an array), ids, condition and noise keys
-    (:class:`GradientInputs`; without keys the noise is keyed by the ids). ``options``: the
+    (:class:`QueryRows`; without keys the noise is keyed by the ids). ``options``: the
     output function, timesteps, noise seed, per-timestep normalisation and evaluations per call
     (:class:`GradientOptions`, :func:`mean_gradients`).
 
@@ -659,7 +634,7 @@ def extract_features(
             f"{grad_dim} trainable parameters"
         )
 
-    rows = GradientInputs(images, ids, cond, _noise_keys(ids, inputs.noise_keys))
+    rows = QueryRows(images, ids, cond, _noise_keys(ids, inputs.noise_keys))
     batch_options = dataclasses.replace(options, output_fn=fn, timesteps=timesteps)
     n = len(ids)
     out = np.empty((n, projector.proj_dim), dtype=np.float32)
@@ -738,7 +713,7 @@ __all__ = [
     "SHARD_ATTRS",
     "TIMESTEP_STRATEGIES",
     "BatchRuntime",
-    "GradientInputs",
+    "QueryRows",
     "GradientOptions",
     "extract_features",
     "feature_name",

@@ -23,10 +23,16 @@ QUERY_SPLITS: tuple[str, ...] = ("val", "gen")
 
 @dataclass(frozen=True)
 class QueryRows:
-    """Rows of a query split on their way through a model: ``x0`` [B, ...] (images, or latents
-    of a latent model), their ``ids``, their conditions ``cond`` (caption embeddings [B, L, D];
-    None for an unconditional model) and the keys of their feature noise ``noise_keys`` (None:
-    the ids; :func:`diffattr.noise.feature_noise_keys`)."""
+    """Rows of a split (a query split, or the train split for features) on their way through a
+    model, aligned: ``x0`` [B, ...] (images, or latents of a latent model; a tensor or an
+    array), their ``ids``, their conditions ``cond`` (caption embeddings [B, L, D]; None for an
+    unconditional model) and the keys of their feature noise ``noise_keys`` (None: the ids;
+    :func:`diffattr.noise.feature_noise_keys`, which applies the method's noise scheme).
+
+    Without ``noise_keys`` sample b's noise is keyed by ``ids[b]``, unique only within one
+    split (``independent`` keys add the split, so a training row and a query never share noise
+    by accident). The measurement, the residual profiles and the gradient-feature kernels take
+    their rows as one of these."""
 
     x0: Any
     ids: Any
@@ -40,6 +46,15 @@ class QueryRows:
                 raise ConfigError(
                     f"QueryRows.{name} has {len(value)} rows for the {len(self.x0)} rows of x0"
                 )
+
+    def rows(self, start: int, stop: int) -> QueryRows:
+        """Rows ``start:stop`` of every field."""
+        return QueryRows(
+            self.x0[start:stop],
+            self.ids[start:stop],
+            None if self.cond is None else self.cond[start:stop],
+            None if self.noise_keys is None else self.noise_keys[start:stop],
+        )
 
 
 def load_queries(

@@ -78,7 +78,7 @@ def extract_features(
     )
     parts = []
     for chunk, x0, cond in encoded_queries(model, images, captions, runtime.batch_size):
-        inputs = features.GradientInputs(x0, ids[chunk], cond, noise_keys[chunk])
+        inputs = features.QueryRows(x0, ids[chunk], cond, noise_keys[chunk])
         parts.append(
             features.extract_features(
                 model.denoiser, scheduler, inputs, options, projector, runtime
@@ -209,7 +209,7 @@ def extract_trajectory_features(
     matrix = trajectory_gradients(
         model.denoiser,
         model.scheduler,
-        features.GradientInputs(trajectory, ids, cond),
+        features.QueryRows(trajectory, ids, cond),
         options,
         projector,
         runtime,

@@ -29,7 +29,8 @@ from diffattr.methods.readout import READOUT_PARAM
 from diffattr.methods.trak import OUTPUT_FN_PARAM, TrakKernel
 
 if TYPE_CHECKING:
-    from diffattr.features import GradientInputs, GradientOptions
+    from diffattr.features import GradientOptions
+    from diffattr.queries import QueryRows
     from diffattr.settings import Runtime
 
 #: What the training features and the trajectory features must share (not the timesteps).
@@ -59,7 +60,7 @@ class JourneyTrak(TrakKernel):
 def trajectory_gradients(
     denoiser: Any,
     scheduler: Any,
-    trajectory: GradientInputs,
+    trajectory: QueryRows,
     options: GradientOptions,
     projector: Any,
     runtime: Runtime,
@@ -80,8 +81,9 @@ def trajectory_gradients(
     import torch
     from tqdm import tqdm
 
-    from diffattr.features import GradientInputs, mean_gradients, projected_mean_gradients
+    from diffattr.features import mean_gradients, projected_mean_gradients
     from diffattr.noise import feature_noise_keys
+    from diffattr.queries import QueryRows
 
     if trajectory.noise_keys is not None:
         raise ConfigError(
@@ -100,7 +102,7 @@ def trajectory_gradients(
         total = None
         for step, t in enumerate(timesteps):
             x0 = torch.from_numpy(np.ascontiguousarray(x0_trajectory[start:stop, step]))
-            inputs = GradientInputs(x0, sample_ids[start:stop], batch_cond, keys[start:stop])
+            inputs = QueryRows(x0, sample_ids[start:stop], batch_cond, keys[start:stop])
             step_options = dataclasses.replace(options, timesteps=[int(t)])
             if structured:
                 part = projected_mean_gradients(
