@@ -263,14 +263,15 @@ def test_trak_family_matches_explicit_inverse(tmp_path, kind, normalise):
 @pytest.mark.parametrize("form", ["primal", "dual"])
 @pytest.mark.parametrize("normalize", ["relative", "renormalized"])
 def test_normalised_trak_in_both_forms_streamed_and_in_memory(tmp_path, form, normalize):
-    from diffattr.scoring import trak_scores, write_trak_scores
+    from diffattr.scoring import TrakOptions, trak_scores, write_trak_scores
 
     phi = random_matrix(6, DIM, 4).astype(np.float32).astype(np.float64)  # N < Z
     psi = random_matrix(N_TEST, DIM, 5).astype(np.float32).astype(np.float64)
     train = write_features(tmp_path / "train.h5", phi)
     test = write_features(tmp_path / "test.h5", psi)
     out = tmp_path / "scores.h5"
-    write_trak_scores(train, test, out, LAMBDAS, {}, 4, form=form, normalize=normalize)
+    options = TrakOptions(form=form, normalize=normalize, chunk_rows=4)
+    write_trak_scores(train, test, out, LAMBDAS, {}, options)
     in_memory = trak_scores(phi, psi, LAMBDAS, form=form, normalize=normalize)
     for index, lam in enumerate(LAMBDAS):
         tau, inverse = naive_trak(phi, psi, lam)

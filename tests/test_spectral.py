@@ -14,7 +14,7 @@ from diffattr.files import read_scores
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_top_examples
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
-from diffattr.scoring import write_trak_scores
+from diffattr.scoring import TrakOptions, write_trak_scores
 from diffattr.settings import LdsSettings
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
@@ -173,7 +173,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     attrs = {"method": "trak", "kind": "trak", "K": 2, "lds_sign": -1}
     spectra, full = str(tmp_path / "spectra.h5"), str(tmp_path / "full.h5")
     spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
-    write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
+    write_trak_scores(train, test, full, LAMBDAS, attrs, TrakOptions(chunk_rows=8))
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
     grid = LdsSettings(split="gen", bootstrap_resamples=8, bootstrap_seed=0, lambdas=LAMBDAS)
     ours = evaluate_lds(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"),
