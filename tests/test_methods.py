@@ -19,6 +19,7 @@ from diffattr.jobs.scores import score_method
 from diffattr.methods import get_method, method_kinds
 from diffattr.methods.retrain import datamodel_coefficients
 from diffattr.methods.trak import OUTPUT_FNS
+from diffattr.settings import Runtime, ScoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = [0.05, 1.0, 30.0]
@@ -73,7 +74,11 @@ def run(
 
     out = tmp_path / f"{kind}.h5"
     params = params if params is not None else {"output_fn": "loss"}
-    score_method(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
+    settings = ScoreSettings(
+        method=f"my-{kind}", kind=kind, params=params, K=K, split=split, lambdas=LAMBDAS,
+        chunk_rows=4,
+    )  # fmt: skip
+    score_method(inputs, str(out), settings=settings, runtime=Runtime(batch_size=32))
     if not get_method(kind).writes_spectra(params):
         return read_scores(out)
     scores = tmp_path / f"{kind}-scores.h5"

@@ -17,12 +17,16 @@ from diffattr.config import schema_default
 from diffattr.errors import ConfigError
 from diffattr.settings import (
     SETTINGS_CLASSES,
+    EkfacFactorSettings,
     FeatureSettings,
     GenerationSettings,
     LdsSettings,
     MeasureSettings,
+    NoiseSettings,
     ProjectionSettings,
     Runtime,
+    ScoreGridSettings,
+    ScoreSettings,
     SplitRows,
     TrajectoryFeatureSettings,
 )
@@ -59,6 +63,10 @@ VALID = {
     MeasureSettings: {"splits": ["val", "gen"]},
     GenerationSettings: {},
     LdsSettings: {"split": "gen"},
+    NoiseSettings: {},
+    EkfacFactorSettings: {"factor_timesteps": 10, "strategy": "ekfac"},
+    ScoreSettings: {"method": "trak", "kind": "trak", "params": {}, "K": 10, "split": "val"},
+    ScoreGridSettings: {},
     Runtime: {"batch_size": 4},
 }
 
@@ -105,6 +113,22 @@ BAD = [
     (LdsSettings, "lambdas", [1.0, 0.0], "> 0"),
     (LdsSettings, "lambdas", [float("nan")], "> 0"),
     (LdsSettings, "sign", 2, "-1, +1"),
+    (NoiseSettings, "noise_seed", "1", "integer"),
+    (NoiseSettings, "noise", "shared", "'common'"),
+    (NoiseSettings, "noise_shard_rows", -1, "integer >= 0"),
+    (EkfacFactorSettings, "factor_timesteps", 0, "integer >= 1"),
+    (EkfacFactorSettings, "strategy", "eigen", "'kfac'"),
+    (ScoreSettings, "method", "", "name"),
+    (ScoreSettings, "kind", 3, "kind name"),
+    (ScoreSettings, "params", [], "mapping"),
+    (ScoreSettings, "K", -1, "integer >= 0"),
+    (ScoreSettings, "split", "train", "'val'"),
+    (ScoreSettings, "lambdas", [1.0, 0], "> 0"),
+    (ScoreSettings, "chunk_rows", 0, "integer >= 1"),
+    (ScoreSettings, "model_settings", None, "mapping"),
+    (ScoreGridSettings, "lambdas", [], "non-empty"),
+    (ScoreGridSettings, "lambdas", 1.0, "list"),
+    (ScoreGridSettings, "chunk_rows", 2.5, "integer"),
     (Runtime, "batch_size", 0, "integer >= 1"),
     (Runtime, "threads", 0, "integer >= 1"),
     (Runtime, "device", "", "device"),
@@ -173,7 +197,19 @@ def test_feature_settings_from_params_round_trip(wrap):
     assert rows == SplitRows(split="gen", samples_path="gen.h5", shard=0, num_shards=1)
 
 
-@pytest.mark.parametrize("cls", [c for c in SETTINGS_CLASSES if c is not FeatureSettings])
+def test_noise_settings_from_params_take_the_geometry_param():
+    noise = NoiseSettings.from_params(Params(fromdict=FEATURE_PARAMS))
+    assert noise == NoiseSettings(
+        noise_seed=3, noise="reference", noise_batch_size=52, noise_shard_rows=1000
+    )
+    assert noise.attrs() == {"noise": "reference", "noise_batch_size": 52, "noise_shard_rows": 1000}
+    with pytest.raises(ConfigError, match="NoiseSettings.from_params: the rule passes no param"):
+        NoiseSettings.from_params({"noise": "common", "noise_geometry": {}})
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in SETTINGS_CLASSES if c not in (FeatureSettings, NoiseSettings)]
+)
 def test_every_class_round_trips_through_params(cls):
     settings = cls(**VALID[cls]) if cls is not SplitRows else SplitRows(split="val", shard=1,
                                                                         num_shards=3)  # fmt: skip
@@ -207,9 +243,13 @@ def test_runtime_from_snakemake():
 
 
 def _jobs():
-    from diffattr.jobs import counterfactual, features, generate, lds, measure
+    from diffattr.jobs import counterfactual, features, generate, lds, measure, residuals, scores
 
     return {
+        scores.score_method: 2,
+        scores.select_scores: 3,
+        scores.score_grid: 2,
+        residuals.fit_ekfac_factors: 3,
         features.extract_features: 3,
         features.extract_trajectory_features: 4,
         features.record_trajectory: 3,
@@ -271,6 +311,13 @@ SCHEMA_KEYS = {
     },  # fmt: skip
     (LdsSettings, "bootstrap_resamples"): "lds.bootstrap_resamples",
     (LdsSettings, "bootstrap_seed"): "lds.bootstrap_seed",
+    (NoiseSettings, "noise_seed"): "features.noise_seed",
+    (NoiseSettings, "noise"): "features.noise",
+    (NoiseSettings, "noise_batch_size"): "features.reference_noise.batch_size",
+    (NoiseSettings, "noise_shard_rows"): "features.reference_noise.shard_rows",
+    (ScoreSettings, "chunk_rows"): "scoring.chunk_rows",
+    (ScoreGridSettings, "lambdas"): "scoring.lambdas",
+    (ScoreGridSettings, "chunk_rows"): "scoring.chunk_rows",
     (Runtime, "device"): "device",
     **{
         (TrainingSettings, f.name): f"training.{f.name}"
@@ -293,6 +340,15 @@ NO_SCHEMA_KEY = {
     (LdsSettings, "split"),
     (LdsSettings, "lambdas"),  # scoring.lambdas for λ methods only
     (LdsSettings, "sign"),
+    (EkfacFactorSettings, "factor_timesteps"),  # a wildcard (the method's factor_timesteps)
+    (EkfacFactorSettings, "strategy"),  # a wildcard (the method's strategy)
+    (ScoreSettings, "method"),  # the method's wildcards and config entry
+    (ScoreSettings, "kind"),
+    (ScoreSettings, "params"),
+    (ScoreSettings, "K"),
+    (ScoreSettings, "split"),
+    (ScoreSettings, "lambdas"),  # scoring.lambdas for λ methods only
+    (ScoreSettings, "model_settings"),  # from features.* for kinds that run the model
     (Runtime, "batch_size"),  # <group>.batch_size, the group chosen by the script
     (Runtime, "threads"),
     (Runtime, "progress"),
@@ -450,6 +506,52 @@ SCRIPT_CASES = {
             "train_paths": [],
         },
     ),
+    "score_method": (
+        "diffattr.jobs.scores",
+        {"kind": "ekfac", "params": {"dampings": [0.1]}, "lambdas": [], "chunk_rows": 64,
+         "method": "ekfac", "K": 10, "split": "gen",
+         "settings": {"device": "cpu", "noise_seed": 0, "t_strategy": "uniform"}},
+        {"model": "m", "dataset": "d.h5", "samples": "gen.h5"},
+        {"scores": "s.h5"},
+        lambda: {
+            "settings": ScoreSettings(method="ekfac", kind="ekfac", params={"dampings": [0.1]},
+                                      K=10, split="gen", lambdas=[], chunk_rows=64,
+                                      model_settings={"device": "cpu", "noise_seed": 0,
+                                                      "t_strategy": "uniform"}),
+            "runtime": Runtime(batch_size=8, device="auto"),
+        },
+    ),
+    "select_scores": (
+        "diffattr.jobs.scores",
+        {"split": "gen", "lambdas": [1, 2], "chunk_rows": 64},
+        {"spectra": "sp.h5", "heldout": "h.h5"},
+        {"scores": "s.h5"},
+        lambda: {
+            "split": "gen",
+            "grid": ScoreGridSettings(lambdas=[1, 2], chunk_rows=64),
+            "train_paths": [],
+        },
+    ),
+    "score_grid": (
+        "diffattr.jobs.scores",
+        {"lambdas": [1, 2], "chunk_rows": 64},
+        {"spectra": "sp.h5"},
+        {"scores": "s.h5"},
+        lambda: {"grid": ScoreGridSettings(lambdas=[1, 2], chunk_rows=64), "train_paths": []},
+    ),
+    "fit_ekfac_factors": (
+        "diffattr.jobs.residuals",
+        {"impl_version": 2, "T": 10, "strategy": "kfac", "noise_seed": 3, "noise": "reference",
+         "noise_geometry": {"batch_size": 52, "shard_rows": 1000}, "device": "cpu"},
+        {"model": "m", "dataset": "d.h5"},
+        {"factors": "ekfac/"},
+        lambda: {
+            "settings": EkfacFactorSettings(factor_timesteps=10, strategy="kfac"),
+            "noise": NoiseSettings(noise_seed=3, noise="reference", noise_batch_size=52,
+                                   noise_shard_rows=1000),
+            "runtime": Runtime(batch_size=8, device="cpu"),
+        },
+    ),
 }  # fmt: skip
 
 
@@ -468,5 +570,7 @@ def test_scripts_build_settings_from_params(script, tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "scripts" / f"{script}.py"), init_globals={"snakemake": job})
     ((args, kwargs),) = calls
     paths = [v for k, v in inputs.items() if not (script == "extract_features" and k == "samples")]
+    if script == "score_method":  # the method kind reads its inputs by name
+        paths = [inputs]
     assert args == (*paths, *outputs.values())
     assert kwargs == expected()

@@ -15,7 +15,7 @@ from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_to
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
 from diffattr.scoring import TrakOptions, write_trak_scores
-from diffattr.settings import LdsSettings
+from diffattr.settings import LdsSettings, ScoreGridSettings
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
 N_TEST, N_SUBSETS = 7, 16
@@ -193,7 +193,10 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
                                LAMBDAS, [train])  # fmt: skip
     assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
     selected = str(tmp_path / "gen.h5")
-    chosen = select_scores(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
+    at_lambdas = ScoreGridSettings(lambdas=LAMBDAS, chunk_rows=8)
+    chosen = select_scores(
+        spectra, pools["heldout"], selected, split="gen", grid=at_lambdas, train_paths=[train]
+    )
     assert chosen == choice["lambda"]
     stored = read_scores(selected)
     assert stored.lambdas.tolist() == [choice["lambda"]]
@@ -208,7 +211,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
         store.read_h5(tmp_path / "reference.h5", "removed"),
     )
     everything = str(tmp_path / "grid.h5")
-    score_grid(spectra, everything, LAMBDAS, 8, [train])
+    score_grid(spectra, everything, grid=at_lambdas, train_paths=[train])
     grid, reference_grid = read_scores(everything), read_scores(full)
     assert grid.lambdas.tolist() == LAMBDAS
     scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)

@@ -12,6 +12,10 @@ valid, against the library's own registries (output functions, projections, nois
 * :class:`TrajectoryFeatureSettings`: Journey-TRAK features (projection, output function,
   noise seed);
 * :class:`MeasureSettings`, :class:`GenerationSettings`, :class:`LdsSettings`;
+* :class:`ScoreSettings` (one score or spectra file), :class:`ScoreGridSettings` (score
+  matrices from a spectra file);
+* :class:`NoiseSettings` (the feature noise of a job that runs the model outside the feature
+  stage) and :class:`EkfacFactorSettings`;
 * :class:`Runtime`: performance-only values (batch size, device, threads, progress stream).
   ``Runtime.from_snakemake`` is the one reader of ``snakemake.config`` in the scripts: batch
   sizes are not params, so changing one reruns nothing.
@@ -187,6 +191,33 @@ def _check_output_fn(owner: object, name: str, feature_name: bool) -> None:
         raise _bad(owner, name, value, str(error)) from None
 
 
+def _check_noise(owner: Any) -> None:
+    """The feature-noise fields ``noise_seed``, ``noise`` and its ``reference`` geometry
+    (``noise_batch_size`` / ``noise_shard_rows``: >= 1 for that scheme, which uses them)."""
+    from diffattr.noise import NOISE_SCHEMES
+
+    _check_int(owner, "noise_seed")
+    _check_choice(owner, "noise", NOISE_SCHEMES)
+    minimum = 1 if owner.noise == "reference" else 0
+    _check_int(owner, "noise_batch_size", minimum)
+    _check_int(owner, "noise_shard_rows", minimum)
+
+
+def _with_noise_geometry(cls: type, params: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the reference geometry of the ``noise_geometry`` param."""
+    geometry = _param(params, "noise_geometry")
+    if not isinstance(geometry, Mapping) or set(geometry) != {"batch_size", "shard_rows"}:
+        raise ConfigError(
+            f"{cls.__name__}.from_params: param noise_geometry = {geometry!r}; expected "
+            "{'batch_size': ..., 'shard_rows': ...}"
+        )
+    return {
+        **values,
+        "noise_batch_size": geometry["batch_size"],
+        "noise_shard_rows": geometry["shard_rows"],
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class FeatureSettings(ProjectionSettings):
     """What a gradient-feature file is (rules ``extract_query_features`` /
@@ -210,30 +241,16 @@ class FeatureSettings(ProjectionSettings):
 
     def __post_init__(self) -> None:
         from diffattr.features import TIMESTEP_STRATEGIES
-        from diffattr.noise import NOISE_SCHEMES
 
         super().__post_init__()
         _check_output_fn(self, "output_fn", feature_name=True)
         _check_int(self, "K", 1)
         _check_choice(self, "t_strategy", TIMESTEP_STRATEGIES)
-        _check_int(self, "noise_seed")
-        _check_choice(self, "noise", NOISE_SCHEMES)
-        minimum = 1 if self.noise == "reference" else 0
-        _check_int(self, "noise_batch_size", minimum)
-        _check_int(self, "noise_shard_rows", minimum)
+        _check_noise(self)
 
     @classmethod
     def from_params(cls, params: Any) -> FeatureSettings:
-        values = cls._values(params)
-        geometry = _param(params, "noise_geometry")
-        if not isinstance(geometry, Mapping) or set(geometry) != {"batch_size", "shard_rows"}:
-            raise ConfigError(
-                f"FeatureSettings.from_params: param noise_geometry = {geometry!r}; expected "
-                "{'batch_size': ..., 'shard_rows': ...}"
-            )
-        values["noise_batch_size"] = geometry["batch_size"]
-        values["noise_shard_rows"] = geometry["shard_rows"]
-        return cls(**values)
+        return cls(**_with_noise_geometry(cls, params, cls._values(params)))
 
     @classmethod
     def _needed(cls) -> list[str]:
@@ -380,6 +397,132 @@ class LdsSettings(_FromParams):
         return None if self.lambdas is None else list(self.lambdas)
 
 
+@dataclass(frozen=True, kw_only=True)
+class NoiseSettings(_FromParams):
+    """The training features' noise in a job that runs the model outside ``extract_features``
+    (the EK-FAC factors and scores): the seed, the scheme of
+    :data:`diffattr.noise.NOISE_SCHEMES` and its ``reference`` geometry (the param
+    ``noise_geometry``; the rules pass 0 for the other schemes), as in
+    :class:`FeatureSettings`."""
+
+    noise_seed: int = _default("features.noise_seed")
+    noise: str = _default("features.noise")
+    noise_batch_size: int = _default("features.reference_noise.batch_size")
+    noise_shard_rows: int = _default("features.reference_noise.shard_rows")
+
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"noise_batch_size", "noise_shard_rows"})
+
+    def __post_init__(self) -> None:
+        _check_noise(self)
+
+    @classmethod
+    def from_params(cls, params: Any) -> NoiseSettings:
+        return cls(**_with_noise_geometry(cls, params, cls._values(params)))
+
+    @classmethod
+    def _needed(cls) -> list[str]:
+        return [*super()._needed(), "noise_geometry"]
+
+    def keys(self, split: str, ids: Any) -> Any:
+        """One uint64 noise key per row of a whole split (:func:`diffattr.noise.feature_noise_keys`,
+        rows at positions 0..n-1)."""
+        import numpy as np
+
+        from diffattr.noise import feature_noise_keys
+
+        return feature_noise_keys(
+            self.noise,
+            split,
+            ids,
+            np.arange(len(ids)),
+            self.noise_batch_size,
+            self.noise_shard_rows,
+        )
+
+    def attrs(self) -> dict[str, Any]:
+        """The noise provenance of a file (:func:`diffattr.noise.feature_noise_attrs`)."""
+        from diffattr.noise import feature_noise_attrs
+
+        return feature_noise_attrs(self.noise, self.noise_batch_size, self.noise_shard_rows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EkfacFactorSettings(_FromParams):
+    """The EK-FAC factors of the main model (rule ``fit_ekfac_factors``; the noise is a
+    :class:`NoiseSettings`): every training image at ``factor_timesteps`` uniform timesteps
+    (param ``T``; each (image, t) pair one example) and kronfluence's ``strategy``."""
+
+    factor_timesteps: int
+    strategy: str
+
+    PARAMS: ClassVar[dict[str, str]] = {"factor_timesteps": "T"}
+
+    def __post_init__(self) -> None:
+        from diffattr.ekfac import STRATEGIES
+
+        _check_int(self, "factor_timesteps", 1)
+        _check_choice(self, "strategy", STRATEGIES)
+
+
+def _positive_numbers(values: Sequence[Any]) -> bool:
+    return all(_is_number(x) and 0 < x < float("inf") for x in values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreSettings(_FromParams):
+    """One score (or spectra) file (rules ``score_method`` and ``factor_method``): the method's
+    name, kind and params, its ``K`` (0: a method without timesteps) and query split, the λ grid
+    (empty for a method without λ and for a spectra file), the training rows read at a time,
+    and ``model_settings`` (param ``settings``): the feature stage's values for a kind that runs
+    the model (``device``, ``noise_seed``, ``t_strategy``, ``reference_noise``), else empty.
+
+    The kind is checked against the method registry when the job looks it up
+    (:func:`diffattr.methods.get_method`; importing the registry here would make a cycle)."""
+
+    method: str
+    kind: str
+    params: Mapping[str, Any]
+    K: int
+    split: str
+    lambdas: tuple[float, ...] = ()
+    chunk_rows: int = _default("scoring.chunk_rows")
+    model_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    PARAMS: ClassVar[dict[str, str]] = {"model_settings": "settings"}
+
+    def __post_init__(self) -> None:
+        from diffattr.queries import QUERY_SPLITS
+
+        for name in ("method", "kind"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _bad(self, name, getattr(self, name), f"expected the method's {name} name")
+        for name in ("params", "model_settings"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise _bad(self, name, getattr(self, name), "expected a mapping")
+        _check_int(self, "K", 0)
+        _check_choice(self, "split", QUERY_SPLITS)
+        _as_tuple(self, "lambdas", _positive_numbers, "expected finite numbers > 0 (or none)")
+        _check_int(self, "chunk_rows", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreGridSettings(_FromParams):
+    """Score matrices from a spectra file (rules ``select_scores`` and ``score_grid``): the λ
+    grid and the training rows read at a time."""
+
+    lambdas: tuple[float, ...] = _default("scoring.lambdas")
+    chunk_rows: int = _default("scoring.chunk_rows")
+
+    def __post_init__(self) -> None:
+        _as_tuple(
+            self,
+            "lambdas",
+            lambda v: bool(v) and _positive_numbers(v),
+            "expected a non-empty list of finite numbers > 0",
+        )
+        _check_int(self, "chunk_rows", 1)
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -435,16 +578,24 @@ SETTINGS_CLASSES: tuple[type, ...] = (
     MeasureSettings,
     GenerationSettings,
     LdsSettings,
+    NoiseSettings,
+    EkfacFactorSettings,
+    ScoreSettings,
+    ScoreGridSettings,
 )
 
 __all__ = [
     "SETTINGS_CLASSES",
+    "EkfacFactorSettings",
     "FeatureSettings",
     "GenerationSettings",
     "LdsSettings",
     "MeasureSettings",
+    "NoiseSettings",
     "ProjectionSettings",
     "Runtime",
+    "ScoreGridSettings",
+    "ScoreSettings",
     "SplitRows",
     "TrajectoryFeatureSettings",
 ]

@@ -8,8 +8,9 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from diffattr.ekfac import SampleDataset, _train_inputs, fit_factors
+from diffattr.ekfac import DiffusionLoss, SampleDataset, _train_inputs, fit_factors
 from diffattr.residuals import das_weights, residual_profile
+from diffattr.settings import EkfacFactorSettings, NoiseSettings, Runtime
 
 
 def compute_residuals(
@@ -88,51 +89,41 @@ def fit_ekfac_factors(
     model_dir: str,
     dataset_path: str,
     out_dir: str,
-    factor_timesteps: int,
-    strategy: str,
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
+    *,
+    settings: EkfacFactorSettings,
+    noise: NoiseSettings,
+    runtime: Runtime,
 ) -> dict[str, Any]:
-    """The factors of the main model: every training image at ``factor_timesteps`` uniform
-    timesteps, each (image, t) one example (forward + backward passes, no scores), with the
-    training features' noise under scheme ``noise``."""
+    """The factors of the main model: every training image at ``settings.factor_timesteps``
+    uniform timesteps, each (image, t) one example (forward + backward passes, no scores), with
+    the training features' ``noise``."""
     from diffattr import features, store
-    from diffattr import noise as noise_lib
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import status
 
-    model = load_diffusion_model(model_dir, resolve_device(device))
+    model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
     steps = features.select_timesteps(
-        int(factor_timesteps), "uniform", scheduler.config.num_train_timesteps
+        int(settings.factor_timesteps), "uniform", scheduler.config.num_train_timesteps
     )
-    x0, ids, cond = _train_inputs(model, dataset_path, batch_size)
-    keys = noise_lib.feature_noise_keys(
-        noise, "train", ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-    )
-    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=keys)
+    x0, ids, cond = _train_inputs(model, dataset_path, runtime.batch_size)
+    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=noise.keys("train", ids))
     provenance = fit_factors(
         model.denoiser,
-        scheduler,
+        DiffusionLoss(scheduler, noise.noise_seed, runtime.batch_size),
         dataset,
         out_dir,
-        strategy,
-        noise_seed,
-        batch_size,
+        settings.strategy,
         {
             "model_digest": store.digest_directory(model_dir),
             "factor_timesteps": steps,
             "n_train": len(ids),
-            **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
+            **noise.attrs(),
         },
     )
     status(
         "%s factors of %d modules (%d parameters; %d uncovered), peak RSS %.0f MB",
-        strategy,
+        settings.strategy,
         len(provenance["tracked_modules"]),
         provenance["covered_parameters"],
         provenance["uncovered_parameters"],
