@@ -158,3 +158,25 @@ def test_conditional_unet_with_frozen_parameters(tmp_path, scheduler):
     gq = module_gradients(model(), scheduler, (xq, qids, qcond), modules)
     want = np.array([[sum(float((q[m] * g[m]).sum()) for m in modules) for g in gi] for q in gq])
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12 * abs(want).max())
+
+
+def test_loss_and_influence_settings_refuse_bad_values_by_name(scheduler):
+    from diffattr.errors import ConfigError
+    from diffattr.methods.ekfac import InfluenceSettings
+    from diffattr.settings import NoiseSettings
+
+    with pytest.raises(ConfigError, match=r"DiffusionLoss\.batch_size = 0 .* integer >= 1"):
+        ekfac.DiffusionLoss(scheduler, noise_seed=0, batch_size=0)
+    with pytest.raises(ConfigError, match=r"DiffusionLoss\.noise_seed = '0' .* integer"):
+        ekfac.DiffusionLoss(scheduler, noise_seed="0", batch_size=2)
+    valid = {"K": 2, "t_strategy": "uniform", "dampings": [1e-3, None], "noise": NoiseSettings()}
+    assert InfluenceSettings(**valid).dampings == (1e-3, None)
+    for name, value, words in [
+        ("K", 0, "integer >= 1"),
+        ("t_strategy", "random", "'uniform'"),
+        ("dampings", [], "non-empty list"),
+        ("dampings", [-1.0], "numbers >= 0"),
+        ("noise", "common", "NoiseSettings"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"InfluenceSettings\.{name} = .*{words}"):
+            InfluenceSettings(**{**valid, name: value})
