@@ -40,9 +40,8 @@ def measure(config_path: str, batch: int) -> dict:
     data = ekfac.SampleDataset(x0, np.arange(batch), timesteps=[500])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        provenance = ekfac.fit_factors(
-            unet, scheduler, data, Path(tmp) / "f", "ekfac", 0, batch_size=batch
-        )
+        loss = ekfac.DiffusionLoss(scheduler, noise_seed=0, batch_size=batch)
+        provenance = ekfac.fit_factors(unet, loss, data, Path(tmp) / "f", "ekfac")
         factor_bytes = sum(p.stat().st_size for p in (Path(tmp) / "f").glob("*"))
     return {
         "config": config_path,

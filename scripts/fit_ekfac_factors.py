@@ -5,11 +5,11 @@ from diffattr.jobs.residuals import fit_ekfac_factors
 from diffattr.settings import EkfacFactorSettings, Runtime
 
 runtime = Runtime.from_snakemake(snakemake, "features")
-with job_logging(snakemake.log[0], runtime.threads):
+with job_logging(snakemake.log[0], runtime.threads) as log:
     fit_ekfac_factors(
         snakemake.input.model,
         snakemake.input.dataset,
         snakemake.output.factors,
         settings=EkfacFactorSettings.from_params(snakemake.params),
-        runtime=runtime,
+        runtime=runtime.logging_to(log),
     )

@@ -2,13 +2,12 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.scores import score_grid
+from diffattr.settings import ScoreGridSettings
 
-p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
     score_grid(
         snakemake.input.spectra,
         snakemake.output.scores,
-        p.lambdas,
-        p.chunk_rows,
-        list(snakemake.input.get("train", [])),
+        grid=ScoreGridSettings.from_params(snakemake.params),
+        train_paths=list(snakemake.input.get("train", [])),
     )

@@ -2,6 +2,7 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.scores import select_scores
+from diffattr.settings import ScoreGridSettings
 
 p = snakemake.params
 with job_logging(snakemake.log[0], snakemake.threads):
@@ -9,8 +10,7 @@ with job_logging(snakemake.log[0], snakemake.threads):
         snakemake.input.spectra,
         snakemake.input.heldout,
         snakemake.output.scores,
-        p.split,
-        p.lambdas,
-        p.chunk_rows,
-        list(snakemake.input.get("train", [])),
+        split=p.split,
+        grid=ScoreGridSettings.from_params(p),
+        train_paths=list(snakemake.input.get("train", [])),
     )

@@ -4,6 +4,7 @@ has it, built here with random weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,16 +13,23 @@ import torch
 from PIL import Image
 
 from diffattr import features, store
-from diffattr.api import Attributor, as_image_set, content_ids
+from diffattr.api import (
+    AttributionSettings,
+    Attributor,
+    ImageColumns,
+    Runtime,
+    as_image_set,
+    content_ids,
+)
 from diffattr.errors import ConfigError, CorruptFileError, DataError, FeatureMismatchError
 from diffattr.projection import make_projector
 from diffattr.scoring import trak_scores
-from diffattr.settings import Runtime
 from tests.conftest import TINY_UNET
 
 N_TRAIN = 40
 SOURCE = 13  # the training image the first query batch copies
-SETTINGS = {"K": 4, "proj_dim": 128, "batch_size": 64, "device": "cpu"}
+SETTINGS = AttributionSettings(K=4, proj_dim=128)
+RUNTIME = Runtime(batch_size=64, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +61,9 @@ def test_copy_ranks_first_and_the_second_batch_reuses_the_training_features(
     pipeline, digits, tmp_path
 ):
     train = digits[:N_TRAIN]
-    attributor = Attributor(pipeline, train, cache_dir=tmp_path / "cache", **SETTINGS)
+    attributor = Attributor(
+        pipeline, train, SETTINGS, runtime=RUNTIME, cache_dir=tmp_path / "cache"
+    )
     first = attributor.score(digits[[SOURCE, 500, 900]])
     assert first.scores.shape == (3, N_TRAIN)
     assert first.rank_of(0, SOURCE) == 1, first.scores[0]
@@ -65,7 +75,7 @@ def test_copy_ranks_first_and_the_second_batch_reuses_the_training_features(
     assert second.rank_of(1, SOURCE + 1) == 1
 
     # a new attributor (a new session) reads the cache file instead of recomputing
-    again = Attributor(pipeline, train, cache_dir=tmp_path / "cache", **SETTINGS)
+    again = Attributor(pipeline, train, SETTINGS, runtime=RUNTIME, cache_dir=tmp_path / "cache")
     third = again.score(digits[[SOURCE, 500, 900]])
     assert again.calls == {"train": 0, "query": 3}
     np.testing.assert_array_equal(third.scores, first.scores)
@@ -94,10 +104,11 @@ def test_copy_ranks_first_and_the_second_batch_reuses_the_training_features(
 
 def test_cache_provenance_is_checked(pipeline, digits, tmp_path):
     cache = tmp_path / "cache"
-    attributor = Attributor(pipeline, digits[:8], cache_dir=cache, **SETTINGS)
+    attributor = Attributor(pipeline, digits[:8], SETTINGS, runtime=RUNTIME, cache_dir=cache)
     attributor.score(digits[[1]])
     # another method gets its own cache file (another key), never the D-TRAK features
-    trak = Attributor(pipeline, digits[:8], cache_dir=cache, method="trak", **SETTINGS)
+    trak_settings = dataclasses.replace(SETTINGS, method="trak")
+    trak = Attributor(pipeline, digits[:8], trak_settings, runtime=RUNTIME, cache_dir=cache)
     assert trak.cache_path != attributor.cache_path
     # a cache file whose provenance was altered is refused, naming the key
     with store.h5_writer(trak.cache_path, {**trak._train_attrs(), "noise_seed": 5}) as handle:
@@ -142,11 +153,39 @@ def test_training_sets_of_every_kind_give_the_same_images(pipeline, digits, tmp_
 
 def test_checkpoints_that_are_not_pixel_ddpms_are_refused(pipeline, tmp_path):
     with pytest.raises(CorruptFileError, match="no such model folder"):
-        Attributor(tmp_path / "missing", np.zeros((2, 8, 8), np.uint8), device="cpu")
+        Attributor(tmp_path / "missing", np.zeros((2, 8, 8), np.uint8), runtime=RUNTIME)
     other = tmp_path / "sd"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ConfigError, match="StableDiffusionPipeline"):
-        Attributor(other, np.zeros((2, 8, 8), np.uint8), device="cpu")
-    with pytest.raises(ConfigError, match="method 'x' is not known"):
-        Attributor(pipeline, np.zeros((2, 8, 8), np.uint8), method="x", device="cpu")
+        Attributor(other, np.zeros((2, 8, 8), np.uint8), runtime=RUNTIME)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "valid"),
+    [
+        ("method", "x", "'dtrak', 'trak'"),
+        ("K", 0, "integer >= 1"),
+        ("K", 10.0, "integer"),
+        ("t_strategy", "random", "'uniform'"),
+        ("proj_kind", "gaussian", "'normal'"),
+        ("proj_dim", 0, "integer >= 1"),
+        ("proj_seed", "42", "integer"),
+        ("noise_seed", None, "integer"),
+    ],
+)
+def test_attribution_settings_refuse_a_bad_value_by_name(name, value, valid):
+    with pytest.raises(ConfigError) as caught:
+        AttributionSettings(**{name: value})
+    assert f"AttributionSettings.{name} = {value!r}" in str(caught.value)
+    assert valid in str(caught.value)
+
+
+def test_bad_lambdas_columns_and_the_old_keywords_are_refused(pipeline):
+    with pytest.raises(ConfigError, match="finite and > 0"):
+        AttributionSettings(lambda_=-1.0)
+    with pytest.raises(ConfigError, match="ImageColumns.path = ''"):
+        ImageColumns(path="")
+    assert ImageColumns(image="img").image == "img"
+    with pytest.raises(TypeError, match="unexpected keyword argument 'K'"):
+        Attributor(pipeline, np.zeros((2, 8, 8), np.uint8), K=4)  # type: ignore[call-arg]

@@ -139,3 +139,13 @@ def test_config_docs_command(tmp_path, capsys):
     text = target.read_text()
     for key in ("data.source", "features.proj_dim", "report.proponents", "subsets.lds.num_subsets"):
         assert f"`{key}`" in text
+
+
+def test_output_options_are_checked_before_anything_runs():
+    from diffattr.attribute import OutputOptions
+    from diffattr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--gallery 'pdf'"):
+        OutputOptions(gallery="pdf")
+    with pytest.raises(ConfigError, match="--top-k 0"):
+        OutputOptions(top_k=0)

@@ -32,8 +32,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def module_gradients(model, scheduler, x0, ids, steps, modules, cond=None):
-    """Per sample, {module: [out, in(+1 bias)]} of (1/K) Σ_t mean (ε̂ − ε)², by autograd."""
+def module_gradients(model, scheduler, samples, modules, steps=STEPS):
+    """Per sample of ``samples`` (x0, ids, cond or None), {module: [out, in(+1 bias)]} of
+    (1/K) Σ_t mean (ε̂ − ε)², by autograd."""
+    x0, ids, cond = samples
     named = dict(model.named_modules())
     out = []
     for i, sample_id in enumerate(ids):
@@ -62,21 +64,20 @@ def _fit(tmp_path, scheduler, strategy, x, ids):
     model = tiny_unet().double()
     data = ekfac.SampleDataset(x, ids, timesteps=FACTOR_STEPS)
     out = tmp_path / strategy
-    provenance = ekfac.fit_factors(model, scheduler, data, out, strategy, 0, batch_size=6)
+    loss = ekfac.DiffusionLoss(scheduler, noise_seed=0, batch_size=6)
+    provenance = ekfac.fit_factors(model, loss, data, out, strategy)
     return model, out, provenance
 
 
-def _scores(model, scheduler, out, x, ids, xq, qids, dampings):
+def _scores(scheduler, out, train, queries, dampings, model=None):
+    """Scores of ``queries`` against ``train`` ((x0, ids, cond or None) each) by kronfluence."""
     return ekfac.influence_scores(
-        tiny_unet().double(),
-        scheduler,
+        tiny_unet().double() if model is None else model,
+        ekfac.DiffusionLoss(scheduler, noise_seed=0, batch_size=3, timesteps=STEPS),
         out,
-        ekfac.SampleDataset(x, ids),
-        ekfac.SampleDataset(xq, qids),
-        STEPS,
+        ekfac.SampleDataset(*train),
+        ekfac.SampleDataset(*queries),
         dampings,
-        0,
-        batch_size=3,
     )
 
 
@@ -93,11 +94,11 @@ def test_tracked_modules_cover_linear_and_conv_only():
 def test_identity_preconditioner_is_a_gradient_dot_product(tmp_path, scheduler):
     x, ids = images(5, seed=1).double(), np.arange(5)
     xq, qids = images(2, seed=2).double(), np.array([10, 11])
-    model, out, provenance = _fit(tmp_path, scheduler, "identity", x, ids)
-    got = _scores(model, scheduler, out, x, ids, xq, qids, [0.0])[0]
+    _, out, provenance = _fit(tmp_path, scheduler, "identity", x, ids)
+    got = _scores(scheduler, out, (x, ids, None), (xq, qids, None), [0.0])[0]
     modules = provenance["tracked_modules"]
-    gi = module_gradients(tiny_unet().double(), scheduler, x, ids, STEPS, modules)
-    gq = module_gradients(tiny_unet().double(), scheduler, xq, qids, STEPS, modules)
+    gi = module_gradients(tiny_unet().double(), scheduler, (x, ids, None), modules)
+    gq = module_gradients(tiny_unet().double(), scheduler, (xq, qids, None), modules)
     want = np.array([[sum(float((q[m] * g[m]).sum()) for m in modules) for g in gi] for q in gq])
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12 * abs(want).max())
 
@@ -107,16 +108,16 @@ def test_ekfac_scores_match_the_fitted_factors(tmp_path, scheduler):
 
     x, ids = images(6, seed=1).double(), np.arange(6)
     xq, qids = images(2, seed=2).double(), np.array([10, 11])
-    model, out, provenance = _fit(tmp_path, scheduler, "ekfac", x, ids)
+    _, out, provenance = _fit(tmp_path, scheduler, "ekfac", x, ids)
     dampings = [1e-3, 1e-1]
-    got = _scores(model, scheduler, out, x, ids, xq, qids, dampings)
+    got = _scores(scheduler, out, (x, ids, None), (xq, qids, None), dampings)
     modules = provenance["tracked_modules"]
     qa = load_file(out / "activation_eigenvectors.safetensors")
     qg = load_file(out / "gradient_eigenvectors.safetensors")
     lam = load_file(out / "lambda_matrix.safetensors")
     count = load_file(out / "num_lambda_processed.safetensors")
-    gi = module_gradients(tiny_unet().double(), scheduler, x, ids, STEPS, modules)
-    gq = module_gradients(tiny_unet().double(), scheduler, xq, qids, STEPS, modules)
+    gi = module_gradients(tiny_unet().double(), scheduler, (x, ids, None), modules)
+    gq = module_gradients(tiny_unet().double(), scheduler, (xq, qids, None), modules)
     for index, damping in enumerate(dampings):
         want = np.zeros((2, 6))
         for m in modules:
@@ -149,19 +150,38 @@ def test_conditional_unet_with_frozen_parameters(tmp_path, scheduler):
     assert modules and all("attn2" in m for m in modules)
     out = tmp_path / "identity"
     data = ekfac.SampleDataset(x, ids, cond, timesteps=FACTOR_STEPS)
-    ekfac.fit_factors(model(), scheduler, data, out, "identity", 0, batch_size=6)
-    got = ekfac.influence_scores(
-        model(),
-        scheduler,
-        out,
-        ekfac.SampleDataset(x, ids, cond),
-        ekfac.SampleDataset(xq, qids, qcond),
-        STEPS,
-        [0.0],
-        0,
-        batch_size=3,
-    )[0]
-    gi = module_gradients(model(), scheduler, x, ids, STEPS, modules, cond)
-    gq = module_gradients(model(), scheduler, xq, qids, STEPS, modules, qcond)
+    ekfac.fit_factors(
+        model(), ekfac.DiffusionLoss(scheduler, 0, batch_size=6), data, out, "identity"
+    )
+    got = _scores(scheduler, out, (x, ids, cond), (xq, qids, qcond), [0.0], model=model())[0]
+    gi = module_gradients(model(), scheduler, (x, ids, cond), modules)
+    gq = module_gradients(model(), scheduler, (xq, qids, qcond), modules)
     want = np.array([[sum(float((q[m] * g[m]).sum()) for m in modules) for g in gi] for q in gq])
     np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12 * abs(want).max())
+
+
+def test_loss_and_influence_settings_refuse_bad_values_by_name(scheduler):
+    from diffattr.errors import ConfigError
+    from diffattr.methods.ekfac import InfluenceSettings
+    from diffattr.settings import FeatureNoiseSettings
+
+    with pytest.raises(ConfigError, match=r"DiffusionLoss\.batch_size = 0 .* integer >= 1"):
+        ekfac.DiffusionLoss(scheduler, noise_seed=0, batch_size=0)
+    with pytest.raises(ConfigError, match=r"DiffusionLoss\.noise_seed = '0' .* integer"):
+        ekfac.DiffusionLoss(scheduler, noise_seed="0", batch_size=2)
+    valid = {
+        "K": 2,
+        "t_strategy": "uniform",
+        "dampings": [1e-3, None],
+        "noise": FeatureNoiseSettings(),
+    }
+    assert InfluenceSettings(**valid).dampings == (1e-3, None)
+    for name, value, words in [
+        ("K", 0, "integer >= 1"),
+        ("t_strategy", "random", "'uniform'"),
+        ("dampings", [], "non-empty list"),
+        ("dampings", [-1.0], "numbers >= 0"),
+        ("noise", "common", "FeatureNoiseSettings"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"InfluenceSettings\.{name} = .*{words}"):
+            InfluenceSettings(**{**valid, name: value})

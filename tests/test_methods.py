@@ -19,6 +19,7 @@ from diffattr.jobs.scores import score_method
 from diffattr.methods import get_method, method_kinds
 from diffattr.methods.retrain import datamodel_coefficients
 from diffattr.methods.trak import OUTPUT_FNS
+from diffattr.settings import Runtime, ScoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = [0.05, 1.0, 30.0]
@@ -73,7 +74,11 @@ def run(
 
     out = tmp_path / f"{kind}.h5"
     params = params if params is not None else {"output_fn": "loss"}
-    score_method(kind, params, inputs, str(out), f"my-{kind}", K, split, LAMBDAS, 4)
+    settings = ScoreSettings(
+        method=f"my-{kind}", kind=kind, params=params, K=K, split=split, lambdas=LAMBDAS,
+        chunk_rows=4,
+    )  # fmt: skip
+    score_method(inputs, str(out), settings=settings, runtime=Runtime(batch_size=32))
     if not get_method(kind).writes_spectra(params):
         return read_scores(out)
     scores = tmp_path / f"{kind}-scores.h5"
@@ -263,14 +268,15 @@ def test_trak_family_matches_explicit_inverse(tmp_path, kind, normalise):
 @pytest.mark.parametrize("form", ["primal", "dual"])
 @pytest.mark.parametrize("normalize", ["relative", "renormalized"])
 def test_normalised_trak_in_both_forms_streamed_and_in_memory(tmp_path, form, normalize):
-    from diffattr.scoring import trak_scores, write_trak_scores
+    from diffattr.scoring import TrakOptions, trak_scores, write_trak_scores
 
     phi = random_matrix(6, DIM, 4).astype(np.float32).astype(np.float64)  # N < Z
     psi = random_matrix(N_TEST, DIM, 5).astype(np.float32).astype(np.float64)
     train = write_features(tmp_path / "train.h5", phi)
     test = write_features(tmp_path / "test.h5", psi)
     out = tmp_path / "scores.h5"
-    write_trak_scores(train, test, out, LAMBDAS, {}, 4, form=form, normalize=normalize)
+    options = TrakOptions(form=form, normalize=normalize, chunk_rows=4)
+    write_trak_scores(train, test, out, LAMBDAS, {}, options)
     in_memory = trak_scores(phi, psi, LAMBDAS, form=form, normalize=normalize)
     for index, lam in enumerate(LAMBDAS):
         tau, inverse = naive_trak(phi, psi, lam)

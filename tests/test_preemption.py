@@ -151,7 +151,8 @@ def test_scores_killed_mid_write_leave_no_file(tmp_path):
                 kill_self()
         files.h5_writer = dying_writer
         scoring.write_trak_scores({str(tmp_path / "train.h5")!r}, {str(tmp_path / "val.h5")!r},
-                                  {str(out)!r}, [1.0, 10.0], {{"method": "trak"}}, chunk_rows=7)
+                                  {str(out)!r}, [1.0, 10.0], {{"method": "trak"}},
+                                  scoring.TrakOptions(chunk_rows=7))
         """,
     )
     assert not out.exists()

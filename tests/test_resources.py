@@ -77,7 +77,7 @@ _SCORE_CHILD = """
 import json, sys
 import numpy as np
 from diffattr.features import write_features
-from diffattr.scoring import write_trak_scores
+from diffattr.scoring import TrakOptions, write_trak_scores
 from diffattr.store import FEATURE_CHECK_KEYS
 
 n_train, n_query, dim, chunk, folder = json.loads(sys.argv[1])
@@ -94,7 +94,7 @@ def status(key):
 
 before = status("VmRSS")
 write_trak_scores(f"{folder}/train.h5", f"{folder}/val.h5", f"{folder}/s.h5", [1.0], {},
-                  chunk_rows=chunk)
+                  TrakOptions(chunk_rows=chunk))
 print(json.dumps({"before": before, "peak": status("VmHWM")}))
 """
 

@@ -108,8 +108,7 @@ def test_write_trak_scores_matches_naive(tmp_path, n_train, dim, chunk_rows, for
         tmp_path / "scores.h5",
         LAMBDAS,
         {"method": "trak", "K": 3},
-        chunk_rows=chunk_rows,
-        form=form,
+        scoring.TrakOptions(chunk_rows=chunk_rows, form=form),
     )
     loaded = files.read_scores(out)
     assert loaded.scores.dtype == np.float32
@@ -142,7 +141,7 @@ def test_write_trak_scores_rejects_mismatched_provenance(tmp_path) -> None:
         tmp_path / "s.h5",
         [1.0],
         {},
-        check_keys=["output_fn"],
+        scoring.TrakOptions(check_keys=["output_fn"]),
     )
     assert read_attrs(tmp_path / "s.h5")["score_kind"] == "trak"
 
@@ -209,3 +208,23 @@ def test_missing_provenance_attr_raises(tmp_path) -> None:
         scoring.write_trak_scores(
             tmp_path / "train.h5", tmp_path / "test.h5", tmp_path / "s.h5", [1.0], {}
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "valid"),
+    [
+        ("form", "square", "'primal'"),
+        ("normalize", "unit", "'relative'"),
+        ("score_kind", "", "method kind"),
+        ("check_keys", "output_fn", "list"),
+        ("check_keys", [1], "attribute names"),
+        ("chunk_rows", 0, "integer >= 1"),
+        ("chunk_rows", 4.0, "integer"),
+    ],
+)
+def test_trak_options_refuse_a_bad_value_by_name(name, value, valid) -> None:
+    with pytest.raises(ConfigError) as caught:
+        scoring.TrakOptions(**{name: value})
+    assert f"TrakOptions.{name} = {value!r}" in str(caught.value)
+    assert valid in str(caught.value)
+    assert scoring.TrakOptions(check_keys=["K"]).check_keys == ("K",)  # stored as a tuple

@@ -33,6 +33,8 @@ from diffattr.settings import (
     RemovalSettings,
     ResidualSettings,
     Runtime,
+    ScoreGridSettings,
+    ScoreSettings,
     SplitRows,
     SubsetSettings,
     SummarySettings,
@@ -85,6 +87,8 @@ VALID = {
     AgreementSettings: {"labels": [{"method": "dtrak", "K": 10, "split": "val"}]},
     FindingsSettings: {"method_kinds": {"dtrak": "trak"}, "run": {"n_train": 600}},
     AttributionGridSettings: {"split": "val", "label": "dtrak, K = 10"},
+    ScoreSettings: {"method": "trak", "kind": "trak", "params": {}, "K": 10, "split": "val"},
+    ScoreGridSettings: {},
     Runtime: {"batch_size": 4},
     TrainingRecipe: {
         "model": {"kind": "unet", "unet": {}},
@@ -172,6 +176,17 @@ BAD = [
     (AttributionGridSettings, "queries", 0, "integer >= 1"),
     (AttributionGridSettings, "opponents", -1, "integer >= 0"),
     (AttributionGridSettings, "label", None, "text"),
+    (ScoreSettings, "method", "", "name"),
+    (ScoreSettings, "kind", 3, "kind name"),
+    (ScoreSettings, "params", [], "mapping"),
+    (ScoreSettings, "K", -1, "integer >= 0"),
+    (ScoreSettings, "split", "train", "'val'"),
+    (ScoreSettings, "lambdas", [1.0, 0], "> 0"),
+    (ScoreSettings, "chunk_rows", 0, "integer >= 1"),
+    (ScoreSettings, "model_settings", None, "mapping"),
+    (ScoreGridSettings, "lambdas", [], "non-empty"),
+    (ScoreGridSettings, "lambdas", 1.0, "list"),
+    (ScoreGridSettings, "chunk_rows", 2.5, "integer"),
     (Runtime, "batch_size", 0, "integer >= 1"),
     (Runtime, "threads", 0, "integer >= 1"),
     (Runtime, "device", "", "device"),
@@ -329,11 +344,15 @@ def _jobs():
         measure,
         report,
         residuals,
+        scores,
         summary,
         train,
     )
 
     return {
+        scores.score_method: 2,
+        scores.select_scores: 3,
+        scores.score_grid: 2,
         data.draw_subset: 2,
         train.train_model: 3,
         train.train_main: 3,
@@ -429,6 +448,9 @@ SCHEMA_KEYS = {
     (AttributionGridSettings, "queries"): "report.queries",
     (AttributionGridSettings, "proponents"): "report.proponents",
     (AttributionGridSettings, "opponents"): "report.opponents",
+    (ScoreSettings, "chunk_rows"): "scoring.chunk_rows",
+    (ScoreGridSettings, "lambdas"): "scoring.lambdas",
+    (ScoreGridSettings, "chunk_rows"): "scoring.chunk_rows",
     (Runtime, "device"): "device",
     **{
         (TrainingSettings, f.name): f"training.{f.name}"
@@ -469,6 +491,13 @@ NO_SCHEMA_KEY = {
     (FindingsSettings, "run"),  # derived from the config
     (AttributionGridSettings, "split"),  # a wildcard
     (AttributionGridSettings, "label"),  # derived per grid
+    (ScoreSettings, "method"),  # the method's wildcards and config entry
+    (ScoreSettings, "kind"),
+    (ScoreSettings, "params"),
+    (ScoreSettings, "K"),
+    (ScoreSettings, "split"),
+    (ScoreSettings, "lambdas"),  # scoring.lambdas for λ methods only
+    (ScoreSettings, "model_settings"),  # from features.* for kinds that run the model
     (Runtime, "batch_size"),  # <group>.batch_size, the group chosen by the script
     (Runtime, "threads"),
     (Runtime, "progress"),
@@ -735,6 +764,39 @@ SCRIPT_CASES = {
                                                 opponents=1, label="m, K = 4"),
         },
     ),
+    "score_method": (
+        "diffattr.jobs.scores",
+        {"kind": "ekfac", "params": {"dampings": [0.1]}, "lambdas": [], "chunk_rows": 64,
+         "method": "ekfac", "K": 10, "split": "gen",
+         "settings": {"device": "cpu", "noise_seed": 0, "t_strategy": "uniform"}},
+        {"model": "m", "dataset": "d.h5", "samples": "gen.h5"},
+        {"scores": "s.h5"},
+        lambda: {
+            "settings": ScoreSettings(method="ekfac", kind="ekfac", params={"dampings": [0.1]},
+                                      K=10, split="gen", lambdas=[], chunk_rows=64,
+                                      model_settings={"device": "cpu", "noise_seed": 0,
+                                                      "t_strategy": "uniform"}),
+            "runtime": Runtime(batch_size=8, device="auto"),
+        },
+    ),
+    "select_scores": (
+        "diffattr.jobs.scores",
+        {"split": "gen", "lambdas": [1, 2], "chunk_rows": 64},
+        {"spectra": "sp.h5", "heldout": "h.h5"},
+        {"scores": "s.h5"},
+        lambda: {
+            "split": "gen",
+            "grid": ScoreGridSettings(lambdas=[1, 2], chunk_rows=64),
+            "train_paths": [],
+        },
+    ),
+    "score_grid": (
+        "diffattr.jobs.scores",
+        {"lambdas": [1, 2], "chunk_rows": 64},
+        {"spectra": "sp.h5"},
+        {"scores": "s.h5"},
+        lambda: {"grid": ScoreGridSettings(lambdas=[1, 2], chunk_rows=64), "train_paths": []},
+    ),
 }  # fmt: skip
 
 
@@ -753,5 +815,7 @@ def test_scripts_build_settings_from_params(script, tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "scripts" / f"{script}.py"), init_globals={"snakemake": job})
     ((args, kwargs),) = calls
     paths = [v for k, v in inputs.items() if not (script == "extract_features" and k == "samples")]
+    if script == "score_method":  # the method kind reads its inputs by name
+        paths = [inputs]
     assert args == (*paths, *outputs.values())
     assert kwargs == expected()

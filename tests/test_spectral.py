@@ -14,8 +14,13 @@ from diffattr.files import read_scores
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_top_examples
 from diffattr.jobs.lds import evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
-from diffattr.scoring import write_trak_scores
-from diffattr.settings import CounterfactualLambdaSettings, LdsSettings, RemovalSettings
+from diffattr.scoring import TrakOptions, write_trak_scores
+from diffattr.settings import (
+    CounterfactualLambdaSettings,
+    LdsSettings,
+    RemovalSettings,
+    ScoreGridSettings,
+)
 
 LAMBDAS = [1e-3, 0.05, 1.0, 30.0, 1e4]
 N_TEST, N_SUBSETS = 7, 16
@@ -173,7 +178,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     attrs = {"method": "trak", "kind": "trak", "K": 2, "lds_sign": -1}
     spectra, full = str(tmp_path / "spectra.h5"), str(tmp_path / "full.h5")
     spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
-    write_trak_scores(train, test, full, LAMBDAS, attrs, chunk_rows=8)
+    write_trak_scores(train, test, full, LAMBDAS, attrs, TrakOptions(chunk_rows=8))
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
     grid = LdsSettings(split="gen", bootstrap_resamples=8, bootstrap_seed=0, lambdas=LAMBDAS)
     ours = evaluate_lds(spectra, pools["lds"], pools["heldout"], str(tmp_path / "a.json"),
@@ -195,7 +200,10 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     )  # fmt: skip
     assert choice["lambda_index"] == ours["choices"]["heldout"]["lambda_index"]
     selected = str(tmp_path / "gen.h5")
-    chosen = select_scores(spectra, pools["heldout"], selected, "gen", LAMBDAS, 8, [train])
+    at_lambdas = ScoreGridSettings(lambdas=LAMBDAS, chunk_rows=8)
+    chosen = select_scores(
+        spectra, pools["heldout"], selected, split="gen", grid=at_lambdas, train_paths=[train]
+    )
     assert chosen == choice["lambda"]
     stored = read_scores(selected)
     assert stored.lambdas.tolist() == [choice["lambda"]]
@@ -213,7 +221,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
         store.read_h5(tmp_path / "reference.h5", "removed"),
     )
     everything = str(tmp_path / "grid.h5")
-    score_grid(spectra, everything, LAMBDAS, 8, [train])
+    score_grid(spectra, everything, grid=at_lambdas, train_paths=[train])
     grid, reference_grid = read_scores(everything), read_scores(full)
     assert grid.lambdas.tolist() == LAMBDAS
     scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)

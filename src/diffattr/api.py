@@ -5,12 +5,21 @@ it computes the projected training features once (caching them in an HDF5 file w
 attributes, when given a ``cache_dir``), and then scores any number of query batches against
 them::
 
-    from diffattr.api import Attributor
+    from diffattr.api import AttributionSettings, Attributor, Runtime
 
     attributor = Attributor("google/ddpm-cifar10-32", "train_images/", cache_dir="attr-cache")
     result = attributor.score("generated/")          # an Attribution: scores [n_query, n_train]
     result.top_k(10)                                  # training columns, best first
     attributor.score(more_images_array)               # reuses the cached training features
+
+    # what is computed (method, K, projection, noise seed, λ) is one AttributionSettings;
+    # batch size, device and the progress stream are a Runtime
+    trak = Attributor(
+        "google/ddpm-cifar10-32",
+        "train_images/",
+        AttributionSettings(method="trak", K=100, proj_dim=8192),
+        runtime=Runtime(batch_size=64, device="cuda"),
+    )
 
 The model is a diffusers checkpoint of a pixel-space DDPM: a folder in the
 ``DDPMPipeline.save_pretrained`` layout (``model_index.json``, ``unet/``, ``scheduler/``; this
@@ -44,12 +53,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from diffattr import store
 from diffattr.errors import ConfigError, CorruptFileError, DataError
+from diffattr.settings import Runtime, _check_choice, _check_int
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +69,64 @@ METHOD_OUTPUT_FNS = {"trak": "loss", "dtrak": "square"}
 #: Pipelines whose ``unet/`` + ``scheduler/`` are a pixel-space DDPM the features understand.
 PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline", "ScoreSdeVePipeline")
 TRAIN_FEATURES_VERSION = 1
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributionSettings:
+    """What an :class:`Attributor` computes, checked when built.
+
+    ``method``: ``dtrak`` (output ‖ε̂‖²/d) or ``trak`` (the training loss); ``K`` timesteps by
+    ``t_strategy`` (``uniform``: K must divide the scheduler's ``num_train_timesteps``); the
+    projection ``proj_kind`` / ``proj_dim`` / ``proj_seed`` (:class:`diffattr.settings.
+    ProjectionSettings` with ``projection: auto``); the features' ``noise_seed``; the ridge
+    ``lambda_`` (None: the mean non-zero eigenvalue of ΦᵀΦ, :func:`default_lambda`).
+    """
+
+    method: str = "dtrak"
+    K: int = 10
+    t_strategy: str = "uniform"
+    proj_kind: str = "normal"
+    proj_dim: int = 4096
+    proj_seed: int = 42
+    noise_seed: int = 0
+    lambda_: float | None = None
+
+    def __post_init__(self) -> None:
+        from diffattr.features import TIMESTEP_STRATEGIES
+        from diffattr.projection_structured import FEATURE_PROJECTION_KINDS
+        from diffattr.scoring import validate_lambdas
+
+        _check_choice(self, "method", sorted(METHOD_OUTPUT_FNS))
+        _check_int(self, "K", 1)
+        _check_choice(self, "t_strategy", TIMESTEP_STRATEGIES)
+        _check_choice(self, "proj_kind", FEATURE_PROJECTION_KINDS)
+        _check_int(self, "proj_dim", 1)
+        _check_int(self, "proj_seed")
+        _check_int(self, "noise_seed")
+        if self.lambda_ is not None:
+            validate_lambdas([self.lambda_])
+
+    @property
+    def output_fn(self) -> str:
+        return METHOD_OUTPUT_FNS[self.method]
+
+
+@dataclass(frozen=True)
+class ImageColumns:
+    """Where a CSV or a ``datasets`` dataset keeps its images: the CSV's ``path`` column, the
+    dataset's ``image`` column (None: its one ``Image`` feature)."""
+
+    path: str = "path"
+    image: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("path", "image"):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value) and not (name == "image" and value is None):
+                raise ConfigError(f"ImageColumns.{name} = {value!r} is not valid; expected a name")
 
 
 # --------------------------------------------------------------------------- results
@@ -374,41 +442,45 @@ class Attributor:
         self,
         model: str | os.PathLike,
         train: Any,
+        settings: AttributionSettings | None = None,
         *,
-        method: str = "dtrak",
-        K: int = 10,
-        t_strategy: str = "uniform",
-        proj_kind: str = "normal",
-        proj_dim: int = 4096,
-        proj_seed: int = 42,
-        noise_seed: int = 0,
-        lambda_: float | None = None,
-        batch_size: int = 16,
-        device: str = "auto",
+        runtime: Runtime | None = None,
         cache_dir: str | os.PathLike | None = None,
-        path_column: str = "path",
-        image_column: str | None = None,
-        progress: IO[str] | None = None,
+        columns: ImageColumns | None = None,
     ) -> None:
-        from diffattr import features
-        from diffattr.scoring import validate_lambdas
+        """``model``: a checkpoint folder or hub id; ``train``: any image source (module
+        docstring); ``settings``: what is computed (default :class:`AttributionSettings`());
+        ``runtime``: batch size, device and progress stream (default ``Runtime(batch_size=16)``,
+        device ``auto``; its ``threads`` is not used here); ``cache_dir``: where the training
+        features are kept; ``columns``: the image columns of CSV and ``datasets`` sources.
 
-        if method not in METHOD_OUTPUT_FNS:
-            raise ConfigError(f"method {method!r} is not known; valid: {sorted(METHOD_OUTPUT_FNS)}")
-        if lambda_ is not None:
-            validate_lambdas([lambda_])
-        self.method, self.output_fn = method, METHOD_OUTPUT_FNS[method]
-        self.K, self.t_strategy, self.noise_seed = int(K), t_strategy, int(noise_seed)
-        self.lambda_, self.batch_size, self.progress = lambda_, batch_size, progress
-        self.path_column, self.image_column = path_column, image_column
+        Changed in the settings redesign: the options that were keyword arguments of this
+        constructor (``method``, ``K``, ``t_strategy``, ``proj_kind``, ``proj_dim``,
+        ``proj_seed``, ``noise_seed``, ``lambda_``; ``batch_size``, ``device``, ``progress``;
+        ``path_column``, ``image_column``) are fields of ``settings``, ``runtime`` and
+        ``columns``; passing them as keywords is a ``TypeError``. Values are checked, not
+        converted: ``K=10.0`` is refused where it used to be rounded.
+        """
+        from diffattr import features
+
+        settings = AttributionSettings() if settings is None else settings
+        runtime = Runtime(batch_size=16) if runtime is None else runtime
+        columns = ImageColumns() if columns is None else columns
+        self.settings, self.runtime, self.columns = settings, runtime, columns
+        self.method, self.output_fn = settings.method, settings.output_fn
+        self.K, self.t_strategy = int(settings.K), settings.t_strategy
+        self.noise_seed = int(settings.noise_seed)
+        self.lambda_ = settings.lambda_
+        self.batch_size, self.progress = runtime.batch_size, runtime.progress
+        self.path_column, self.image_column = columns.path, columns.image
         self.model_ref = str(model)
-        self.unet, self.scheduler, self.folder = load_checkpoint(model, device)
+        self.unet, self.scheduler, self.folder = load_checkpoint(model, runtime.device)
         self.resolution, self.channels = model_image_shape(self.unet, model)
         self.timesteps = features.select_timesteps(
-            self.K, t_strategy, int(self.scheduler.config.num_train_timesteps)
+            self.K, settings.t_strategy, int(self.scheduler.config.num_train_timesteps)
         )
         self.grad_dim = features.num_trainable_parameters(self.unet)
-        self.projector = self._make_projector(proj_kind, proj_dim, proj_seed)
+        self.projector = self._make_projector(settings)
         self.model_digest = store.digest_directory(self.folder)
         self.train = self.images(train, "train")
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -417,16 +489,19 @@ class Attributor:
 
     # ----------------------------------------------------------------- features
 
-    def _make_projector(self, proj_kind: str, proj_dim: int, proj_seed: int) -> Any:
+    def _make_projector(self, settings: AttributionSettings) -> Any:
         """The projector of the workflow's feature jobs, built by the same factory
         (:meth:`diffattr.settings.ProjectionSettings.projector`, which
         :func:`diffattr.jobs.features.extract_features` calls), with ``projection: auto``."""
         from diffattr.settings import ProjectionSettings
 
-        settings = ProjectionSettings(
-            proj_kind=proj_kind, proj_dim=proj_dim, proj_seed=proj_seed, projection="auto"
+        projection = ProjectionSettings(
+            proj_kind=settings.proj_kind,
+            proj_dim=settings.proj_dim,
+            proj_seed=settings.proj_seed,
+            projection="auto",
         )
-        return settings.projector(self.unet)
+        return projection.projector(self.unet)
 
     def images(self, source: Any, role: str = "query") -> ImageSet:
         """Preprocess any supported image source to the model's size and channels."""
@@ -546,9 +621,12 @@ class Attributor:
 
 __all__ = [
     "Attribution",
+    "AttributionSettings",
     "Attributor",
+    "ImageColumns",
     "ImageSet",
     "METHOD_OUTPUT_FNS",
+    "Runtime",
     "as_image_set",
     "content_ids",
     "default_lambda",

@@ -26,8 +26,9 @@ import io
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -36,7 +37,9 @@ from diffattr import files, store
 from diffattr.api import (
     METHOD_OUTPUT_FNS,
     Attribution,
+    AttributionSettings,
     Attributor,
+    Runtime,
     content_ids,
     default_lambda,
     list_images,
@@ -53,34 +56,34 @@ def attribute(
     model_dir: str | os.PathLike,
     train_paths: Sequence[Path] | Any,
     query_paths: Sequence[Path] | Any,
-    method: str = "dtrak",
-    K: int = 10,
-    proj_dim: int = 4096,
-    proj_seed: int = 42,
-    noise_seed: int = 0,
-    lambda_: float | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    progress: IO[str] | None = None,
+    settings: AttributionSettings | None = None,
+    *,
+    runtime: Runtime | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Attribution:
     """TRAK / D-TRAK scores of every training image for every query image (no retraining):
-    one :class:`diffattr.api.Attributor`, one query batch."""
-    attributor = Attributor(
-        model_dir,
-        train_paths,
-        method=method,
-        K=K,
-        proj_dim=proj_dim,
-        proj_seed=proj_seed,
-        noise_seed=noise_seed,
-        lambda_=lambda_,
-        batch_size=batch_size,
-        device=device,
-        cache_dir=cache_dir,
-        progress=progress,
-    )
+    one :class:`diffattr.api.Attributor`, one query batch. ``settings``, ``runtime`` and
+    ``cache_dir`` are the attributor's (the keyword options ``method``, ``K``, ``proj_dim``,
+    ``proj_seed``, ``noise_seed``, ``lambda_`` and ``batch_size``, ``device``, ``progress``
+    this function took before are fields of ``settings`` and ``runtime``)."""
+    attributor = Attributor(model_dir, train_paths, settings, runtime=runtime, cache_dir=cache_dir)
     return attributor.score(query_paths)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """What ``diffattr attribute`` writes beside ``scores.h5``: ``top_k.csv`` with the ``top_k``
+    best training images per query, and the ``gallery`` (html, png, both or none)."""
+
+    top_k: int = 10
+    gallery: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.gallery not in GALLERY_KINDS:
+            raise ConfigError(f"--gallery {self.gallery!r}; valid: {list(GALLERY_KINDS)}")
+        top_k = self.top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"--top-k {top_k!r}; expected a positive integer")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -210,27 +213,11 @@ def write_png_gallery(
         tmp.write_bytes(buffer.getvalue())
 
 
-def attribute_and_write(
-    model_dir: str,
-    train: str,
-    query: str,
-    out_dir: str,
-    method: str = "dtrak",
-    top_k: int = 10,
-    gallery: str = "both",
-    path_column: str = "path",
-    progress: IO[str] | None = None,
-    **settings: Any,
-) -> dict[str, str]:
-    """Score folders of images against a pretrained model and write every output; returns the
-    output paths by name. ``settings`` go to :func:`attribute` (K, proj_dim, lambda_, ...)."""
-    if gallery not in GALLERY_KINDS:
-        raise ConfigError(f"--gallery {gallery!r}; valid: {list(GALLERY_KINDS)}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"--top-k {top_k!r}; expected a positive integer")
-    train_paths = list_images(train, path_column, "train")
-    query_paths = list_images(query, path_column, "query")
-    result = attribute(model_dir, train_paths, query_paths, method, progress=progress, **settings)
+def write_outputs(result: Attribution, out_dir: str, outputs: OutputOptions) -> dict[str, str]:
+    """Write every output of ``diffattr attribute`` for ``result`` into ``out_dir``; returns
+    the output paths by name. (``attribute_and_write``, which also computed ``result``, is
+    gone: call :func:`attribute`, then this.)"""
+    top_k, gallery = outputs.top_k, outputs.gallery
     out = Path(out_dir)
     written = {"scores": str(out / "scores.h5"), "top_k": str(out / "top_k.csv")}
     write_scores(result, written["scores"])
@@ -270,10 +257,11 @@ __all__ = [
     "Attribution",
     "Attributor",
     "METHOD_OUTPUT_FNS",
+    "OutputOptions",
     "attribute",
-    "attribute_and_write",
     "content_ids",
     "default_lambda",
     "list_images",
     "read_attribution",
+    "write_outputs",
 ]

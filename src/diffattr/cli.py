@@ -197,27 +197,27 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_attribute(args: argparse.Namespace) -> int:
-    from diffattr.attribute import attribute_and_write
+    from diffattr.api import AttributionSettings, Runtime
+    from diffattr.attribute import OutputOptions, attribute, list_images, write_outputs
 
-    written = attribute_and_write(
-        args.model,
-        args.train,
-        args.query,
-        args.out,
+    outputs = OutputOptions(top_k=args.top_k, gallery=args.gallery)
+    settings = AttributionSettings(
         method=args.method,
-        top_k=args.top_k,
-        gallery=args.gallery,
-        path_column=args.path_column,
-        progress=None if args.quiet else sys.stderr,
         K=args.K,
         proj_dim=args.proj_dim,
         proj_seed=args.proj_seed,
         noise_seed=args.noise_seed,
         lambda_=args.lambda_,
+    )
+    runtime = Runtime(
         batch_size=args.batch_size,
         device=args.device,
-        cache_dir=args.cache,
+        progress=None if args.quiet else sys.stderr,
     )
+    train = list_images(args.train, args.path_column, "train")
+    query = list_images(args.query, args.path_column, "query")
+    result = attribute(args.model, train, query, settings, runtime=runtime, cache_dir=args.cache)
+    written = write_outputs(result, args.out, outputs)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

@@ -18,8 +18,9 @@ and parameter count (``uncovered``). Only modules whose parameters are trainable
 (the LoRA adapters of an ``sd_lora`` model).
 
 Factors are fitted once per model (:func:`diffattr.jobs.residuals.fit_ekfac_factors`,
-``ekfac/main/T{T}-{strategy}/``); the scores (:func:`influence_scores`) are computed for a
-damping grid, one kronfluence pass per damping, and the damping is chosen on the held-out subsets like λ.
+``ekfac/main/T{T}-{strategy}/``); the scores (:func:`influence_scores`, for a query split
+:func:`diffattr.methods.ekfac.influence_scores_of_split`) are computed for a damping grid, one
+kronfluence pass per damping, and the damping is chosen on the held-out subsets like λ.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import resource
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,34 @@ FACTORS_NAME = "factors"
 PROVENANCE = "provenance.json"
 #: Noise purpose of the sampled targets of the MC-Fisher.
 FISHER_PURPOSE = "ekfac-fisher"
+
+
+@dataclass(frozen=True)
+class DiffusionLoss:
+    """The loss kronfluence differentiates (see the module docstring) and how it batches it.
+
+    ``scheduler``'s noising with the feature noise of ``noise_seed`` (each row's key from its
+    :class:`SampleDataset`) at ``timesteps``: a measurement's scored timesteps (the factor fit's
+    rows carry their own timestep and do not use them); ``batch_size`` examples per kronfluence
+    batch."""
+
+    scheduler: Any
+    noise_seed: int
+    batch_size: int
+    timesteps: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("noise_seed", None), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or (minimum is not None and value < minimum):
+                bound = "" if minimum is None else f" >= {minimum}"
+                raise ConfigError(
+                    f"DiffusionLoss.{name} = {value!r} is not valid; expected an integer{bound}"
+                )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _kronfluence():
@@ -194,15 +224,14 @@ def _analyzer(model: nn.Module, task: Any, output_dir: str):
 
 def fit_factors(
     model: nn.Module,
-    scheduler: Any,
+    loss: DiffusionLoss,
     dataset: SampleDataset,
     out_dir: str | os.PathLike,
     strategy: str,
-    noise_seed: int,
-    batch_size: int,
     extra_provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit kronfluence factors of ``model`` on ``dataset`` (pairs) into ``out_dir``; provenance.
+    """Fit kronfluence factors of ``model`` under ``loss`` on ``dataset`` (pairs) into
+    ``out_dir``; provenance.
 
     kronfluence's ``prepare_model`` wraps the tracked modules of ``model`` in place and freezes
     its parameters: pass a model that is not used afterwards."""
@@ -214,7 +243,7 @@ def fit_factors(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not modules:
         raise ConfigError(f"{type(model).__name__} has no trainable Linear/Conv2d module")
-    task = make_task(scheduler, [], noise_seed, modules)
+    task = make_task(loss.scheduler, [], loss.noise_seed, modules)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".ekfac-") as tmp:
@@ -231,7 +260,7 @@ def fit_factors(
         analyzer.fit_all_factors(
             FACTORS_NAME,
             dataset,
-            per_device_batch_size=batch_size,
+            per_device_batch_size=loss.batch_size,
             factor_args=args,
             dataloader_kwargs=_loader_kwargs(),
             overwrite_output_dir=True,
@@ -241,7 +270,7 @@ def fit_factors(
         shutil.move(str(source), staged)
         provenance = {
             "strategy": strategy,
-            "noise_seed": int(noise_seed),
+            "noise_seed": int(loss.noise_seed),
             "tracked_modules": modules,
             "uncovered": uncovered,
             "uncovered_parameters": int(sum(uncovered.values())),
@@ -276,20 +305,18 @@ def read_provenance(factors_dir: str | os.PathLike) -> dict[str, Any]:
 
 def influence_scores(
     model: nn.Module,
-    scheduler: Any,
+    loss: DiffusionLoss,
     factors_dir: str | os.PathLike,
     train: SampleDataset,
     queries: SampleDataset,
-    timesteps: Sequence[int],
     dampings: Sequence[float | None],
-    noise_seed: int,
-    batch_size: int,
 ) -> np.ndarray:
-    """[L, n, N] kronfluence pairwise scores, one pass per damping (None: its heuristic)."""
+    """[L, n, N] kronfluence pairwise scores of ``loss`` (at ``loss.timesteps``), one pass per
+    damping (None: its heuristic)."""
     from kronfluence.arguments import ScoreArguments
 
     provenance = read_provenance(factors_dir)
-    task = make_task(scheduler, timesteps, noise_seed, provenance["tracked_modules"])
+    task = make_task(loss.scheduler, loss.timesteps, loss.noise_seed, provenance["tracked_modules"])
     out = np.empty((len(dampings), len(queries), len(train)), dtype=np.float64)
     with tempfile.TemporaryDirectory(prefix="diffattr-ekfac-") as tmp:
         analyzer = _analyzer(model, task, tmp)
@@ -304,8 +331,8 @@ def influence_scores(
                 FACTORS_NAME,
                 queries,
                 train,
-                per_device_query_batch_size=batch_size,
-                per_device_train_batch_size=batch_size,
+                per_device_query_batch_size=loss.batch_size,
+                per_device_train_batch_size=loss.batch_size,
                 score_args=ScoreArguments(
                     damping_factor=None if damping is None else float(damping),
                     score_dtype=torch.float64 if _is64(model) else torch.float32,
@@ -343,76 +370,3 @@ def _encode(model: Any, images, ids, captions, batch_size: int):
     x0 = np.concatenate(parts, axis=0)
     cond = torch.cat(conds, dim=0) if conds else None
     return x0, np.asarray(ids, dtype=np.int64), cond
-
-
-def influence_scores_of_split(
-    model_dir: str,
-    dataset_path: str,
-    samples_path: str | None,
-    factors_dir: str,
-    split: str,
-    K: int,
-    t_strategy: str,
-    dampings: Sequence[float],
-    noise_seed: int,
-    batch_size: int,
-    device: str,
-    noise: str = "common",
-    noise_batch_size: int = 0,
-    noise_shard_rows: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """([L, n, N] scores, train ids, query ids, provenance) of one (K, query split)."""
-    from diffattr import features, store
-    from diffattr import noise as noise_lib
-    from diffattr.errors import FeatureMismatchError
-    from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.queries import load_queries, load_query_captions
-
-    provenance = read_provenance(factors_dir)
-    digest = store.digest_directory(model_dir)
-    if (
-        provenance.get("model_digest") != digest
-        or provenance.get("noise_seed") != noise_seed
-        or provenance.get("noise", noise) != noise
-    ):
-        raise FeatureMismatchError(
-            f"{factors_dir}: factors of model {provenance.get('model_digest')} with noise seed "
-            f"{provenance.get('noise_seed')} ({provenance.get('noise')}), but the scores use "
-            f"{digest} and {noise_seed} ({noise}); "
-            "refit the factors"
-        )
-    model = load_diffusion_model(model_dir, resolve_device(device))
-    scheduler = model.scheduler
-    steps = features.select_timesteps(int(K), t_strategy, scheduler.config.num_train_timesteps)
-    x0, train_ids, cond = _train_inputs(model, dataset_path, batch_size)
-    images, query_ids = load_queries(split, dataset_path, samples_path)
-    captions = load_query_captions(split, dataset_path, samples_path) if model.conditional else None
-    qx0, query_ids, qcond = _encode(model, images, query_ids, captions, batch_size)
-
-    def keys(split_name, ids):
-        return noise_lib.feature_noise_keys(
-            noise, split_name, ids, np.arange(len(ids)), noise_batch_size, noise_shard_rows
-        )
-
-    scores = influence_scores(
-        model.denoiser,
-        scheduler,
-        factors_dir,
-        SampleDataset(x0, train_ids, cond, noise_keys=keys("train", train_ids)),
-        SampleDataset(qx0, query_ids, qcond, noise_keys=keys(split, query_ids)),
-        steps,
-        list(dampings),
-        noise_seed,
-        batch_size,
-    )
-    info = {
-        "timesteps": steps,
-        "noise_seed": int(noise_seed),
-        **noise_lib.feature_noise_attrs(noise, noise_batch_size, noise_shard_rows),
-        "model_digest": digest,
-        "factors": str(factors_dir),
-        "factor_strategy": provenance["strategy"],
-        "uncovered_parameters": provenance["uncovered_parameters"],
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    return scores, train_ids, query_ids, info

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ import torch
 from diffattr.errors import ConfigError, DataError, FeatureMismatchError
 from diffattr.files import FeatureFile, check_finite, create_score_dataset, score_writer
 from diffattr.progress import progress_bar
+from diffattr.schema import schema_field
+from diffattr.settings import _as_tuple, _check_choice, _check_int
 from diffattr.store import COMPLETE_ATTR, FEATURE_CHECK_KEYS, require_same
 
 #: Feature provenance that train and test features must share before they can be combined.
@@ -80,6 +83,44 @@ _RESERVED_ATTRS = (
 
 # Upper bound on the number of float32 elements in one HDF5 chunk of ``scores`` (16 MiB).
 _MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrakOptions:
+    """How two feature files become a TRAK kernel (:func:`write_trak_scores`,
+    :func:`diffattr.spectral.write_spectra`), checked when built.
+
+    ``form``: ``auto``, ``primal`` or ``dual``; ``normalize``: ``none``, ``relative`` or
+    ``renormalized`` column normalisation; ``score_kind``: stored as the ``score_kind`` attr
+    (e.g. ``trak``, ``dtrak``); ``check_keys``: attrs both feature files must agree on (None:
+    :data:`DEFAULT_CHECK_KEYS`); ``chunk_rows``: training rows read at a time; ``progress``:
+    None, a callback ``progress(done, total)`` or a text stream for a tqdm bar, advanced once
+    per chunk of training rows in each pass.
+    """
+
+    form: str = "auto"
+    normalize: str = "none"
+    score_kind: str = "trak"
+    check_keys: tuple[str, ...] | None = None
+    chunk_rows: int = schema_field("scoring.chunk_rows")
+    progress: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "form", FORMS)
+        _check_choice(self, "normalize", NORMALIZATIONS)
+        if not isinstance(self.score_kind, str) or not self.score_kind:
+            raise ConfigError(
+                f"TrakOptions.score_kind = {self.score_kind!r} is not valid; expected the name "
+                "of a method kind"
+            )
+        _as_tuple(
+            self,
+            "check_keys",
+            lambda v: all(isinstance(k, str) for k in v),
+            "expected null or a list of attribute names",
+            allow_none=True,
+        )
+        _check_int(self, "chunk_rows", 1)
 
 
 # --------------------------------------------------------------------------- validation
@@ -281,13 +322,7 @@ def write_trak_scores(
     out_path: str | os.PathLike,
     lambdas: Sequence[float] | np.ndarray,
     attrs: Mapping[str, Any],
-    chunk_rows: int = 4096,
-    *,
-    check_keys: Sequence[str] | None = None,
-    score_kind: str = "trak",
-    form: str = "auto",
-    normalize: str = "none",
-    progress: Any = None,
+    options: TrakOptions | None = None,
 ) -> Path:
     """Stream TRAK scores for a λ grid from two feature files into one HDF5 score file.
 
@@ -307,28 +342,24 @@ def write_trak_scores(
         lambdas: ridge values, all > 0.
         attrs: provenance to stamp on the output (method, dataset, K, ...); ``lds_sign`` is
             −1 (τ > 0 supports the query) unless ``attrs`` sets it.
-        chunk_rows: training rows read at a time.
-        check_keys: attrs that both feature files must agree on (default
-            :data:`DEFAULT_CHECK_KEYS`).
-        score_kind: stored as the ``score_kind`` attr (e.g. ``trak``, ``dtrak``).
-        form: ``auto``, ``primal`` or ``dual``.
-        normalize: ``none``, ``relative`` or ``renormalized`` column normalisation.
-        progress: None, a callback ``progress(done, total)`` or a text stream for a tqdm bar,
-            advanced once per chunk of training rows in each pass (kernel, then scores).
+        options: form, normalisation, score kind, checked keys, chunk size and progress
+            (:class:`TrakOptions`; None: its defaults). The progress bar advances once per
+            chunk of training rows in each pass (kernel, then scores).
 
     Returns:
         ``out_path`` as a :class:`~pathlib.Path`.
     """
     grid = validate_lambdas(lambdas)
-    with feature_pair(
-        train_path, test_path, out_path, attrs, chunk_rows, check_keys, score_kind, form, normalize
-    ) as (train, test, out_attrs):
-        chunk_rows = int(chunk_rows)
+    options = TrakOptions() if options is None else options
+    normalize = options.normalize
+    with feature_pair(train_path, test_path, out_path, attrs, options) as (train, test, out_attrs):
+        chunk_rows = int(options.chunk_rows)
         n_train, n_test = train.shape[0], test.shape[0]
         chosen = out_attrs["form"]
         with score_writer(out_path, out_attrs, grid, train.ids(), test.ids()) as handle:
             scores = create_score_dataset(handle, grid.size, n_test, n_train, chunk_rows)
-            tick, close = _progress_ticks(progress, 2 * len(list(train.chunks(chunk_rows))))
+            ticks = 2 * len(list(train.chunks(chunk_rows)))
+            tick, close = _progress_ticks(options.progress, ticks)
             eigenvalues, left, blocks = stream_factors(train, test, chunk_rows, chosen, tick)
             weights = _inverse_spectrum(eigenvalues, grid)
             for start, stop, right, row_norms in blocks:
@@ -360,17 +391,11 @@ def feature_pair(
     test_path: str | os.PathLike,
     out_path: str | os.PathLike,
     attrs: Mapping[str, Any],
-    chunk_rows: int,
-    check_keys: Sequence[str] | None,
-    score_kind: str,
-    form: str,
-    normalize: str,
+    options: TrakOptions,
 ) -> Iterator[tuple[FeatureFile, FeatureFile, dict[str, Any]]]:
     """Train and test feature files opened and checked against each other and ``attrs``,
-    with the attrs of an output computed from them (``form`` resolved)."""
-    _check_normalize(normalize)
-    if int(chunk_rows) < 1:
-        raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    with the attrs of an output computed from them (``options.form`` resolved)."""
+    check_keys = options.check_keys
     keys = list(DEFAULT_CHECK_KEYS if check_keys is None else check_keys)
     clash = sorted(key for key in attrs if key in _RESERVED_ATTRS)
     if clash:
@@ -400,9 +425,9 @@ def feature_pair(
             out_attrs.setdefault("lds_sign", -1)  # TRAK scores: τ > 0 supports the query
             out_attrs.update({key: train.attrs[key] for key in keys if key in train.attrs})
             out_attrs.update(
-                score_kind=score_kind,
-                form=choose_form(n_train, dim, form),
-                normalize=normalize,
+                score_kind=options.score_kind,
+                form=choose_form(n_train, dim, options.form),
+                normalize=options.normalize,
                 n_train=n_train,
                 n_test=test.shape[0],
                 feature_dim=dim,

@@ -13,6 +13,8 @@ valid, against the library's own registries (output functions, projections, nois
   noise seed);
 * :class:`MeasureSettings`, :class:`GenerationSettings`, :class:`LdsSettings`,
   :class:`SubsetSettings`;
+* :class:`ScoreSettings` (one score or spectra file), :class:`ScoreGridSettings` (score
+  matrices from a spectra file);
 * :class:`TrainingSettings` (the optimisation) within :class:`TrainingRecipe` (model,
   scheduler, optimisation);
 * :class:`ResidualSettings` and :class:`EkfacFactorSettings`, passes over the train split with
@@ -540,9 +542,10 @@ class TrainingRecipe:
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureNoiseSettings(_FromParams):
-    """The feature noise of a pass over the train split: ``noise_seed`` and the scheme
-    ``noise``, whose ``reference`` geometry comes as the param ``noise_geometry`` (as for
-    :class:`FeatureSettings`), so that the pass sees the noise of the training features."""
+    """The features' noise in a job that runs the model outside ``extract_features`` (DAS's
+    residuals, the EK-FAC factors and scores): ``noise_seed`` and the scheme ``noise``, whose
+    ``reference`` geometry comes as the param ``noise_geometry`` (as for
+    :class:`FeatureSettings`), so that the pass sees the noise of the features."""
 
     noise_seed: int = _default("features.noise_seed")
     noise: str = _default("features.noise")
@@ -562,15 +565,16 @@ class FeatureNoiseSettings(_FromParams):
     def _needed(cls) -> list[str]:
         return [*super()._needed(), "noise_geometry"]
 
-    def noise_keys(self, ids: Any) -> Any:
-        """The noise keys of the train split's rows ``ids`` (all of them, in order)."""
+    def noise_keys(self, ids: Any, split: str = "train") -> Any:
+        """One uint64 noise key per row of a whole split (rows ``ids`` at positions 0..n-1, in
+        order; :func:`diffattr.noise.feature_noise_keys`)."""
         import numpy as np
 
         from diffattr.noise import feature_noise_keys
 
         positions = np.arange(len(ids))
         return feature_noise_keys(
-            self.noise, "train", ids, positions, self.noise_batch_size, self.noise_shard_rows
+            self.noise, split, ids, positions, self.noise_batch_size, self.noise_shard_rows
         )
 
     def noise_attrs(self) -> dict[str, Any]:
@@ -608,6 +612,68 @@ class EkfacFactorSettings(FeatureNoiseSettings):
         super().__post_init__()
         _check_int(self, "factor_timesteps", 1)
         _check_choice(self, "strategy", STRATEGIES)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _positive_numbers(values: Sequence[Any]) -> bool:
+    return all(_is_number(x) and 0 < x < float("inf") for x in values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreSettings(_FromParams):
+    """One score (or spectra) file (rules ``score_method`` and ``factor_method``): the method's
+    name, kind and params, its ``K`` (0: a method without timesteps) and query split, the λ grid
+    (empty for a method without λ and for a spectra file), the training rows read at a time,
+    and ``model_settings`` (param ``settings``): the feature stage's values for a kind that runs
+    the model (``device``, ``noise_seed``, ``t_strategy``, ``reference_noise``), else empty.
+
+    The kind is checked against the method registry when the job looks it up
+    (:func:`diffattr.methods.get_method`; importing the registry here would make a cycle)."""
+
+    method: str
+    kind: str
+    params: Mapping[str, Any]
+    K: int
+    split: str
+    lambdas: tuple[float, ...] = ()
+    chunk_rows: int = _default("scoring.chunk_rows")
+    model_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    PARAMS: ClassVar[dict[str, str]] = {"model_settings": "settings"}
+
+    def __post_init__(self) -> None:
+        from diffattr.queries import QUERY_SPLITS
+
+        for name in ("method", "kind"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _bad(self, name, getattr(self, name), f"expected the method's {name} name")
+        for name in ("params", "model_settings"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise _bad(self, name, getattr(self, name), "expected a mapping")
+        _check_int(self, "K", 0)
+        _check_choice(self, "split", QUERY_SPLITS)
+        _as_tuple(self, "lambdas", _positive_numbers, "expected finite numbers > 0 (or none)")
+        _check_int(self, "chunk_rows", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreGridSettings(_FromParams):
+    """Score matrices from a spectra file (rules ``select_scores`` and ``score_grid``): the λ
+    grid and the training rows read at a time."""
+
+    lambdas: tuple[float, ...] = _default("scoring.lambdas")
+    chunk_rows: int = _default("scoring.chunk_rows")
+
+    def __post_init__(self) -> None:
+        _as_tuple(
+            self,
+            "lambdas",
+            lambda v: bool(v) and _positive_numbers(v),
+            "expected a non-empty list of finite numbers > 0",
+        )
+        _check_int(self, "chunk_rows", 1)
 
 
 # --------------------------------------------------------------------------- counterfactual
@@ -909,6 +975,8 @@ SETTINGS_CLASSES: tuple[type, ...] = (
     FeatureNoiseSettings,
     ResidualSettings,
     EkfacFactorSettings,
+    ScoreSettings,
+    ScoreGridSettings,
     CounterfactualLambdaSettings,
     RemovalSettings,
     CounterfactualMetricSettings,
@@ -937,6 +1005,8 @@ __all__ = [
     "ResidualSettings",
     "Runtime",
     "SETTINGS_CLASSES",
+    "ScoreGridSettings",
+    "ScoreSettings",
     "SplitRows",
     "SubsetSettings",
     "SummarySettings",

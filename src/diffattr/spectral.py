@@ -57,6 +57,7 @@ from diffattr.files import (
     score_writer,
 )
 from diffattr.scoring import (
+    TrakOptions,
     _check_matrix,
     _check_normalize,
     _check_pair,
@@ -145,9 +146,14 @@ def write_spectra(
     work; the primal form reads the training file once (the kernel), the dual form as that
     function does.
     """
-    with feature_pair(
-        train_path, test_path, out_path, attrs, chunk_rows, check_keys, score_kind, form, normalize
-    ) as (train, test, out_attrs):
+    options = TrakOptions(
+        form=form,
+        normalize=normalize,
+        score_kind=score_kind,
+        check_keys=check_keys,
+        chunk_rows=chunk_rows,
+    )
+    with feature_pair(train_path, test_path, out_path, attrs, options) as (train, test, out_attrs):
         chunk_rows = int(chunk_rows)
         out_attrs.update(file_kind=FILE_KIND, num_members=1)
         with h5_writer(out_path, out_attrs) as handle:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffattr.ekfac import SampleDataset, _train_inputs, fit_factors
+from diffattr.ekfac import DiffusionLoss, SampleDataset, _train_inputs, fit_factors
 from diffattr.queries import QueryRows
 from diffattr.residuals import das_weights, residual_profile
 from diffattr.settings import EkfacFactorSettings, ResidualSettings, Runtime
@@ -87,28 +87,24 @@ def fit_ekfac_factors(
 ) -> dict[str, Any]:
     """The factors of the main model: every training image at ``settings.factor_timesteps``
     uniform timesteps, each (image, t) one example (forward + backward passes, no scores), with
-    the training features' noise (``settings.noise``)."""
+    the training features' noise (``settings``)."""
     from diffattr import features, store
     from diffattr.models import load_diffusion_model, resolve_device
     from diffattr.progress import status
 
-    strategy, batch_size = settings.strategy, runtime.batch_size
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     scheduler = model.scheduler
     steps = features.select_timesteps(
         int(settings.factor_timesteps), "uniform", scheduler.config.num_train_timesteps
     )
-    x0, ids, cond = _train_inputs(model, dataset_path, batch_size)
-    keys = settings.noise_keys(ids)
-    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=keys)
+    x0, ids, cond = _train_inputs(model, dataset_path, runtime.batch_size)
+    dataset = SampleDataset(x0, ids, cond, timesteps=steps, noise_keys=settings.noise_keys(ids))
     provenance = fit_factors(
         model.denoiser,
-        scheduler,
+        DiffusionLoss(scheduler, settings.noise_seed, runtime.batch_size),
         dataset,
         out_dir,
-        strategy,
-        settings.noise_seed,
-        batch_size,
+        settings.strategy,
         {
             "model_digest": store.digest_directory(model_dir),
             "factor_timesteps": steps,
@@ -118,7 +114,7 @@ def fit_ekfac_factors(
     )
     status(
         "%s factors of %d modules (%d parameters; %d uncovered), peak RSS %.0f MB",
-        strategy,
+        settings.strategy,
         len(provenance["tracked_modules"]),
         provenance["covered_parameters"],
         provenance["uncovered_parameters"],

@@ -11,58 +11,56 @@ from diffattr.files import read_groundtruth
 from diffattr.jobs.lds import heldout_lambda_index
 from diffattr.methods import ScoreJob, get_method
 from diffattr.progress import status
+from diffattr.settings import Runtime, ScoreGridSettings, ScoreSettings
 
 
 def score_method(
-    kind: str,
-    params: Mapping[str, Any],
     inputs: Mapping[str, Any],
     out_path: str,
-    method: str,
-    K: int,
-    split: str,
-    lambdas: list[float],
-    chunk_rows: int,
-    progress: Any = None,
-    settings: Mapping[str, Any] | None = None,
+    *,
+    settings: ScoreSettings,
+    runtime: Runtime,
 ) -> None:
-    """Score one (method, K, split): ``inputs`` maps each input name to a path or paths;
-    ``progress`` (the job's log stream) receives the TRAK family's progress bar."""
+    """Score one (method, K, split): ``inputs`` maps each input name to a path or paths; the
+    method kind gets ``settings.model_settings`` with the runtime's batch size, and the
+    runtime's progress stream (the job's log) receives the TRAK family's progress bar."""
+    s = settings
+    method = get_method(s.kind)
     files = {
         name: [paths] if isinstance(paths, str) else list(paths) for name, paths in inputs.items()
     }
     job = ScoreJob(
-        method,
-        kind,
-        dict(params),
-        int(K),
-        split,
+        s.method,
+        s.kind,
+        dict(s.params),
+        int(s.K),
+        s.split,
         files,
         out_path,
-        list(lambdas),
-        chunk_rows,
-        progress,
-        dict(settings or {}),
+        list(s.lambdas),
+        s.chunk_rows,
+        runtime.progress,
+        {**s.model_settings, "batch_size": runtime.batch_size},
     )
-    get_method(kind).score(job)
+    method.score(job)
 
 
 def select_scores(
     spectra_path: str,
     heldout_path: str,
     out_path: str,
+    *,
     split: str,
-    lambdas: Sequence[float],
-    chunk_rows: int = 4096,
+    grid: ScoreGridSettings,
     train_paths: Sequence[str] | None = None,
 ) -> float:
     """The score file of a method with a ridge λ at the λ that is used: the held-out choice of
     this split (the λ of the proponent figures and, on gen, of the counterfactual removals, the
-    choice of :func:`diffattr.jobs.lds.evaluate_lds`). Returns that λ."""
+    choice of :func:`diffattr.jobs.lds.evaluate_lds`) among ``grid.lambdas``. Returns that λ."""
     from diffattr import spectral
 
     held = read_groundtruth(heldout_path, split)
-    with spectral.open_scores(spectra_path, lambdas, train_paths) as score:
+    with spectral.open_scores(spectra_path, list(grid.lambdas), train_paths) as score:
         index, curve = heldout_lambda_index(score, held, spectra_path)
         value = float(score.lambdas[index])
         extra = {
@@ -71,7 +69,7 @@ def select_scores(
             "heldout_lambda_index": index,
             "heldout_curve": curve.tolist(),
         }
-        spectral.write_selected_scores(score, out_path, [index], extra, chunk_rows)
+        spectral.write_selected_scores(score, out_path, [index], extra, grid.chunk_rows)
     status("scores at the held-out λ %g", value)
     return value
 
@@ -79,13 +77,15 @@ def select_scores(
 def score_grid(
     spectra_path: str,
     out_path: str,
-    lambdas: Sequence[float],
-    chunk_rows: int = 4096,
+    *,
+    grid: ScoreGridSettings,
     train_paths: Sequence[str] | None = None,
 ) -> None:
-    """Score matrices at every λ of the grid (``scoring.write_all_lambdas``)."""
+    """Score matrices at every λ of ``grid`` (``scoring.write_all_lambdas``)."""
     from diffattr import spectral
 
-    with spectral.open_scores(spectra_path, lambdas, train_paths) as score:
-        spectral.write_selected_scores(score, out_path, range(len(score.lambdas)), None, chunk_rows)
-    status("scores at %d λ", len(lambdas))
+    with spectral.open_scores(spectra_path, list(grid.lambdas), train_paths) as score:
+        spectral.write_selected_scores(
+            score, out_path, range(len(score.lambdas)), None, grid.chunk_rows
+        )
+    status("scores at %d λ", len(grid.lambdas))

@@ -97,11 +97,13 @@ def write_kernel_scores(
             target,
             job.lambdas,
             method.score_attrs(job),
-            job.chunk_rows,
-            check_keys=check_keys,
-            score_kind=method.kind,
-            progress=job.progress,
-            normalize=normalize,
+            scoring.TrakOptions(
+                normalize=normalize,
+                score_kind=method.kind,
+                check_keys=check_keys,
+                chunk_rows=job.chunk_rows,
+                progress=job.progress,
+            ),
         )
         if not direct:
             transform_score_file(target, job.out_path, readout, column_weights, extra_attrs)
