@@ -120,11 +120,8 @@ def demo_config() -> dict[str, Any]:
 def baseline_features(
     model: torch.nn.Module,
     scheduler: Any,
-    images: torch.Tensor,
-    ids: np.ndarray,
-    output_fn: str,
-    timesteps: list[int],
-    noise_seed: int,
+    inputs: Any,
+    options: Any,
     matrix: torch.Tensor,
     batch_size: int,
 ) -> np.ndarray:
@@ -137,7 +134,9 @@ def baseline_features(
     from diffattr.noise import sample_noise
     from diffattr.outputs import get_output_fn
 
-    fn = get_output_fn(output_fn)
+    images, ids = inputs.x0, inputs.ids  # a queries.QueryRows
+    timesteps, noise_seed = options.timesteps, options.noise_seed  # a features.GradientOptions
+    fn = get_output_fn(options.output_fn)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     device = matrix.device
     rows = []
@@ -206,9 +205,7 @@ def bench_features(settings: Settings) -> list[Comparison]:
         return extract_features(model, scheduler, inputs, options, projector, runtime)
 
     def baseline() -> np.ndarray:
-        return baseline_features(
-            model, scheduler, images, ids, output_fn, timesteps, 0, matrix, batch
-        )
+        return baseline_features(model, scheduler, inputs, options, matrix, batch)
 
     from diffattr.projection_structured import make_structured_projector
 
@@ -522,14 +519,21 @@ GRID_CHILD = textwrap.dedent(
 )
 
 
+@dataclass(frozen=True)
+class GridTruth:
+    """A λ-grid benchmark's ground truth: subset masks [S, N] and measured outputs [S, n]."""
+
+    masks: np.ndarray
+    measured: np.ndarray
+
+
 def baseline_grid_curves(
     phi: torch.Tensor,
     psi: torch.Tensor,
     kernel: torch.Tensor,
     cross: torch.Tensor | None,
     lam: float,
-    masks: np.ndarray,
-    measured: np.ndarray,
+    truth: GridTruth,
 ) -> np.ndarray:
     """The reference at one λ: one ``torch.linalg.inv`` per λ (Z×Z, or N×N in the dual form
     when N < Z, with ``cross`` = ΨΦᵀ computed once), the score matrix τ = Ψ(ΦG⁻¹)ᵀ, the
@@ -539,8 +543,8 @@ def baseline_grid_curves(
     eye = torch.eye(kernel.shape[0], dtype=kernel.dtype)
     inverse = torch.linalg.inv(kernel + lam * eye)
     tau = cross @ inverse if cross is not None else psi @ (phi @ inverse).T
-    predictions = -(masks @ tau.double().numpy().T)
-    return lds.lds_from_predictions(predictions, measured)[0]
+    predictions = -(truth.masks @ tau.double().numpy().T)
+    return lds.lds_from_predictions(predictions, truth.measured)[0]
 
 
 def grid_case(
@@ -605,7 +609,8 @@ def grid_case(
         (torch.float64, "", [0, 12]),
         (torch.float32, "_float32", [0]),
     ):
-        timing = time_baseline_grid(phi, psi, lambdas, measured_at, dtype, masks, measured, ours)
+        truth = GridTruth(masks, measured)
+        timing = time_baseline_grid((phi, psi), lambdas, measured_at, dtype, truth, ours)
         exact = dtype == torch.float64
         ratio = timing["seconds"] / child["seconds"]
         comparisons.append(
@@ -628,19 +633,18 @@ def grid_case(
 
 
 def time_baseline_grid(
-    phi: np.ndarray,
-    psi: np.ndarray,
+    features: tuple[np.ndarray, np.ndarray],
     lambdas: np.ndarray,
     measured_at: list[int],
     dtype: torch.dtype,
-    masks: np.ndarray,
-    measured: np.ndarray,
+    truth: GridTruth,
     ours: np.ndarray,
 ) -> dict[str, Any]:
     """The baseline's time for the whole grid: the kernel once plus the mean per-λ time (the
     same work for every λ) measured on ``measured_at``, times the grid size; and the largest
     per-query LDS difference from ours on those λ."""
     cpu = torch.device("cpu")
+    phi, psi = features  # training [N, Z] and query [n, Z] features
     dual = phi.shape[0] < phi.shape[1]
     phi_t, psi_t = torch.from_numpy(phi).to(dtype), torch.from_numpy(psi).to(dtype)
     t_kernel, kernel = timed(lambda: phi_t @ phi_t.T if dual else phi_t.T @ phi_t, cpu)
@@ -649,7 +653,7 @@ def time_baseline_grid(
     for index in measured_at:
         seconds, curve = timed(
             lambda index=index: baseline_grid_curves(
-                phi_t, psi_t, kernel, cross, lambdas[index], masks, measured
+                phi_t, psi_t, kernel, cross, lambdas[index], truth
             ),
             cpu,
         )

@@ -78,7 +78,9 @@ def _producers(tmp_path, grid):
     train_ids, test_ids = np.arange(N_TRAIN), np.arange(N_TEST) + 50
     paths = {}
     paths["write_scores"] = tmp_path / "plain.h5"
-    files.write_scores(paths["write_scores"], grid, LAMBDAS, train_ids, test_ids, {"lds_sign": -1})
+    files.write_scores(
+        paths["write_scores"], files.Scores(grid, LAMBDAS, train_ids, test_ids, {"lds_sign": -1})
+    )
     job = _score_job(tmp_path, "grid.h5")
     get_method("trak").write_score_grid(job, grid, LAMBDAS, train_ids, test_ids)
     paths["write_score_grid"] = tmp_path / "grid.h5"
@@ -135,7 +137,9 @@ def test_the_command_line_score_file_states_its_sign(tmp_path):
 def test_score_readers_refuse_a_file_without_lds_sign(tmp_path):
     grid = np.zeros((1, N_TEST, N_TRAIN), np.float32)
     path = tmp_path / "s.h5"
-    files.write_scores(path, grid, [1.0], np.arange(N_TRAIN), np.arange(N_TEST), {"lds_sign": 1})
+    files.write_scores(
+        path, files.Scores(grid, [1.0], np.arange(N_TRAIN), np.arange(N_TEST), {"lds_sign": 1})
+    )
     assert files.read_scores(path).lds_sign == 1
     _strip(path, "lds_sign")
     _refuses(path, "lds_sign", files.read_scores)
@@ -156,8 +160,10 @@ def test_score_writers_refuse_attrs_without_lds_sign(tmp_path):
     grid = np.zeros((1, N_TEST, N_TRAIN), np.float32)
     for attrs in ({}, {"lds_sign": 0}):
         with pytest.raises(CorruptFileError, match="lds_sign"):
-            files.write_scores(tmp_path / "s.h5", grid, [1.0], np.arange(N_TRAIN),
-                               np.arange(N_TEST), attrs)  # fmt: skip
+            files.write_scores(
+                tmp_path / "s.h5",
+                files.Scores(grid, [1.0], np.arange(N_TRAIN), np.arange(N_TEST), attrs),
+            )
     assert not (tmp_path / "s.h5").exists()
     with pytest.raises(CorruptFileError, match="lds_sign"):
         spectral.write_spectra_members(tmp_path / "x.h5", [], np.arange(2), np.arange(2), {})
@@ -166,7 +172,9 @@ def test_score_writers_refuse_attrs_without_lds_sign(tmp_path):
 def test_score_file_reads_rows_in_the_order_asked(tmp_path):
     grid = np.random.default_rng(1).normal(size=(2, 5, N_TRAIN)).astype(np.float32)
     path = tmp_path / "s.h5"
-    files.write_scores(path, grid, [1.0, 2.0], np.arange(N_TRAIN), np.arange(5), {"lds_sign": -1})
+    files.write_scores(
+        path, files.Scores(grid, [1.0, 2.0], np.arange(N_TRAIN), np.arange(5), {"lds_sign": -1})
+    )
     with files.ScoreFile(path) as score:
         np.testing.assert_array_equal(score.read_rows(1, [4, 0, 2]), grid[1, [4, 0, 2]])
         assert score.lambda_index(2.0) == 1

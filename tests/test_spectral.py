@@ -88,9 +88,8 @@ def test_grid_predictions_and_lds_equal_the_direct_solve(
     train = write_features(tmp_path / "train.h5", phi, "train")
     test = write_features(tmp_path / "val.h5", psi, "val")
     out = tmp_path / "spectra.h5"
-    spectral.write_spectra(
-        train, test, out, {"lds_sign": -1}, chunk_rows=6, form="auto", normalize=normalize
-    )
+    options = TrakOptions(chunk_rows=6, form="auto", normalize=normalize)
+    spectral.write_spectra(train, test, out, {"lds_sign": -1}, options)
     assert store.read_attrs(out)["form"] == form
     masks, measured = truth(n_train, 3)
     taus = [direct_scores(phi, psi, lam, normalize) for lam in LAMBDAS]
@@ -177,7 +176,7 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     test = write_features(tmp_path / "gen-features.h5", psi, "gen")
     attrs = {"method": "trak", "kind": "trak", "K": 2, "lds_sign": -1}
     spectra, full = str(tmp_path / "spectra.h5"), str(tmp_path / "full.h5")
-    spectral.write_spectra(train, test, spectra, attrs, chunk_rows=8)
+    spectral.write_spectra(train, test, spectra, attrs, TrakOptions(chunk_rows=8))
     write_trak_scores(train, test, full, LAMBDAS, attrs, TrakOptions(chunk_rows=8))
     pools = _pools(tmp_path, n_train, "gen", np.arange(N_TEST) + 1000)
     grid = LdsSettings(split="gen", bootstrap_resamples=8, bootstrap_seed=0, lambdas=LAMBDAS)

@@ -101,11 +101,9 @@ def write_scores(result: Attribution, path: str | os.PathLike) -> None:
     }
     files.write_scores(
         path,
-        result.scores[None],
-        [result.lambda_],
-        result.train_ids,
-        result.query_ids,
-        attrs,
+        files.Scores(
+            result.scores[None], [result.lambda_], result.train_ids, result.query_ids, attrs
+        ),
         per_lambda_chunks=False,
         extra={
             "train_paths": (result.train_paths, strings),

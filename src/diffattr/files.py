@@ -567,20 +567,19 @@ def score_writer(
 
 def write_scores(
     path: str | os.PathLike,
-    scores: np.ndarray,
-    lambdas: Sequence[float] | np.ndarray,
-    train_ids: np.ndarray,
-    test_ids: np.ndarray,
-    attrs: Mapping[str, Any],
+    contents: Scores,
     *,
     per_lambda_chunks: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """A score file from an in-memory float32 [L, n, N] grid (checked finite).
+    """A score file from an in-memory grid: ``contents.scores`` float32 [L, n, N] (checked
+    finite) with its ``lambdas``, ``train_ids``, ``test_ids`` and ``attrs``.
 
     ``per_lambda_chunks``: HDF5 chunks of one λ each (else contiguous); ``extra``: more
     datasets, name -> array or (array, dtype)."""
-    grid = np.asarray(scores, dtype=np.float32)
+    grid = np.asarray(contents.scores, dtype=np.float32)
+    lambdas, train_ids, test_ids = contents.lambdas, contents.train_ids, contents.test_ids
+    attrs = contents.attrs
     expected = (np.asarray(lambdas).size, len(test_ids), len(train_ids))
     if grid.shape != expected:
         raise FeatureMismatchError(

@@ -132,29 +132,18 @@ def write_spectra(
     test_path: str | os.PathLike,
     out_path: str | os.PathLike,
     attrs: Mapping[str, Any],
-    chunk_rows: int = 4096,
-    *,
-    check_keys: Sequence[str] | None = None,
-    score_kind: str = "trak",
-    form: str = "auto",
-    normalize: str = "none",
-    progress: Any = None,
+    options: TrakOptions | None = None,
 ) -> Path:
     """Stream the factorisation of two feature files into a spectra file (one member).
 
     Same checks and memory as :func:`diffattr.scoring.write_trak_scores` without any per-λ
     work; the primal form reads the training file once (the kernel), the dual form as that
-    function does.
+    function does. ``options``: the kernel's form, normalisation, checked keys, chunk size and
+    progress (:class:`~diffattr.scoring.TrakOptions`; None: its defaults).
     """
-    options = TrakOptions(
-        form=form,
-        normalize=normalize,
-        score_kind=score_kind,
-        check_keys=check_keys,
-        chunk_rows=chunk_rows,
-    )
+    options = TrakOptions() if options is None else options
+    chunk_rows, progress = int(options.chunk_rows), options.progress
     with feature_pair(train_path, test_path, out_path, attrs, options) as (train, test, out_attrs):
-        chunk_rows = int(chunk_rows)
         out_attrs.update(file_kind=FILE_KIND, num_members=1)
         with h5_writer(out_path, out_attrs) as handle:
             handle.create_dataset("train_ids", data=train.ids())

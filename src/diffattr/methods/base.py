@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diffattr.errors import ConfigError, FeatureMismatchError
-from diffattr.files import write_scores
+from diffattr.files import Scores, write_scores
 
 #: λ recorded for methods without a ridge λ.
 NO_LAMBDA = 0.0
@@ -202,7 +202,7 @@ class Method:
             "n_test": int(grid.shape[1]),
             **(extra_attrs or {}),
         }
-        write_scores(job.out_path, grid, lambdas, train_ids, test_ids, attrs)
+        write_scores(job.out_path, Scores(grid, lambdas, train_ids, test_ids, attrs))
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -146,17 +146,22 @@ class TrakKernel(Method):
             write_kernel_scores(job, self, self.normalize, self.check_keys)
             return
         from diffattr import spectral
+        from diffattr.scoring import TrakOptions
 
+        options = TrakOptions(
+            form="auto",
+            normalize=self.normalize,
+            score_kind=self.kind,
+            check_keys=self.check_keys,
+            chunk_rows=job.chunk_rows,
+            progress=job.progress,
+        )
         spectral.write_spectra(
             job.one_input("train"),
             job.one_input("test"),
             job.out_path,
             self.score_attrs(job),
-            job.chunk_rows,
-            check_keys=self.check_keys,
-            score_kind=self.kind,
-            progress=job.progress,
-            normalize=self.normalize,
+            options,
         )
 
 
