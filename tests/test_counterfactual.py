@@ -97,7 +97,13 @@ def _scores_file(path, scores, train_ids, test_ids, lambdas):
 
 
 def _dataset_ids(path, n_train):
-    store.write_h5(path, {"train/ids": np.arange(100, 100 + n_train)}, {"kind": "dataset"})
+    """A dataset file whose train split has ``n_train`` rows (ids 100, 101, ...)."""
+    train = {
+        "train/ids": np.arange(100, 100 + n_train),
+        "train/labels": np.zeros(n_train, dtype=np.int64),
+        "train/images": np.zeros((n_train, 1, 2, 2), dtype=np.float32),
+    }
+    store.write_h5(path, train, {"kind": "dataset"})
 
 
 def test_removal_file_keeps_everything_but_the_top_k_at_the_chosen_lambda(tmp_path):

@@ -358,3 +358,19 @@ def test_targets_round_trip_in_their_drawn_order(tmp_path):
         files.write_targets(
             tmp_path / "u.h5", [1], {k: v for k, v in attrs.items() if k != "target_seed"}
         )
+
+
+def test_samples_round_trip_and_prompts_need_their_guidance(tmp_path):
+    attrs = {"model_digest": "abc", "steps": 4, "eta": 0.0, "gen_seed": 1, "batch_size": 2}
+    images = np.arange(3 * 4, dtype=np.float32).reshape(3, 1, 2, 2)
+    files.write_samples(tmp_path / "gen.h5", images, np.array([7, 8, 9]), None, attrs)
+    samples = files.read_samples(tmp_path / "gen.h5")
+    np.testing.assert_array_equal(samples.images, images)
+    assert samples.ids.tolist() == [0, 1, 2] and samples.seeds.tolist() == [7, 8, 9]
+    assert samples.prompts is None and samples.generation().guidance_scale is None
+    with pytest.raises(CorruptFileError, match="guidance_scale"):
+        files.write_samples(tmp_path / "c.h5", images, np.arange(3), ["a", "b", "c"], attrs)
+    assert not (tmp_path / "c.h5").exists()
+    conditional = {**attrs, "guidance_scale": 7.5}
+    files.write_samples(tmp_path / "c.h5", images, np.arange(3), ["a", "b", "c"], conditional)
+    assert files.read_samples(tmp_path / "c.h5", images=False).prompts == ["a", "b", "c"]

@@ -15,6 +15,7 @@ missing ``lds_sign`` is an error, never a default.
 | ``features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5`` (:class:`FeatureFile`) | ``features`` [n, Z], ``ids`` | output_fn, K, timesteps, noise_seed, noise (scheme) and noise_batch_size/noise_shard_rows, proj_kind/seed/dim, model_digest, n_rows |
 | ``spectra/{method}/K{K}/{split}.h5`` | ``members/{m}/{eigenvalues,left,right,row_norms}``, ``train_ids``, ``test_ids`` | file_kind = spectra, form, normalize, num_members, lds_sign; method attrs and feature provenance (methods with a ridge λ; see :mod:`diffattr.spectral`) |
 | ``scores/{method}/K{K}/{split}.h5`` (:class:`ScoreFile`) | ``scores`` [L, n, N], ``lambdas``, ``train_ids``, ``test_ids`` | method, kind, K (0: no timesteps), lds_sign, params; provenance of the inputs; for ridge-λ methods only the held-out λ (``lambda_grid``, ``lambda_grid_index``, ``heldout_lambda``) (every λ: ``score_grids/``, with ``scoring.write_all_lambdas``) |
+| ``residuals/...h5`` (DAS; :func:`write_residuals`, :func:`read_residual_weights`) | ``residuals`` [n, S], ``weights`` [n], ``ids``, ``timesteps`` | model_digest, noise_seed, noise (scheme), timesteps, S, n_rows |
 | ``groundtruth/{pool}.h5`` (:class:`GroundTruth`) | ``masks`` [S, N], ``train_ids``, ``{split}/{measured,measured_by_seed,ids}`` ([S, n], [R, S, n], [n]) | pool, num_subsets, num_seeds, splits |
 | ``lds/{method}/K{K}/{split}.json`` | λ curves on both pools, held-out and oracle choice, bootstrap | |
 | ``counterfactual/targets.h5`` | ``ids`` (gen ids to explain) | kind, target_seed, num_targets, num_samples, gen_model_digest |
@@ -653,6 +654,29 @@ class Samples:
         return int(rows[0])
 
 
+def write_samples(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    seeds: np.ndarray,
+    prompts: Sequence[str] | None,
+    attrs: Mapping[str, Any],
+) -> None:
+    """A samples file: ``images`` [n, C, H, W], their ``seeds``, ids 0..n-1 and, for a
+    conditional model, one prompt per sample. ``attrs`` must hold :data:`GENERATION_ATTRS` (and
+    ``guidance_scale`` with prompts)."""
+    for key in GENERATION_ATTRS:
+        required_attr(attrs, key, path, "samples to write")
+    arrays: dict[str, np.ndarray] = {
+        "images": images,
+        "seeds": seeds,
+        "ids": np.arange(len(images), dtype=np.int64),
+    }
+    if prompts is not None:
+        required_attr(attrs, "guidance_scale", path, "samples with prompts to write")
+        arrays["prompts"] = np.array(prompts, dtype=object)
+    write_h5(path, arrays, attrs)
+
+
 def read_samples(path: str | os.PathLike, *, images: bool = True) -> Samples:
     """A samples file (``images=False``: everything but the images)."""
     path = Path(path)
@@ -679,6 +703,49 @@ def read_sample_image(path: str | os.PathLike, sample_id: int) -> np.ndarray:
         if rows.size != 1:
             raise FeatureMismatchError(f"{path}: gen sample {sample_id} is not a sample row")
         return handle["images"][int(rows[0])]
+
+
+# --------------------------------------------------------------------------- DAS residuals
+
+
+def write_residuals(
+    path: str | os.PathLike,
+    residuals: np.ndarray,
+    weights: np.ndarray,
+    ids: np.ndarray,
+    timesteps: Sequence[int],
+    attrs: Mapping[str, Any],
+) -> None:
+    """``residuals/{S}/{noise}.h5``: DAS's residual profiles [n, S] (float32), the column
+    weights [n] they give, the train ids [n] and the S timesteps."""
+    write_h5(
+        path,
+        {
+            "residuals": residuals.astype(np.float32),
+            "weights": weights,
+            "ids": np.asarray(ids, dtype=np.int64),
+            "timesteps": np.asarray(timesteps, dtype=np.int64),
+        },
+        attrs,
+    )
+
+
+def read_residual_weights(
+    path: str | os.PathLike, train_ids: np.ndarray, expected: dict[str, Any]
+) -> np.ndarray:
+    """The DAS weights of ``path`` in the order of ``train_ids``, after checking ``expected``
+    provenance (e.g. the model digest and noise seed of the features)."""
+    with open_h5(path) as handle:
+        if "weights" not in handle or "ids" not in handle:
+            raise CorruptFileError(f"{path}: lacks `weights`/`ids`; it has {sorted(handle)}")
+        weights, ids = handle["weights"][()], handle["ids"][()].astype(np.int64)
+        attrs = _attrs(handle)
+    require_same(attrs, expected, sorted(expected), f"residuals {path} and the features")
+    position = {int(i): r for r, i in enumerate(ids)}
+    missing = [int(i) for i in train_ids if int(i) not in position]
+    if missing:
+        raise FeatureMismatchError(f"{path}: no residuals for training ids {missing[:10]}")
+    return np.asarray([weights[position[int(i)]] for i in train_ids], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- counterfactual

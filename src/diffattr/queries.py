@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from diffattr import data, store
+from diffattr import data
 from diffattr.errors import ConfigError
 from diffattr.files import read_samples
 
@@ -82,9 +82,7 @@ def load_query_captions(
         return read_samples(samples_path, images=False).prompts
     if split not in ("train", "val"):
         raise ConfigError(f"unknown split {split!r}; valid splits: train, val, gen")
-    name = f"{split}/captions"
-    with store.open_h5(dataset_path) as handle:
-        return [store.decode_text(c) for c in handle[name][()]] if name in handle else None
+    return data.load_split(dataset_path, split, images=False).captions
 
 
 def encoded_queries(

@@ -18,14 +18,13 @@ File layout: ``residuals`` float32 [N, S], ``weights`` float64 [N], ``ids`` int6
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from diffattr.errors import ConfigError, CorruptFileError, FeatureMismatchError
+from diffattr.errors import ConfigError
 from diffattr.queries import QueryRows
 
 #: Timesteps per forward call and sample rows per chunk bound memory together.
@@ -78,23 +77,3 @@ def residual_profile(
             rmse = err.reshape(batch, count, -1).mean(dim=2).sqrt()
             out[:, start : start + count] = rmse.cpu()
     return out
-
-
-def read_weights(
-    path: str | os.PathLike, train_ids: np.ndarray, expected: dict[str, Any]
-) -> np.ndarray:
-    """The DAS weights of ``path`` in the order of ``train_ids``, after checking ``expected``
-    provenance (e.g. the model digest and noise seed of the features)."""
-    from diffattr.store import decode_attr, open_h5, require_same
-
-    with open_h5(path) as handle:
-        if "weights" not in handle or "ids" not in handle:
-            raise CorruptFileError(f"{path}: lacks `weights`/`ids`; it has {sorted(handle)}")
-        weights, ids = handle["weights"][()], handle["ids"][()].astype(np.int64)
-        attrs = {k: decode_attr(v) for k, v in handle.attrs.items()}
-    require_same(attrs, expected, sorted(expected), f"residuals {path} and the features")
-    position = {int(i): r for r, i in enumerate(ids)}
-    missing = [int(i) for i in train_ids if int(i) not in position]
-    if missing:
-        raise FeatureMismatchError(f"{path}: no residuals for training ids {missing[:10]}")
-    return np.asarray([weights[position[int(i)]] for i in train_ids], dtype=np.float64)

@@ -154,8 +154,9 @@ def prepare_dataset(cfg: Mapping[str, Any], out_path: str | os.PathLike) -> None
             )
 
 
-def load_split(dataset_path: str | os.PathLike, split: str) -> Split:
-    """Read the ``train`` or ``val`` split of a dataset file written by :func:`prepare_dataset`."""
+def load_split(dataset_path: str | os.PathLike, split: str, *, images: bool = True) -> Split:
+    """Read the ``train`` or ``val`` split of a dataset file written by :func:`prepare_dataset`
+    (``images=False``: everything but the images, which are then an empty [0] array)."""
     if split not in SPLITS:
         raise ConfigError(f"split = {split!r} is not a dataset split; valid: {list(SPLITS)}")
     with open_h5(dataset_path) as handle:
@@ -173,7 +174,7 @@ def load_split(dataset_path: str | os.PathLike, split: str) -> Split:
             captions = [c.decode() if isinstance(c, bytes) else str(c) for c in group["captions"]]
         class_names = decode_attr(handle.attrs.get("class_names", "json:[]"))
         return Split(
-            images=np.asarray(group["images"][()], dtype=np.float32),
+            images=np.asarray(group["images"][()] if images else [], dtype=np.float32),
             labels=np.asarray(group["labels"][()], dtype=np.int64),
             ids=np.asarray(group["ids"][()], dtype=np.int64),
             captions=captions,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from diffattr import store
+from diffattr import data, store
 from diffattr.counterfactual import (
     PAIRED_COLUMNS,
     RANDOM,
@@ -178,7 +178,7 @@ def remove_top_examples(
     so that larger means more support for the target).
     """
     method, target = settings.method, settings.target
-    train_ids = store.read_h5(dataset_path, "train/ids")
+    train_ids = data.load_split(dataset_path, "train", images=False).ids
     attrs: dict[str, Any] = {"kind": "counterfactual_removal", "method": method, "target": target}
     if method == RANDOM:
         scores = random_scores(len(train_ids), settings.random_seed, target)
@@ -397,7 +397,7 @@ def plot_counterfactual(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train_images = store.read_h5(dataset_path, "train/images")
+    train_images = data.load_split(dataset_path, "train").images
     gen_images = read_samples(samples_path).images
     regenerated, removed, l2 = {}, {}, {}
     for path in cases.regenerated:

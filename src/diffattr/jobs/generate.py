@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from diffattr import store
+from diffattr import data, store
 from diffattr.errors import ConfigError
+from diffattr.files import write_samples
 from diffattr.images import save_png
 from diffattr.progress import status
 from diffattr.settings import GenerationSettings, Runtime
@@ -59,15 +58,9 @@ def generate_samples(
         "sampler": "ddim",
         "batch_size": batch_size,  # on CPU the batch layout fixes the last bits (regeneration)
     }
-    arrays = {
-        "images": result["images"],
-        "seeds": seeds,
-        "ids": np.arange(num_samples, dtype=np.int64),
-    }
     if per_sample is not None:
-        arrays["prompts"] = np.array(per_sample, dtype=object)
         attrs["guidance_scale"] = guidance_scale
-    store.write_h5(out_path, arrays, attrs)
+    write_samples(out_path, result["images"], seeds, per_sample, attrs)
     shown = result["images"][: grid_columns * grid_columns]
     real = real_examples(dataset_path, len(shown)) if dataset_path is not None else None
     save_png(grid_path, sample_sheet(shown, real, grid_columns), scale=1)
@@ -76,14 +69,13 @@ def generate_samples(
 
 def class_captions(dataset_path: str) -> list[str]:
     """The caption of each class of the train split, in label order."""
-    with store.open_h5(dataset_path) as handle:
-        if "train/captions" not in handle:
-            raise ConfigError(
-                f"{dataset_path}: the train split has no captions to use as prompts; set "
-                "generation.prompts, or data.caption_template and rebuild the dataset"
-            )
-        labels = handle["train/labels"][()]
-        captions = [store.decode_text(c) for c in handle["train/captions"][()]]
+    train = data.load_split(dataset_path, "train", images=False)
+    if train.captions is None:
+        raise ConfigError(
+            f"{dataset_path}: the train split has no captions to use as prompts; set "
+            "generation.prompts, or data.caption_template and rebuild the dataset"
+        )
+    labels, captions = train.labels, train.captions
     by_label: dict[int, str] = {}
     for label, caption in zip(labels.tolist(), captions, strict=True):
         by_label.setdefault(int(label), caption)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from diffattr.ekfac import DiffusionLoss, SampleDataset, _train_inputs, fit_factors
+from diffattr.files import write_residuals
 from diffattr.queries import QueryRows
 from diffattr.residuals import das_weights, residual_profile
 from diffattr.settings import EkfacFactorSettings, ResidualSettings, Runtime
@@ -64,16 +65,7 @@ def compute_residuals(
         "S": int(S),
         "n_rows": len(ids),
     }
-    store.write_h5(
-        out_path,
-        {
-            "residuals": residuals.astype(np.float32),
-            "weights": das_weights(residuals),
-            "ids": np.asarray(ids, dtype=np.int64),
-            "timesteps": np.asarray(steps, dtype=np.int64),
-        },
-        attrs,
-    )
+    write_residuals(out_path, residuals, das_weights(residuals), ids, steps, attrs)
     status("residuals [%d x %d]", *residuals.shape)
 
 

@@ -102,8 +102,7 @@ class DAS(Method):
         return needs
 
     def score(self, job: ScoreJob) -> None:
-        from diffattr.residuals import read_weights
-        from diffattr.store import decode_attr, open_h5
+        from diffattr.files import FeatureFile, read_residual_weights
 
         check_timestep_norm(
             job.input("train") + job.input("test"), job.params.get("timestep_norm", False)
@@ -111,10 +110,9 @@ class DAS(Method):
         weights, extra = None, {}
         if job.params["residual_weight"]:
             path = job.one_input("residuals")
-            with open_h5(job.one_input("train")) as handle:
-                keys = [k for k in RESIDUAL_CHECK_KEYS if k in handle.attrs]
-                attrs = {k: decode_attr(handle.attrs[k]) for k in keys}
-                train_ids = handle["ids"][()]
-            weights = read_weights(path, train_ids, attrs)
+            with FeatureFile(job.one_input("train"), "train") as train:
+                attrs = {k: train.attrs[k] for k in RESIDUAL_CHECK_KEYS if k in train.attrs}
+                train_ids = train.ids()
+            weights = read_residual_weights(path, train_ids, attrs)
             extra = {"residuals": path, "residual_timesteps": job.params["residual_timesteps"]}
         write_kernel_scores(job, self, column_weights=weights, extra_attrs=extra)

@@ -65,11 +65,11 @@ def feature_fn(params: Mapping[str, Any]) -> str:
 def check_timestep_norm(paths: Sequence[str], expected: bool) -> None:
     """Refuse feature files whose ``timestep_norm`` is not the method's (missing = False)."""
     from diffattr.errors import FeatureMismatchError
-    from diffattr.store import decode_attr, open_h5
+    from diffattr.files import FeatureFile
 
     for path in paths:
-        with open_h5(path) as handle:
-            value = bool(decode_attr(handle.attrs.get("timestep_norm", False)))
+        with FeatureFile(path) as features:
+            value = bool(features.attrs.get("timestep_norm", False))
         if value != bool(expected):
             raise FeatureMismatchError(
                 f"{path}: features have timestep_norm={value}, the method needs {bool(expected)}"
