@@ -54,6 +54,7 @@ def test_the_docstring_documents_every_required_key():
         *files.REGENERATION_ATTRS,
         *files.MEASURED_ATTRS,
         *files.TARGETS_ATTRS,
+        *files.TRAJECTORY_ATTRS,
         *files.SCORE_DATASETS,
         "guidance_scale",
     ):
@@ -374,3 +375,18 @@ def test_samples_round_trip_and_prompts_need_their_guidance(tmp_path):
     conditional = {**attrs, "guidance_scale": 7.5}
     files.write_samples(tmp_path / "c.h5", images, np.arange(3), ["a", "b", "c"], conditional)
     assert files.read_samples(tmp_path / "c.h5", images=False).prompts == ["a", "b", "c"]
+
+
+def test_a_trajectory_round_trips_and_states_its_model(tmp_path):
+    attrs = {"split": "gen", "model_digest": "abc", "steps": 3, "eta": 0.0, "gen_seed": 1,
+             "max_image_difference": 0.0}  # fmt: skip
+    x0 = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 1, 2, 2)
+    files.write_trajectory(tmp_path / "t.h5", x0, np.array([900, 500, 0]), np.array([4, 5]),
+                           np.array([7, 8]), attrs)  # fmt: skip
+    trajectory = files.read_trajectory(tmp_path / "t.h5")
+    np.testing.assert_array_equal(trajectory.x0, x0)
+    assert trajectory.timesteps.tolist() == [900, 500, 0] and trajectory.ids.tolist() == [4, 5]
+    assert trajectory.attrs["model_digest"] == "abc"
+    with pytest.raises(CorruptFileError, match="model_digest"):
+        bad = {k: v for k, v in attrs.items() if k != "model_digest"}
+        files.write_trajectory(tmp_path / "u.h5", x0, np.arange(3), np.arange(2), np.arange(2), bad)

@@ -15,6 +15,7 @@ missing ``lds_sign`` is an error, never a default.
 | ``features/{ckpt}/{fn}/{noise}/K{K}/{split}.h5`` (:class:`FeatureFile`) | ``features`` [n, Z], ``ids`` | output_fn, K, timesteps, noise_seed, noise (scheme) and noise_batch_size/noise_shard_rows, proj_kind/seed/dim, model_digest, n_rows |
 | ``spectra/{method}/K{K}/{split}.h5`` | ``members/{m}/{eigenvalues,left,right,row_norms}``, ``train_ids``, ``test_ids`` | file_kind = spectra, form, normalize, num_members, lds_sign; method attrs and feature provenance (methods with a ridge λ; see :mod:`diffattr.spectral`) |
 | ``scores/{method}/K{K}/{split}.h5`` (:class:`ScoreFile`) | ``scores`` [L, n, N], ``lambdas``, ``train_ids``, ``test_ids`` | method, kind, K (0: no timesteps), lds_sign, params; provenance of the inputs; for ridge-λ methods only the held-out λ (``lambda_grid``, ``lambda_grid_index``, ``heldout_lambda``) (every λ: ``score_grids/``, with ``scoring.write_all_lambdas``) |
+| ``features/main/trajectory.h5`` (:class:`Trajectory`) | ``x0_trajectory`` [n, T, C, H, W], ``timesteps`` [T], ``ids``, ``seeds`` | split, model_digest, steps, eta, gen_seed, max_image_difference |
 | ``residuals/...h5`` (DAS; :func:`write_residuals`, :func:`read_residual_weights`) | ``residuals`` [n, S], ``weights`` [n], ``ids``, ``timesteps`` | model_digest, noise_seed, noise (scheme), timesteps, S, n_rows |
 | ``groundtruth/{pool}.h5`` (:class:`GroundTruth`) | ``masks`` [S, N], ``train_ids``, ``{split}/{measured,measured_by_seed,ids}`` ([S, n], [R, S, n], [n]) | pool, num_subsets, num_seeds, splits |
 | ``lds/{method}/K{K}/{split}.json`` | λ curves on both pools, held-out and oracle choice, bootstrap | |
@@ -703,6 +704,54 @@ def read_sample_image(path: str | os.PathLike, sample_id: int) -> np.ndarray:
         if rows.size != 1:
             raise FeatureMismatchError(f"{path}: gen sample {sample_id} is not a sample row")
         return handle["images"][int(rows[0])]
+
+
+# --------------------------------------------------------------------------- trajectories
+
+#: Attributes of a recorded sampling trajectory (Journey-TRAK).
+TRAJECTORY_ATTRS = ("split", "model_digest", "steps", "eta", "gen_seed", "max_image_difference")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The DDIM trajectory of the generated samples: ``x0`` [n, T, C, H, W] (the predicted x0
+    at each of the T sampling ``timesteps``), the samples' ``ids`` and ``seeds``, attrs."""
+
+    path: Path
+    x0: np.ndarray
+    timesteps: np.ndarray
+    ids: np.ndarray
+    seeds: np.ndarray
+    attrs: dict[str, Any]
+
+
+def write_trajectory(
+    path: str | os.PathLike,
+    x0: np.ndarray,
+    timesteps: np.ndarray,
+    ids: np.ndarray,
+    seeds: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> None:
+    """``features/main/trajectory.h5``; ``attrs`` must hold :data:`TRAJECTORY_ATTRS`."""
+    for key in TRAJECTORY_ATTRS:
+        required_attr(attrs, key, path, "trajectory to write")
+    arrays = {"x0_trajectory": x0, "timesteps": timesteps, "ids": ids, "seeds": seeds}
+    write_h5(path, arrays, attrs)
+
+
+def read_trajectory(path: str | os.PathLike) -> Trajectory:
+    path = Path(path)
+    with open_h5(path) as handle:
+        _require_datasets(path, handle, ["x0_trajectory", "timesteps", "ids"], "trajectory file")
+        return Trajectory(
+            path=path,
+            x0=handle["x0_trajectory"][()],
+            timesteps=handle["timesteps"][()].astype(np.int64),
+            ids=handle["ids"][()].astype(np.int64),
+            seeds=handle["seeds"][()] if "seeds" in handle else np.empty(0, np.int64),
+            attrs=_attrs(handle),
+        )
 
 
 # --------------------------------------------------------------------------- DAS residuals

@@ -10,7 +10,7 @@ import numpy as np
 from diffattr import noise as noise_lib
 from diffattr import store
 from diffattr.errors import ConfigError, FeatureMismatchError
-from diffattr.files import read_samples, write_features
+from diffattr.files import read_samples, read_trajectory, write_features, write_trajectory
 from diffattr.methods.journey import IMAGE_TOLERANCE, trajectory_gradients
 from diffattr.methods.similarity import clip_unavailable_reason
 from diffattr.progress import status
@@ -150,14 +150,12 @@ def record_trajectory(
             f"{difference:.3g} (> {IMAGE_TOLERANCE}); the trajectory would not be the one that "
             "produced the samples. Regenerate the samples (rule generate_samples)."
         )
-    store.write_h5(
+    write_trajectory(
         out_path,
-        {
-            "x0_trajectory": result["x0_trajectory"],
-            "timesteps": result["trajectory_timesteps"],
-            "ids": ids,
-            "seeds": seeds,
-        },
+        result["x0_trajectory"],
+        result["trajectory_timesteps"],
+        ids,
+        seeds,
         {
             "split": "gen",
             "model_digest": digest,
@@ -188,15 +186,11 @@ def extract_trajectory_features(
 
     output_fn, noise_seed = settings.output_fn, settings.noise_seed
     digest = store.digest_directory(model_dir)
-    with store.open_h5(trajectory_path) as handle:
-        store.require_attrs(
-            {k: store.decode_attr(v) for k, v in handle.attrs.items()},
-            {"model_digest": digest},
-            f"{trajectory_path} vs model {model_dir}",
-        )
-        trajectory = handle["x0_trajectory"][()]
-        timesteps = handle["timesteps"][()].astype(np.int64)
-        ids = handle["ids"][()].astype(np.int64)
+    recorded = read_trajectory(trajectory_path)
+    store.require_attrs(
+        recorded.attrs, {"model_digest": digest}, f"{trajectory_path} vs model {model_dir}"
+    )
+    trajectory, timesteps, ids = recorded.x0, recorded.timesteps, recorded.ids
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     cond = None
     if model.conditional:
