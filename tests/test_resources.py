@@ -139,3 +139,31 @@ def test_unknown_names_are_refused(cifar2):
         work.training_rows(cifar2, "retrain")
     with pytest.raises(ValueError, match="valid: train, val, gen"):
         work.query_count(cifar2, "test")
+
+
+def test_feature_requests_follow_the_projection_that_runs(cifar2):
+    res = cifar2["resources"]
+    rows, K = 1000, 100
+    gradient = rows * K * res["gradient_seconds"]
+
+    def minutes(seconds):
+        return max(res["min_runtime"], math.ceil(res["safety"] * seconds / 60))
+
+    dense = changed(cifar2, "features", projection="dense")
+    structured = changed(cifar2, "features", projection="structured")
+    assert work.features_runtime(dense, rows, K) == minutes(
+        gradient + rows * res["projection_seconds"]
+    )
+    assert work.features_runtime(structured, rows, K) == minutes(
+        work.STRUCTURED_OVERHEAD * gradient
+    )
+    # auto is resolved only when the job counts the model's parameters: the larger request
+    auto = work.features_runtime(cifar2, rows, K)
+    assert auto == max(
+        work.features_runtime(dense, rows, K), work.features_runtime(structured, rows, K)
+    )
+    # the structured cost has no per-row projection term: it vanishes with the timesteps
+    no_projection = changed(structured, "resources", projection_seconds=1e6)
+    assert work.features_runtime(no_projection, rows, K) == work.features_runtime(
+        structured, rows, K
+    )

@@ -70,11 +70,38 @@ def generation_runtime(config: Mapping[str, Any], samples: int) -> int:
     return _minutes(config, samples * steps * config["resources"]["forward_seconds"])
 
 
-def features_runtime(config: Mapping[str, Any], rows: int, timesteps: int) -> int:
-    """``rows`` per-sample gradients at ``timesteps`` timesteps each, then one projection."""
+#: Cost of one (sample, timestep) of the structured projection's features relative to one
+#: plain batched forward and backward pass of the same model (``gradient_seconds``): measured
+#: 0.65-1.54 at the CIFAR-2 UNet's size, Z = 32768, on a CPU (``make bench``,
+#: ``paper_features_vs_plain``; benchmarks/README.md), so the request takes the upper end.
+STRUCTURED_OVERHEAD = 1.6
+
+
+def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> dict[str, float]:
+    """Seconds of ``rows`` samples' features at ``timesteps`` timesteps, per projection:
+
+    * ``dense`` / ``dense_counter``: a per-sample gradient at each timestep
+      (``gradient_seconds``) and one projection of the mean gradient per row
+      (``projection_seconds``);
+    * ``structured``: the layers' inputs and output gradients projected at each timestep, no
+      per-sample gradient and no [P, Z] matrix: :data:`STRUCTURED_OVERHEAD` ×
+      ``gradient_seconds`` per (sample, timestep).
+    """
     res = config["resources"]
-    seconds = rows * (timesteps * res["gradient_seconds"] + res["projection_seconds"])
-    return _minutes(config, seconds)
+    gradient = rows * timesteps * res["gradient_seconds"]
+    dense = gradient + rows * res["projection_seconds"]
+    return {"dense": dense, "dense_counter": dense, "structured": STRUCTURED_OVERHEAD * gradient}
+
+
+def features_runtime(config: Mapping[str, Any], rows: int, timesteps: int) -> int:
+    """The runtime request of a feature job: :func:`features_seconds` of the configured
+    ``features.projection``. ``auto`` becomes dense or structured only when the job has built
+    the model and counted its parameters, so it requests the larger of the two."""
+    seconds = features_seconds(config, rows, timesteps)
+    projection = config["features"].get("projection", "auto")
+    if projection == "auto":
+        return _minutes(config, max(seconds["dense"], seconds["structured"]))
+    return _minutes(config, seconds[projection])
 
 
 def train_shard_rows(config: Mapping[str, Any]) -> int:
