@@ -35,7 +35,33 @@ def test_a_unet_job_imports_neither_peft_nor_the_pipelines():
         import diffattr.features, diffattr.measure, diffattr.models, diffattr.sampling
         import diffattr.training
         heavy = ["peft", "scipy.stats", "torch._dynamo", "diffusers.pipelines.pipeline_utils",
-                 "diffusers.models.transformers.transformer_flux", "diffusers.hooks"]
+                 "diffusers.models.transformers.transformer_flux",
+                 "diffusers.hooks.layerwise_casting"]
+        print([name for name in heavy if sys.modules.get(name) is not None])
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_building_moving_saving_and_loading_a_unet_stays_lean(tmp_path):
+    """diffusers' ModelMixin.to and save_pretrained import diffusers.hooks, whose __init__ pulls
+    in peft and torch._dynamo (about 4 s per job), and a scheduler's from_config every
+    'compatible' scheduler (scipy.stats): a UNet job's model round trip must not."""
+    out = _run(
+        f"""
+        import sys, torch
+        from diffattr.models import build_model, load_diffusion_model
+        model = build_model({{"kind": "unet", "unet": {{"sample_size": 8, "in_channels": 1,
+            "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
+            "norm_num_groups": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}}}}, {{}}, torch.device("cpu"))
+        model.to("cpu").save({str(tmp_path / "m")!r})
+        loaded = load_diffusion_model({str(tmp_path / "m")!r}, "cpu")
+        loaded.denoiser(torch.zeros(1, 1, 8, 8), torch.tensor([3]))
+        from diffattr.sampling import ddim_scheduler
+        ddim_scheduler(loaded.scheduler).set_timesteps(5)
+        heavy = ["peft", "torch._dynamo", "diffusers.hooks.layerwise_casting",
+                 "diffusers.hooks.first_block_cache", "scipy.stats"]
         print([name for name in heavy if sys.modules.get(name) is not None])
         """
     )
@@ -84,3 +110,28 @@ def test_saved_layout_is_the_pipelines_own(tmp_path, tiny_unet_config):
     assert {k: v for k, v in loaded.items() if not k.startswith("_")} == {
         k: v for k, v in unet.config.items() if not k.startswith("_")
     }
+
+
+def test_lean_schedulers_equal_diffusers_own(tmp_path):
+    """load_scheduler / ddim_scheduler build what from_pretrained / from_config build."""
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from diffattr.models import load_scheduler
+    from diffattr.sampling import ddim_scheduler
+
+    build_scheduler({**SCHEDULER, "beta_schedule": "squaredcos_cap_v2"}).save_pretrained(tmp_path)
+    theirs, ours = DDPMScheduler.from_pretrained(tmp_path), load_scheduler(tmp_path)
+
+    def public(scheduler):
+        return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+
+    assert public(ours) == public(theirs)
+    assert torch.equal(ours.alphas_cumprod, theirs.alphas_cumprod)
+    for train in (theirs, ours):
+        reference, lean = DDIMScheduler.from_config(train.config), ddim_scheduler(train)
+        reference.set_timesteps(7)
+        lean.set_timesteps(7)
+        assert torch.equal(reference.timesteps, lean.timesteps)
+        assert torch.equal(reference.alphas_cumprod, lean.alphas_cumprod)
+        assert {k: v for k, v in public(reference).items() if k in public(lean)} == public(lean)

@@ -354,9 +354,8 @@ def load_checkpoint(model: str | os.PathLike, device: str = "auto") -> tuple[Any
     training noise schedule: ``num_train_timesteps``, β schedule), whatever sampler class the
     folder names.
     """
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from diffattr.models import model_kind, resolve_device
+    from diffattr.diffusers_imports import UNet2DModel
+    from diffattr.models import load_scheduler, model_kind, move_module, resolve_device
 
     folder = checkpoint_folder(model)
     if model_kind(folder) != "unet":
@@ -380,8 +379,8 @@ def load_checkpoint(model: str | os.PathLike, device: str = "auto") -> tuple[Any
             )
     torch_device = resolve_device(device)
     try:
-        unet = UNet2DModel.from_pretrained(folder / "unet").to(torch_device).eval()
-        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        unet = move_module(UNet2DModel.from_pretrained(folder / "unet"), torch_device).eval()
+        scheduler = load_scheduler(folder / "scheduler")
     except (OSError, ValueError, RuntimeError) as error:  # bad JSON, truncated safetensors
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CorruptFileError(

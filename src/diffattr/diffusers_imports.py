@@ -25,7 +25,7 @@ import sys
 import types
 
 # Package __init__ files that import much more than a UNet2DModel needs.
-DEFERRED_PACKAGES = ("diffusers.models.unets", "diffusers.models.transformers")
+DEFERRED_PACKAGES = ("diffusers.models.unets", "diffusers.models.transformers", "diffusers.hooks")
 
 
 def defer_package_init(name: str) -> None:

@@ -85,6 +85,26 @@ def build_scheduler(scheduler_config: dict[str, Any]) -> DDPMScheduler:
     return DDPMScheduler(**scheduler_config)
 
 
+def load_scheduler(folder: str | os.PathLike) -> DDPMScheduler:
+    """``DDPMScheduler.from_pretrained(folder)`` without importing every scheduler diffusers
+    calls compatible with it (``from_config`` does, to drop their keys from the config; one of
+    them imports ``scipy.stats``). A saved DDPM config whose keys the constructor takes is
+    built directly (the same schedule; only the private ``_class_name`` / ``_diffusers_version``
+    entries are not copied into ``.config``); any other goes through ``from_pretrained``."""
+    import inspect
+
+    folder = Path(folder)
+    try:
+        saved = json.loads((folder / "scheduler_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return DDPMScheduler.from_pretrained(folder)  # its own, clearer, errors
+    public = {k: v for k, v in saved.items() if not k.startswith("_")}
+    accepted = set(inspect.signature(DDPMScheduler.__init__).parameters) - {"self"}
+    if saved.get("_class_name", "DDPMScheduler") != "DDPMScheduler" or not set(public) <= accepted:
+        return DDPMScheduler.from_pretrained(folder)
+    return DDPMScheduler(**public)
+
+
 def save_model(
     model: UNet2DModel,
     scheduler: DDPMScheduler,
@@ -183,6 +203,17 @@ def precision_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
 # --------------------------------------------------------------------------- the handle
 
 
+def move_module(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """``module`` on ``device``, through ``torch.nn.Module.to`` itself.
+
+    diffusers' ``ModelMixin.to`` adds two checks (bitsandbytes quantisation, group offloading)
+    that a UNet of this project never needs, and its first call imports ``diffusers.hooks``:
+    peft, transformers and ``torch._dynamo``, about 4 s of CPU in every job that builds or
+    loads a model (``python benchmarks/run.py --only startup``). Moving the tensors is the same
+    either way."""
+    return torch.nn.Module.to(module, device)
+
+
 class DiffusionModel:
     """A UNet2DModel on pixels: the ``unet`` kind, and the interface of every kind.
 
@@ -202,7 +233,7 @@ class DiffusionModel:
         return next(self.denoiser.parameters()).device
 
     def to(self, device: str | torch.device) -> DiffusionModel:
-        self.denoiser.to(device)
+        move_module(self.denoiser, device)
         return self
 
     @property
@@ -554,7 +585,7 @@ def build_model(
     if kind == "unet":
         if "unet" not in model_cfg:
             raise ConfigError("model.kind 'unet' needs a model.unet block (UNet2DModel keywords)")
-        unet = build_unet(model_cfg["unet"], dropout).to(device)
+        unet = move_module(build_unet(model_cfg["unet"], dropout), device)
         return DiffusionModel(unet, build_scheduler(scheduler_cfg))
     if kind == "sd_lora":
         base = model_cfg.get("base", DEFAULT_BASE)
@@ -591,8 +622,8 @@ def load_diffusion_model(
             f"{MODEL_FILE}, inside)"
         )
     try:
-        model = UNet2DModel.from_pretrained(path / "unet").to(device)
-        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+        model = move_module(UNet2DModel.from_pretrained(path / "unet"), device)
+        scheduler = load_scheduler(path / "scheduler")
     except (OSError, ValueError, RuntimeError) as error:  # bad JSON, truncated safetensors
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CorruptFileError(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,6 +55,21 @@ def sample_seeds(num_samples: int, gen_seed: int) -> np.ndarray:
     return gen_seed * 1000 + np.arange(num_samples, dtype=np.int64)
 
 
+def ddim_scheduler(train_scheduler: Any) -> DDIMScheduler:
+    """``DDIMScheduler.from_config(train_scheduler.config)``, built from the keys DDIM takes.
+
+    ``from_config`` first imports every scheduler diffusers lists as compatible, to drop their
+    keys (one imports ``scipy.stats``); the schedule is the same either way. As there, keys the
+    training scheduler took as defaults (``_use_default_values``) take DDIM's defaults."""
+    import inspect
+
+    accepted = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
+    config = train_scheduler.config
+    defaults = set(config.get("_use_default_values", []))
+    kwargs = {k: v for k, v in config.items() if k in accepted and k not in defaults}
+    return DDIMScheduler(**kwargs)
+
+
 def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
     """Starting noise for each seed, drawn from its own CPU generator."""
     return torch.stack(
@@ -79,7 +94,7 @@ def ddim_sample(
     """
     steps, eta, batch_size = ddim.steps, ddim.eta, ddim.batch_size
     device = next(model.parameters()).device
-    scheduler = DDIMScheduler.from_config(train_scheduler.config)
+    scheduler = ddim_scheduler(train_scheduler)
     scheduler.set_timesteps(steps)
     config = model.config
     shape = (config.in_channels, config.sample_size, config.sample_size)
@@ -173,7 +188,7 @@ def _guided_ddim_sample(
     steps, batch_size = ddim.steps, ddim.batch_size
     eta, guidance_scale = ddim.eta, ddim.guidance_scale
     device = model.device
-    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler = ddim_scheduler(model.scheduler)
     scheduler.set_timesteps(steps)
     guided = guidance_scale != 1.0
     empty = model.condition([""])
