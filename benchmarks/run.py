@@ -1052,6 +1052,29 @@ STARTUP_BASELINE = STARTUP_JOBS + ", torch; " \
     "diffattr.features"  # fmt: skip
 
 
+# A job's first steps after its imports: build the demo UNet, move it, save the model, load it
+# again and derive the sampler's DDIM schedule: through the pipeline's helpers (ours), and
+# through diffusers' own calls (baseline: ModelMixin.to, save_pretrained, from_pretrained,
+# from_config), which import diffusers.hooks (peft, torch._dynamo) and every scheduler.
+ROUND_TRIP_UNET = (
+    '{"sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": [32, 64], '
+    '"layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], '
+    '"up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}'
+)
+STARTUP_ROUND_TRIP_OURS = STARTUP_OURS + "; import json, tempfile, torch; " \
+    "from diffattr.models import build_model, load_diffusion_model; " \
+    "from diffattr.sampling import ddim_scheduler; d = tempfile.mkdtemp(); " \
+    f"m = build_model({{'kind': 'unet', 'unet': json.loads('{ROUND_TRIP_UNET}')}}, {{}}, " \
+    "torch.device('cpu')); m.save(d + '/m'); " \
+    "ddim_scheduler(load_diffusion_model(d + '/m', 'cpu').scheduler)"  # fmt: skip
+STARTUP_ROUND_TRIP_BASELINE = STARTUP_BASELINE + "; import json, tempfile, torch; " \
+    "d = tempfile.mkdtemp(); " \
+    f"u = UNet2DModel(**json.loads('{ROUND_TRIP_UNET}')).to('cpu'); " \
+    "DDPMPipeline(unet=u, scheduler=DDPMScheduler()).save_pretrained(d); " \
+    "UNet2DModel.from_pretrained(d + '/unet').to('cpu'); " \
+    "DDIMScheduler.from_config(DDPMScheduler.from_pretrained(d + '/scheduler').config)"  # fmt: skip
+
+
 def import_cpu_seconds(code: str) -> float:
     """CPU seconds (user + system) of a fresh interpreter that runs ``code``."""
     env = {**thread_env(1), "PYTHONPATH": str(ROOT / "src")}
@@ -1068,6 +1091,8 @@ def bench_startup(settings: Settings) -> list[Comparison]:
     repeats = 1 if settings.quick else 3
     ours = min(import_cpu_seconds(STARTUP_OURS) for _ in range(repeats))
     baseline = min(import_cpu_seconds(STARTUP_BASELINE) for _ in range(repeats))
+    trip_ours = min(import_cpu_seconds(STARTUP_ROUND_TRIP_OURS) for _ in range(repeats))
+    trip_baseline = min(import_cpu_seconds(STARTUP_ROUND_TRIP_BASELINE) for _ in range(repeats))
     return [
         Comparison(
             "job_startup",
@@ -1075,7 +1100,18 @@ def bench_startup(settings: Settings) -> list[Comparison]:
             baseline,
             "s CPU",
             details={"ours": STARTUP_OURS, "baseline": STARTUP_BASELINE, "repeats": repeats},
-        )
+        ),
+        Comparison(
+            "job_startup_model_round_trip",
+            trip_ours,
+            trip_baseline,
+            "s CPU",
+            details={
+                "ours": STARTUP_ROUND_TRIP_OURS,
+                "baseline": STARTUP_ROUND_TRIP_BASELINE,
+                "repeats": repeats,
+            },
+        ),
     ]
 
 
