@@ -10,6 +10,6 @@ with job_logging(snakemake.log[0], snakemake.threads):
         list(snakemake.input.subsets),
         p.measured_by_seed,
         snakemake.output.groundtruth,
-        p.pool,
-        p.splits,
+        pool=p.pool,
+        splits=p.splits,
     )

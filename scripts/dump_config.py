@@ -4,4 +4,4 @@ from diffattr.jobs.common import job_logging
 from diffattr.jobs.report import dump_config
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    dump_config(snakemake.params.config, snakemake.output.page)
+    dump_config(snakemake.output.page, config=snakemake.params.config)

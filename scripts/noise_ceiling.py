@@ -4,4 +4,6 @@ from diffattr.jobs.common import job_logging
 from diffattr.jobs.lds import noise_ceiling
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    noise_ceiling(snakemake.input.groundtruth, snakemake.output.ceiling, snakemake.params.splits)
+    noise_ceiling(
+        snakemake.input.groundtruth, snakemake.output.ceiling, splits=snakemake.params.splits
+    )

@@ -6,7 +6,7 @@ from diffattr.jobs.report import plot_lds
 with job_logging(snakemake.log[0], snakemake.threads):
     plot_lds(
         list(snakemake.input.lds),
-        snakemake.params.labels,
         snakemake.output.bars,
         snakemake.output.curves,
+        labels=snakemake.params.labels,
     )

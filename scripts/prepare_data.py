@@ -4,4 +4,4 @@ from diffattr.jobs.common import job_logging
 from diffattr.jobs.data import prepare_data
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    prepare_data(snakemake.params.data, snakemake.output.dataset)
+    prepare_data(snakemake.output.dataset, data_cfg=snakemake.params.data)

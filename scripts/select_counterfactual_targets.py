@@ -8,7 +8,7 @@ with job_logging(snakemake.log[0], snakemake.threads):
     select_counterfactual_targets(
         snakemake.input.samples,
         snakemake.output.targets,
-        p.num_targets,
-        p.target_seed,
+        num_targets=p.num_targets,
+        target_seed=p.target_seed,
         planned=p.planned,
     )

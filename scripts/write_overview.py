@@ -13,5 +13,9 @@ if len(i.counterfactual):
     figures["counterfactual-grid"] = i.counterfactual[0]
 with job_logging(snakemake.log[0], snakemake.threads):
     write_overview(
-        i.summary, figures, snakemake.output.page, snakemake.params.experiment, i.findings
+        i.summary,
+        figures,
+        snakemake.output.page,
+        experiment=snakemake.params.experiment,
+        findings_path=i.findings,
     )

@@ -336,10 +336,14 @@ def test_one_ground_truth_holds_one_measured_output(tmp_path):
         measured.append(str(tmp_path / f"m{k}.h5"))
         _measured(measured[-1], np.ones((1, 3), np.float32), np.arange(3), output_fn=fn)
     with pytest.raises(FeatureMismatchError, match="square_norm") as error:
-        collect_groundtruth(dataset, subsets, [measured], str(tmp_path / "gt.h5"), "p", ["val"])
+        collect_groundtruth(
+            dataset, subsets, [measured], str(tmp_path / "gt.h5"), pool="p", splits=["val"]
+        )
     assert measured[1] in str(error.value) and not (tmp_path / "gt.h5").exists()
     _measured(measured[1], np.ones((1, 3), np.float32), np.arange(3))  # both measure the loss
-    collect_groundtruth(dataset, subsets, [measured], str(tmp_path / "gt.h5"), "p", ["val"])
+    collect_groundtruth(
+        dataset, subsets, [measured], str(tmp_path / "gt.h5"), pool="p", splits=["val"]
+    )
     truth = files.read_groundtruth(tmp_path / "gt.h5", "val")
     assert truth.masks.tolist() == [[1, 0, 1, 0], [0, 1, 0, 1]]
     assert files.groundtruth_splits(tmp_path / "gt.h5") == ["val"]

@@ -62,7 +62,7 @@ def _png_size(path) -> tuple[int, int]:
 
 def test_lds_figures(lds_files, tmp_path):
     paths, labels = lds_files
-    report_jobs.plot_lds(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
+    report_jobs.plot_lds(paths, tmp_path / "lds.png", tmp_path / "curves.png", labels=labels)
     assert _png_size(tmp_path / "lds.png")[0] > 300
     assert _png_size(tmp_path / "curves.png")[0] > 300
     records = report.load_lds_records(paths, labels)
@@ -155,8 +155,9 @@ def test_runtime_table(tmp_path):
 
 
 def test_config_page_escapes_and_overview(tmp_path, lds_files):
-    report_jobs.dump_config({"experiment": "x<y>", "data": {"source": "digits"}},
-                      str(tmp_path / "c.html"))  # fmt: skip
+    report_jobs.dump_config(
+        str(tmp_path / "c.html"), config={"experiment": "x<y>", "data": {"source": "digits"}}
+    )
     page = (tmp_path / "c.html").read_text()
     assert "x&lt;y&gt;" in page and "source: digits" in page
     summary = tmp_path / "summary.csv"
@@ -168,9 +169,13 @@ def test_config_page_escapes_and_overview(tmp_path, lds_files):
         writer.writerow({"method": "dtrak", "split": "val", "K": 4, "lambda_choice": "oracle",
                          "lambda": 1, "lds": 20.0})  # fmt: skip
     paths, labels = lds_files
-    report_jobs.plot_lds(paths, labels, tmp_path / "lds.png", tmp_path / "curves.png")
-    report_jobs.write_overview(str(summary), {"lds-chart": str(tmp_path / "lds.png")},
-                        str(tmp_path / "o.html"), "demo")  # fmt: skip
+    report_jobs.plot_lds(paths, tmp_path / "lds.png", tmp_path / "curves.png", labels=labels)
+    report_jobs.write_overview(
+        str(summary),
+        {"lds-chart": str(tmp_path / "lds.png")},
+        str(tmp_path / "o.html"),
+        experiment="demo",
+    )
     fragment = (tmp_path / "o.html").read_text()
     assert "id='lds-chart'" in fragment and "data:image/png;base64," in fragment
     assert "<td>heldout</td>" not in fragment and "<td>15.0</td>" in fragment

@@ -87,8 +87,13 @@ def _synthetic_front_page(folder: Path) -> tuple[Path, Path]:
     ]
     report.plot_attribution_grid(rows, digits, grid, title="dtrak, K = 10, val queries")
     overview = folder / "overview.html"
-    write_overview(str(summary), {"samples": str(sheet)}, str(overview), "demo",
-                        str(findings))  # fmt: skip
+    write_overview(
+        str(summary),
+        {"samples": str(sheet)},
+        str(overview),
+        experiment="demo",
+        findings_path=str(findings),
+    )
     return overview, grid
 
 

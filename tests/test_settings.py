@@ -350,6 +350,13 @@ def _jobs():
     )
 
     return {
+        data.prepare_data: 1,
+        lds.collect_groundtruth: 4,
+        lds.noise_ceiling: 2,
+        counterfactual.select_counterfactual_targets: 2,
+        report.plot_lds: 3,
+        report.write_overview: 3,
+        report.dump_config: 1,
         scores.score_method: 2,
         scores.select_scores: 3,
         scores.score_grid: 2,

@@ -88,6 +88,7 @@ class CollectedFiles:
 def select_counterfactual_targets(
     samples_path: str,
     out_path: str,
+    *,
     num_targets: int,
     target_seed: int,
     planned: Sequence[int] | None = None,

@@ -9,7 +9,7 @@ from diffattr.progress import status
 from diffattr.settings import SubsetSettings
 
 
-def prepare_data(data_cfg: dict[str, Any], out_path: str) -> None:
+def prepare_data(out_path: str, *, data_cfg: dict[str, Any]) -> None:
     data.prepare_dataset(data_cfg, out_path)
     attrs = store.read_attrs(out_path)
     status("%s train rows, %s val rows", attrs.get("n_train"), attrs.get("n_val"))

@@ -20,6 +20,7 @@ def collect_groundtruth(
     subset_paths: Sequence[str],
     measured_paths: Sequence[Sequence[str]],
     out_path: str,
+    *,
     pool: str,
     splits: Sequence[str],
 ) -> None:
@@ -189,7 +190,7 @@ def heldout_lambda_index(score: Any, heldout: GroundTruth, where: str) -> tuple[
     return index, curve
 
 
-def noise_ceiling(groundtruth_path: str, out_path: str, splits: Sequence[str]) -> None:
+def noise_ceiling(groundtruth_path: str, out_path: str, *, splits: Sequence[str]) -> None:
     """Seed-to-seed agreement of the measured outputs, per split (needs >= 2 training seeds)."""
     record: dict[str, Any] = {}
     for split in splits:

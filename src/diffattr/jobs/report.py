@@ -34,10 +34,13 @@ from diffattr.tables import html_table
 
 def plot_lds(
     lds_paths: Sequence[str],
-    labels: Sequence[Mapping[str, Any]],
     bars_path: str,
     curves_path: str,
+    *,
+    labels: Sequence[Mapping[str, Any]],
 ) -> None:
+    """The LDS bars and λ curves of the records ``lds_paths`` (``labels``: each record's
+    method, K and split, parallel to the paths)."""
     records = load_lds_records(lds_paths, labels)
     plot_lds_bars(records, bars_path)
     plot_lambda_curves(records, curves_path)
@@ -101,7 +104,7 @@ def tabulate_runtimes(benchmark_dir: str, out_path: str) -> list[dict[str, Any]]
     return table
 
 
-def dump_config(config: Mapping[str, Any], out_path: str) -> None:
+def dump_config(out_path: str, *, config: Mapping[str, Any]) -> None:
     store.write_text(out_path, config_html(config))
 
 
@@ -109,6 +112,7 @@ def write_overview(
     summary_csv: str,
     figures: Mapping[str, str],
     out_path: str,
+    *,
     experiment: str,
     findings_path: str | None = None,
 ) -> None:
