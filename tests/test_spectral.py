@@ -208,7 +208,12 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     assert stored.lambdas.tolist() == [choice["lambda"]]
     assert stored.attrs["heldout_lambda"] == choice["lambda"]
     assert stored.attrs["lambda_grid"] == LAMBDAS
-    store.write_h5(tmp_path / "dataset.h5", {"train/ids": np.arange(n_train)}, {})
+    train_split = {
+        "train/ids": np.arange(n_train),
+        "train/labels": np.zeros(n_train, dtype=np.int64),
+        "train/images": np.zeros((n_train, 1, 2, 2), dtype=np.float32),
+    }
+    store.write_h5(tmp_path / "dataset.h5", train_split, {})
     for scores_path, name in ((selected, "ours.h5"), (full, "reference.h5")):
         remove_top_examples(
             str(tmp_path / "dataset.h5"), str(tmp_path / name),
