@@ -228,7 +228,51 @@ def _with_noise_geometry(cls: Any, params: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeatureSettings(ProjectionSettings):
+class FeatureNoiseSettings(_FromParams):
+    """The features' noise: ``noise_seed`` and the scheme ``noise``, whose ``reference``
+    geometry comes as the param ``noise_geometry``. Part of :class:`FeatureSettings`, and the
+    settings of the jobs that run the model outside ``extract_features`` with the features'
+    noise (DAS's residuals, the EK-FAC factors and scores)."""
+
+    noise_seed: int = _default("features.noise_seed")
+    noise: str = _default("features.noise")
+    noise_batch_size: int = _default("features.reference_noise.batch_size")
+    noise_shard_rows: int = _default("features.reference_noise.shard_rows")
+
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"noise_batch_size", "noise_shard_rows"})
+
+    def __post_init__(self) -> None:
+        _check_feature_noise(self)
+
+    @classmethod
+    def from_params(cls, params: Any) -> Any:
+        return cls(**_with_noise_geometry(cls, params))
+
+    @classmethod
+    def _needed(cls) -> list[str]:
+        return [*super()._needed(), "noise_geometry"]
+
+    def noise_keys(self, ids: Any, split: str = "train") -> Any:
+        """One uint64 noise key per row of a whole split (rows ``ids`` at positions 0..n-1, in
+        order; :func:`diffattr.noise.feature_noise_keys`)."""
+        import numpy as np
+
+        from diffattr.noise import feature_noise_keys
+
+        positions = np.arange(len(ids))
+        return feature_noise_keys(
+            self.noise, split, ids, positions, self.noise_batch_size, self.noise_shard_rows
+        )
+
+    def noise_attrs(self) -> dict[str, Any]:
+        """The scheme's provenance attributes (:func:`diffattr.noise.feature_noise_attrs`)."""
+        from diffattr.noise import feature_noise_attrs
+
+        return feature_noise_attrs(self.noise, self.noise_batch_size, self.noise_shard_rows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSettings(ProjectionSettings, FeatureNoiseSettings):
     """What a gradient-feature file is (rules ``extract_query_features`` /
     ``extract_train_features``): every value but the rows, the model and the runtime.
 
@@ -240,13 +284,6 @@ class FeatureSettings(ProjectionSettings):
     output_fn: str
     K: int
     t_strategy: str = _default("features.t_strategy")
-    noise_seed: int = _default("features.noise_seed")
-    noise: str = _default("features.noise")
-    noise_batch_size: int = _default("features.reference_noise.batch_size")
-    noise_shard_rows: int = _default("features.reference_noise.shard_rows")
-
-    #: the reference geometry comes as one param, ``noise_geometry``
-    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"noise_batch_size", "noise_shard_rows"})
 
     def __post_init__(self) -> None:
         from diffattr.features import TIMESTEP_STRATEGIES
@@ -256,14 +293,6 @@ class FeatureSettings(ProjectionSettings):
         _check_int(self, "K", 1)
         _check_choice(self, "t_strategy", TIMESTEP_STRATEGIES)
         _check_feature_noise(self)
-
-    @classmethod
-    def from_params(cls, params: Any) -> FeatureSettings:
-        return cls(**_with_noise_geometry(cls, params))
-
-    @classmethod
-    def _needed(cls) -> list[str]:
-        return [*super()._needed(), "noise_geometry"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -538,50 +567,6 @@ class TrainingRecipe:
 
 
 # --------------------------------------------------------------------------- model passes
-
-
-@dataclass(frozen=True, kw_only=True)
-class FeatureNoiseSettings(_FromParams):
-    """The features' noise in a job that runs the model outside ``extract_features`` (DAS's
-    residuals, the EK-FAC factors and scores): ``noise_seed`` and the scheme ``noise``, whose
-    ``reference`` geometry comes as the param ``noise_geometry`` (as for
-    :class:`FeatureSettings`), so that the pass sees the noise of the features."""
-
-    noise_seed: int = _default("features.noise_seed")
-    noise: str = _default("features.noise")
-    noise_batch_size: int = _default("features.reference_noise.batch_size")
-    noise_shard_rows: int = _default("features.reference_noise.shard_rows")
-
-    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"noise_batch_size", "noise_shard_rows"})
-
-    def __post_init__(self) -> None:
-        _check_feature_noise(self)
-
-    @classmethod
-    def from_params(cls, params: Any) -> Any:
-        return cls(**_with_noise_geometry(cls, params))
-
-    @classmethod
-    def _needed(cls) -> list[str]:
-        return [*super()._needed(), "noise_geometry"]
-
-    def noise_keys(self, ids: Any, split: str = "train") -> Any:
-        """One uint64 noise key per row of a whole split (rows ``ids`` at positions 0..n-1, in
-        order; :func:`diffattr.noise.feature_noise_keys`)."""
-        import numpy as np
-
-        from diffattr.noise import feature_noise_keys
-
-        positions = np.arange(len(ids))
-        return feature_noise_keys(
-            self.noise, split, ids, positions, self.noise_batch_size, self.noise_shard_rows
-        )
-
-    def noise_attrs(self) -> dict[str, Any]:
-        """The scheme's provenance attributes (:func:`diffattr.noise.feature_noise_attrs`)."""
-        from diffattr.noise import feature_noise_attrs
-
-        return feature_noise_attrs(self.noise, self.noise_batch_size, self.noise_shard_rows)
 
 
 @dataclass(frozen=True, kw_only=True)
