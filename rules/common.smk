@@ -28,7 +28,7 @@ GPU = 0 if config["device"] == "cpu" else 1
 # Implementation version of each expensive step. Bump one in the commit that changes the step's
 # algorithm (in scripts/ or src/): its jobs and their dependents rerun (params trigger), nothing
 # else. A checkout that only changes file times reruns nothing under the slurm profile.
-IMPL_VERSION = {"training": 1, "generation": 1, "measurement": 1, "features": 2}
+IMPL_VERSION = {"training": 1, "generation": 1, "measurement": 1, "features": 3}
 # Software of every job under `--sdm conda` (ignored otherwise: jobs use the running Python).
 CONDA_ENV = "../envs/cpu.yaml" if config["device"] == "cpu" else "../envs/cuda.yaml"
 

@@ -134,6 +134,7 @@ rule record_trajectory:
 rule extract_trajectory_features:
     input:
         model=rules.train_main.output.model,
+        dataset=rules.prepare_data.output.dataset,
         samples=rules.generate_samples.output.samples,
         trajectory=rules.record_trajectory.output.trajectory,
     output:

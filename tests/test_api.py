@@ -189,3 +189,31 @@ def test_bad_lambdas_columns_and_the_old_keywords_are_refused(pipeline):
     assert ImageColumns(image="img").image == "img"
     with pytest.raises(TypeError, match="unexpected keyword argument 'K'"):
         Attributor(pipeline, np.zeros((2, 8, 8), np.uint8), K=4)  # type: ignore[call-arg]
+
+
+def test_structured_projection_is_calibrated_on_the_first_training_images(
+    pipeline, digits, monkeypatch
+):
+    """Where the dense matrix would not fit, ``auto`` takes the structured projection with the
+    default ``energy`` split, calibrated on the first 16 training images (content-id noise)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from diffattr import projection
+    from diffattr.calibration import calibration_energies
+    from diffattr.projection_structured import calibration_shares, layout_groups
+
+    monkeypatch.setattr(projection, "DEFAULT_MAX_CACHE_BYTES", 1)
+    train = digits[:N_TRAIN]
+    attributor = Attributor(pipeline, train, SETTINGS, runtime=RUNTIME)
+    layout = attributor.projector.layout
+    assert attributor.projector.projection == "structured" and layout.allocation == "energy"
+
+    unet = UNet2DModel.from_pretrained(pipeline / "unet").eval()
+    scheduler = DDPMScheduler.from_pretrained(pipeline / "scheduler")
+    images = (train[:16].astype(np.float32)[:, None] / 255 - 0.5) / 0.5
+    rows = features.QueryRows(images, content_ids(images))
+    groups = layout_groups(unet)
+    energies = calibration_energies(unet, scheduler, rows, "square", groups, 42)
+    assert list(layout.energies) == calibration_shares(energies)
+    scores = attributor.score(digits[[SOURCE]])
+    assert scores.rank_of(0, SOURCE) <= 3, scores.scores[0]

@@ -375,7 +375,7 @@ def _jobs():
         checks.summarize_checks: 4,
         report.plot_attribution_grid: 5,
         features.extract_features: 3,
-        features.extract_trajectory_features: 4,
+        features.extract_trajectory_features: 2,  # TrajectoryInputs, the output
         features.record_trajectory: 3,
         features.embed_clip: 3,
         measure.measure_outputs: 4,
@@ -633,7 +633,7 @@ SCRIPT_CASES = {
         {"output_fn": "loss", "proj_kind": "normal", "proj_dim": 16, "proj_seed": 1,
          "projection": "auto", "proj_allocation": "equal", "noise_seed": 5, "device": "cpu",
          "impl_version": 2},
-        {"model": "m", "samples": "gen.h5", "trajectory": "t.h5"},
+        {"model": "m", "dataset": "d.h5", "samples": "gen.h5", "trajectory": "t.h5"},
         {"features": "f.h5"},
         lambda: {
             "settings": TrajectoryFeatureSettings(output_fn="loss", proj_kind="normal",
@@ -824,5 +824,9 @@ def test_scripts_build_settings_from_params(script, tmp_path, monkeypatch):
     paths = [v for k, v in inputs.items() if not (script == "extract_features" and k == "samples")]
     if script == "score_method":  # the method kind reads its inputs by name
         paths = [inputs]
+    if script == "extract_trajectory_features":  # its inputs come as one bundle
+        from diffattr.jobs.features import TrajectoryInputs
+
+        paths = [TrajectoryInputs(*inputs.values())]
     assert args == (*paths, *outputs.values())
     assert kwargs == expected()

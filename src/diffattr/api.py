@@ -81,7 +81,8 @@ class AttributionSettings:
     ``method``: ``dtrak`` (output ‖ε̂‖²/d) or ``trak`` (the training loss); ``K`` timesteps by
     ``t_strategy`` (``uniform``: K must divide the scheduler's ``num_train_timesteps``); the
     projection ``proj_kind`` / ``proj_dim`` / ``proj_seed`` (:class:`diffattr.settings.
-    ProjectionSettings` with ``projection: auto``); the features' ``noise_seed``; the ridge
+    ProjectionSettings` with ``projection: auto``; a structured ``energy`` layout is calibrated
+    on the first training images); the features' ``noise_seed``; the ridge
     ``lambda_`` (None: the mean non-zero eigenvalue of ΦᵀΦ, :func:`default_lambda`).
     """
 
@@ -479,9 +480,9 @@ class Attributor:
             self.K, settings.t_strategy, int(self.scheduler.config.num_train_timesteps)
         )
         self.grad_dim = features.num_trainable_parameters(self.unet)
+        self.train = self.images(train, "train")
         self.projector = self._make_projector(settings)
         self.model_digest = store.digest_directory(self.folder)
-        self.train = self.images(train, "train")
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.calls = {"train": 0, "query": 0}
         self._train_features: np.ndarray | None = None
@@ -491,7 +492,12 @@ class Attributor:
     def _make_projector(self, settings: AttributionSettings) -> Any:
         """The projector of the workflow's feature jobs, built by the same factory
         (:meth:`diffattr.settings.ProjectionSettings.projector`, which
-        :func:`diffattr.jobs.features.extract_features` calls), with ``projection: auto``."""
+        :func:`diffattr.jobs.features.extract_features` calls), with ``projection: auto``; an
+        ``energy`` layout is calibrated on the first training images (their content ids key the
+        noise, :mod:`diffattr.calibration`)."""
+        from diffattr.calibration import calibration_energies
+        from diffattr.features import QueryRows
+        from diffattr.projection_structured import CALIBRATION_ROWS
         from diffattr.settings import ProjectionSettings
 
         projection = ProjectionSettings(
@@ -500,7 +506,15 @@ class Attributor:
             proj_seed=settings.proj_seed,
             projection="auto",
         )
-        return projection.projector(self.unet)
+        first = slice(0, CALIBRATION_ROWS)
+        rows = QueryRows(self.train.images[first], self.train.ids[first])
+
+        def calibrate(groups):
+            return calibration_energies(
+                self.unet, self.scheduler, rows, self.output_fn, groups, settings.proj_seed
+            )
+
+        return projection.projector(self.unet, calibrate)
 
     def images(self, source: Any, role: str = "query") -> ImageSet:
         """Preprocess any supported image source to the model's size and channels."""

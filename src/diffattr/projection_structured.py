@@ -15,8 +15,11 @@ projected with a dense seeded matrix.
 
 **Layout (the split of Z).** Groups are the weights of the tracked layers plus the rest group;
 group g has P_g parameters and gets z_g ≥ 1 dimensions, with Σ z_g = Z, z_g ≤ P_g, and z_g
-proportional to a weight w_g (``allocation``): ``proportional`` w = P_g (the share a parameter
-has in a dense projection; default), ``sqrt`` w = √P_g, ``equal`` w = 1. Shares above P_g are
+proportional to a weight w_g (``allocation``): ``energy`` w = the group's share of the squared
+norm of the per-sample mean gradients of :data:`CALIBRATION_ROWS` training rows (see
+:func:`diffattr.features.calibration_energies`; the split that minimises the summed variance
+Σ_g E_g²/z_g of the block kernels), ``proportional`` w = P_g (the share a parameter has in a
+dense projection), ``sqrt`` w = √P_g, ``equal`` w = 1. Shares above P_g are
 capped and the excess redistributed; integers by largest remainder. A layer with z_g dimensions
 uses r_out = round(√(z_g·d_out/d_in)) (clamped to 1..d_out), r_in = ⌈z_g / r_out⌉ (≤ d_in) and
 keeps the first z_g entries of the row-major r_out × r_in block. Features of group g are scaled
@@ -25,7 +28,10 @@ dense projection (whose entries are N(0, 1) without 1/√Z scaling; λ grids sta
 
 **Matrices** are :func:`diffattr.counter_rng.counter_matrix` with key ``matrix_key(seed,
 "structured", kind, group name, role, rows, cols)``: a pure function of (seed, layer name,
-shapes), generated on the model's device, identical in every job and on CPU and CUDA.
+shapes), generated on the model's device, identical in every job and on CPU and CUDA. A factor
+with as many columns as rows (a side that is not reduced, e.g. the one output channel of a
+grayscale model's last convolution, or a whole small layer under the ``energy`` split) is
+√rows · I instead: exact, with the same E[P Pᵀ] as a Gaussian factor.
 
 Since the projection is linear, the feature of a sample is the mean over its K timesteps of the
 projected per-(sample, timestep) gradients, which equals the projection of the mean gradient.
@@ -56,7 +62,20 @@ from diffattr.layer_capture import (
     tracked_modules,
 )
 
-ALLOCATIONS: tuple[str, ...] = ("proportional", "sqrt", "equal")
+ALLOCATIONS: tuple[str, ...] = ("energy", "proportional", "sqrt", "equal")
+#: Recorded in every layout (and so in its digest): 2 since square factors are the scaled
+#: identity, so that features of the earlier matrices never mix with these.
+LAYOUT_VERSION = 2
+#: The allocations that need calibration energies (:func:`build_layout`).
+CALIBRATED_ALLOCATIONS: tuple[str, ...] = ("energy",)
+#: The first rows of the train split whose gradients calibrate the ``energy`` allocation, at
+#: :data:`CALIBRATION_K` uniform timesteps (the same for every K, noise scheme and producer, so
+#: that train features, query features, Journey-TRAK and ``diffattr attribute`` agree).
+CALIBRATION_ROWS = 16
+CALIBRATION_K = 10
+#: Significant digits the calibration shares are rounded to (so that float rounding of another
+#: device or batch size does not move a dimension between layers).
+CALIBRATION_DIGITS = 3
 STRUCTURED_KINDS: tuple[str, ...] = ("normal", "rademacher")
 REST = "<rest>"
 
@@ -84,10 +103,15 @@ class Layout:
     rest_offset: int
     proj_dim: int
     allocation: str
+    #: the calibration shares of a calibrated allocation (blocks, then the rest group)
+    energies: tuple[float, ...] | None = None
 
     def as_json(self) -> str:
+        calibration = {} if self.energies is None else {"energies": list(self.energies)}
         return json.dumps(
             {
+                "version": LAYOUT_VERSION,
+                **calibration,
                 "allocation": self.allocation,
                 "proj_dim": self.proj_dim,
                 "blocks": [
@@ -150,32 +174,76 @@ def factor_dims(dim: int, d_out: int, d_in: int) -> tuple[int, int]:
     return r_out, r_in
 
 
-def build_layout(model: torch.nn.Module, proj_dim: int, allocation: str = "proportional") -> Layout:
-    """The layout of Z over the model's trainable parameters (a pure function of the shapes)."""
+def layout_groups(model: torch.nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """(group, its parameter names) in layout order: every tracked layer's weight (group = the
+    layer's name), then the rest group :data:`REST` (biases and norm parameters) if any."""
+    tracked = tracked_modules(model)
+    groups = [(t.name, (t.weight,)) for t in tracked if t.kind != "norm" and t.weight is not None]
+    rest = []
+    for t in tracked:
+        names = [t.bias] if t.kind != "norm" else [t.weight, t.bias]
+        rest.extend(n for n in names if n is not None)
+    if rest:
+        groups.append((REST, tuple(rest)))
+    return groups
+
+
+def _checked_energies(energies: Any, count: int) -> list[float]:
+    values = None if energies is None else list(energies)
+    if (
+        values is None
+        or len(values) != count
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values)
+        or sum(values) <= 0
+    ):
+        shown = values if values is None or len(values) <= 8 else f"{values[:8]}..."
+        raise ConfigError(
+            f"the energy allocation needs {count} finite, non-negative calibration energies "
+            f"with a positive sum (one per layout group), got {shown}"
+        )
+    return [float(v) for v in values]
+
+
+def calibration_shares(energies: list[float]) -> list[float]:
+    """Energies as shares of their sum, rounded to :data:`CALIBRATION_DIGITS` significant
+    digits (what the layout records)."""
+    total = math.fsum(energies)
+    return [float(f"{e / total:.{CALIBRATION_DIGITS}g}") for e in energies]
+
+
+def build_layout(
+    model: torch.nn.Module,
+    proj_dim: int,
+    allocation: str = "proportional",
+    energies: Any = None,
+) -> Layout:
+    """The layout of Z over the model's trainable parameters: a pure function of the shapes and,
+    for ``energy``, of ``energies`` (one per :func:`layout_groups` group)."""
     if allocation not in ALLOCATIONS:
         raise ConfigError(
             f"unknown structured allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}"
         )
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    tracked = tracked_modules(model)
-    weights_of = [t for t in tracked if t.kind != "norm" and t.weight is not None]
-    rest = []
-    for t in tracked:
-        names = [t.bias] if t.kind != "norm" else [t.weight, t.bias]
-        rest.extend((n, params[n].numel()) for n in names if n is not None)
-    sizes = [t.d_out * t.d_in for t in weights_of]
-    rest_size = sum(n for _, n in rest)
-    if rest_size:
-        sizes.append(rest_size)
-    rule = {"proportional": float, "sqrt": math.sqrt, "equal": lambda s: 1.0}[allocation]
-    dims = allocate(sizes, [rule(s) for s in sizes], proj_dim)
-    blocks, offset = [], 0
-    for t, dim in zip(weights_of, dims, strict=False):
+    by_name = {t.name: t for t in tracked_modules(model)}
+    groups = layout_groups(model)
+    sizes = [sum(params[n].numel() for n in names) for _, names in groups]
+    if allocation in CALIBRATED_ALLOCATIONS:
+        weights = _checked_energies(energies, len(groups))
+    else:
+        rule = {"proportional": float, "sqrt": math.sqrt, "equal": lambda s: 1.0}[allocation]
+        weights = [rule(s) for s in sizes]
+    dims = allocate(sizes, weights, proj_dim)
+    blocks, offset, rest_dim, rest = [], 0, 0, ()
+    for (name, names), dim in zip(groups, dims, strict=True):
+        if name == REST:
+            rest_dim, rest = dim, tuple((n, params[n].numel()) for n in names)
+            continue
+        t = by_name[name]
         r_out, r_in = factor_dims(dim, t.d_out, t.d_in)
         blocks.append(LayerBlock(t.name, t.d_out, t.d_in, r_out, r_in, dim, offset))
         offset += dim
-    rest_dim = dims[-1] if rest_size else 0
-    return Layout(tuple(blocks), tuple(rest), rest_dim, offset, proj_dim, allocation)
+    calibrated = tuple(weights) if allocation in CALIBRATED_ALLOCATIONS else None
+    return Layout(tuple(blocks), rest, rest_dim, offset, proj_dim, allocation, calibrated)
 
 
 #: Longer layouts are stored zlib-compressed (base64): HDF5 attributes are limited to 64 KiB.
@@ -210,6 +278,7 @@ class StructuredProjector:
         seed: int,
         kind: str = "normal",
         allocation: str = "proportional",
+        energies: Any = None,
     ) -> None:
         if kind not in STRUCTURED_KINDS:
             raise ConfigError(
@@ -219,7 +288,7 @@ class StructuredProjector:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"projection seed must be a non-negative integer, got {seed!r}")
         self.kind, self.seed, self.proj_dim = kind, seed, int(proj_dim)
-        self.layout = build_layout(model, self.proj_dim, allocation)
+        self.layout = build_layout(model, self.proj_dim, allocation, energies)
         self.grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self._matrices: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -227,8 +296,14 @@ class StructuredProjector:
         """P_in / P_out of a layer (``role`` "in" / "out") or the rest matrix (role "rest")."""
         cache_key = (group, role, f"{device}/{dtype}")
         if cache_key not in self._matrices:
-            key = matrix_key(self.seed, "structured", self.kind, group, role, rows, cols)
-            self._matrices[cache_key] = counter_matrix(key, rows, cols, self.kind, device, dtype)
+            if rows == cols:  # nothing to reduce: the exact map, scaled like a Gaussian factor
+                eye = torch.eye(rows, device=device, dtype=dtype)
+                self._matrices[cache_key] = eye.mul_(math.sqrt(rows))
+            else:
+                key = matrix_key(self.seed, "structured", self.kind, group, role, rows, cols)
+                self._matrices[cache_key] = counter_matrix(
+                    key, rows, cols, self.kind, device, dtype
+                )
         return self._matrices[cache_key]
 
     def describe(self) -> dict[str, Any]:
@@ -365,15 +440,42 @@ class StructuredProjector:
         )
 
 
+#: Calibration of the ``energy`` allocation: the :func:`layout_groups` of a model -> one energy
+#: per group (:func:`diffattr.features.calibration_energies` on the first training rows).
+Calibration = Callable[[list[tuple[str, tuple[str, ...]]]], list[float]]
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a structured projection splits Z: the ``allocation`` and, for a calibrated one, the
+    ``calibrate`` function that gives the groups' energies."""
+
+    allocation: str = "proportional"
+    calibrate: Calibration | None = None
+
+
 def make_structured_projector(
     model: torch.nn.Module,
     proj_dim: int,
     seed: int,
     kind: str = "normal",
     allocation: str = "proportional",
+    calibrate: Calibration | None = None,
 ) -> StructuredProjector:
-    """A structured projector for ``model``'s trainable parameters; see the module docstring."""
-    return StructuredProjector(model, proj_dim, seed, kind, allocation)
+    """A structured projector for ``model``'s trainable parameters; see the module docstring.
+
+    A calibrated ``allocation`` calls ``calibrate`` once, with the model's layout groups."""
+    energies = None
+    if allocation in CALIBRATED_ALLOCATIONS:
+        if calibrate is None:
+            raise ConfigError(
+                f"the structured allocation {allocation!r} is calibrated on training rows, but "
+                "this producer has none to give; pass a calibration or use "
+                f"one of: {', '.join(a for a in ALLOCATIONS if a not in CALIBRATED_ALLOCATIONS)}"
+            )
+        groups = layout_groups(model)
+        energies = calibration_shares(_checked_energies(calibrate(groups), len(groups)))
+    return StructuredProjector(model, proj_dim, seed, kind, allocation, energies)
 
 
 PROJECTIONS: tuple[str, ...] = ("auto", "dense", "dense_counter", "structured")
@@ -412,13 +514,15 @@ def make_feature_projector(
     seed: int,
     kind: str = "normal",
     projection: str = "auto",
-    allocation: str = "proportional",
+    split: str | Split = "proportional",
 ):
     """The projector of every feature producer (features, Journey-TRAK, ``diffattr attribute``).
 
     ``projection`` is resolved by :func:`choose_projection` from the model's number of trainable
-    parameters; ``allocation`` applies to the structured projection only.
+    parameters; ``split`` (an allocation name, or a :class:`Split` with the calibration, called
+    only when a calibrated allocation is used) applies to the structured projection only.
     """
+    split = Split(split) if isinstance(split, str) else split
     from diffattr.projection import CounterProjector, make_projector
 
     grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -430,13 +534,22 @@ def make_feature_projector(
             structured_ok = False
     chosen = choose_projection(projection, grad_dim, proj_dim, structured_ok)
     if chosen == "structured":
-        return make_structured_projector(model, proj_dim, seed, kind, allocation)
+        return make_structured_projector(
+            model, proj_dim, seed, kind, split.allocation, split.calibrate
+        )
     if chosen == "dense_counter":
         return CounterProjector(kind, grad_dim, proj_dim, seed)
     return make_projector(kind, grad_dim, proj_dim, seed)
 
 
 __all__ = [
+    "CALIBRATED_ALLOCATIONS",
+    "CALIBRATION_DIGITS",
+    "CALIBRATION_K",
+    "CALIBRATION_ROWS",
+    "Calibration",
+    "Split",
+    "calibration_shares",
     "FEATURE_PROJECTION_KINDS",
     "PROJECTIONS",
     "choose_projection",
@@ -448,6 +561,7 @@ __all__ = [
     "allocate",
     "build_layout",
     "factor_dims",
+    "layout_groups",
     "make_structured_projector",
     "read_layout",
 ]

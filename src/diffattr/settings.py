@@ -177,13 +177,15 @@ class ProjectionSettings(_FromParams):
         _check_choice(self, "projection", PROJECTIONS)
         _check_choice(self, "allocation", ALLOCATIONS)
 
-    def projector(self, model: Any) -> Any:
+    def projector(self, model: Any, calibrate: Any = None) -> Any:
         """The projector of ``model``'s trainable parameters
-        (:func:`diffattr.projection_structured.make_feature_projector`)."""
-        from diffattr.projection_structured import make_feature_projector
+        (:func:`diffattr.projection_structured.make_feature_projector`; ``calibrate``, e.g.
+        :func:`diffattr.calibration.train_calibration`, for the ``energy`` allocation)."""
+        from diffattr.projection_structured import Split, make_feature_projector
 
+        split = Split(self.allocation, calibrate)
         return make_feature_projector(
-            model, self.proj_dim, self.proj_seed, self.proj_kind, self.projection, self.allocation
+            model, self.proj_dim, self.proj_seed, self.proj_kind, self.projection, split
         )
 
 

@@ -4,6 +4,7 @@ merge), the Journey-TRAK trajectory and its features, and the CLIP embeddings.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +25,19 @@ def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
         raise ConfigError(f"shard {shard} is out of range for {num_shards} shards")
     bounds = np.linspace(0, n_rows, num_shards + 1).round().astype(int)
     return slice(int(bounds[shard]), int(bounds[shard + 1]))
+
+
+def dataset_calibration(model, dataset_path: str, output_fn: str, seed: int):
+    """The ``energy`` allocation's calibration on the train split of ``dataset_path``
+    (:func:`diffattr.calibration.train_calibration`; read only if the projector asks)."""
+    from diffattr.calibration import train_calibration
+
+    def calibrate(groups):
+        images, ids = load_queries("train", dataset_path, None)
+        captions = load_query_captions("train", dataset_path, None) if model.conditional else None
+        return train_calibration(model, images, ids, output_fn, seed, captions)(groups)
+
+    return calibrate
 
 
 def extract_features(
@@ -69,7 +83,9 @@ def extract_features(
     )
     steps = features.select_timesteps(s.K, s.t_strategy, scheduler.config.num_train_timesteps)
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = s.projector(model.denoiser)
+    projector = s.projector(
+        model.denoiser, dataset_calibration(model, dataset_path, output_fn, s.proj_seed)
+    )
     options = features.GradientOptions(
         output_fn=output_fn,
         timesteps=steps,
@@ -167,10 +183,19 @@ def record_trajectory(
     )
 
 
+@dataclass(frozen=True)
+class TrajectoryInputs:
+    """The files Journey-TRAK's gen features are computed from: the main model, the dataset
+    (whose train rows calibrate an ``energy`` layout), the samples and their trajectory."""
+
+    model_dir: str
+    dataset_path: str
+    samples_path: str
+    trajectory_path: str
+
+
 def extract_trajectory_features(
-    model_dir: str,
-    samples_path: str,
-    trajectory_path: str,
+    inputs: TrajectoryInputs,
     out_path: str,
     *,
     settings: TrajectoryFeatureSettings,
@@ -182,8 +207,9 @@ def extract_trajectory_features(
     """
     from diffattr import features, store
     from diffattr.models import load_diffusion_model, resolve_device
-    from diffattr.queries import load_query_captions
 
+    model_dir, samples_path = inputs.model_dir, inputs.samples_path
+    trajectory_path = inputs.trajectory_path
     output_fn, noise_seed = settings.output_fn, settings.noise_seed
     digest = store.digest_directory(model_dir)
     recorded = read_trajectory(trajectory_path)
@@ -196,7 +222,10 @@ def extract_trajectory_features(
     if model.conditional:
         cond = model.condition(load_query_captions("gen", "", samples_path))
     grad_dim = features.num_trainable_parameters(model.denoiser)
-    projector = settings.projector(model.denoiser)
+    projector = settings.projector(
+        model.denoiser,
+        dataset_calibration(model, inputs.dataset_path, output_fn, settings.proj_seed),
+    )
     options = features.GradientOptions(
         output_fn=output_fn, timesteps=timesteps, noise_seed=noise_seed
     )

@@ -1,0 +1,97 @@
+"""Calibration of the structured projection's ``energy`` allocation (docs/projection.md).
+
+The structured projection splits Z over the layers. A layer's block kernel is an estimate whose
+variance grows like E_g² / z_g, with E_g the layer's share of the squared gradient norm, so the
+split that minimises the summed variance gives each layer z_g ∝ E_g. Measured on the embedded
+default, that share is far from the parameter share: the 144-parameter output convolution holds
+37 % of D-TRAK's gradient energy (25 % of TRAK's), and the proportional split gave it 2 of 1024
+dimensions.
+
+The energies come from the exact per-sample mean gradients (:func:`diffattr.features.
+mean_gradients`) of the first :data:`~diffattr.projection_structured.CALIBRATION_ROWS` rows of
+the train split, at :data:`~diffattr.projection_structured.CALIBRATION_K` uniform timesteps, with
+independent noise keyed by the row ids and seeded by the projection seed. That recipe depends on
+neither K nor the feature-noise scheme nor the producer, so the train and query features of every
+K, the Journey-TRAK trajectory features and ``diffattr attribute`` build the same layout from the
+same model and output function; the scoring checks that their layout digests agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffattr.projection_structured import (
+    CALIBRATION_K,
+    CALIBRATION_ROWS,
+    Calibration,
+)
+
+#: Rows per gradient call of the calibration (bounds the [rows, P] gradient it forms).
+CALIBRATION_CHUNK = 4
+
+
+def calibration_energies(
+    denoiser: torch.nn.Module,
+    scheduler: Any,
+    rows: Any,
+    output_fn: str,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    seed: int,
+) -> list[float]:
+    """Σ over ``rows`` (:class:`diffattr.queries.QueryRows`) of ‖ḡ_group‖² per group, with ḡ the
+    row's mean gradient of ``output_fn`` over the calibration timesteps."""
+    from diffattr import features
+
+    params = features.trainable_parameters(denoiser)
+    spans, start = {}, 0
+    for name, p in params.items():
+        spans[name] = (start, start + p.numel())
+        start += p.numel()
+    steps = features.select_timesteps(
+        CALIBRATION_K, "uniform", int(scheduler.config.num_train_timesteps)
+    )
+    options = features.GradientOptions(output_fn=output_fn, timesteps=steps, noise_seed=seed)
+    totals = [0.0] * len(groups)
+    for first in range(0, len(rows.ids), CALIBRATION_CHUNK):
+        chunk = rows.rows(first, min(first + CALIBRATION_CHUNK, len(rows.ids)))
+        grads = features.mean_gradients(denoiser, scheduler, chunk, options).double()
+        for g, (_, names) in enumerate(groups):
+            totals[g] += math.fsum(float(grads[:, slice(*spans[n])].pow(2).sum()) for n in names)
+    return totals
+
+
+def train_calibration(
+    model: Any,
+    images: np.ndarray,
+    ids: np.ndarray,
+    output_fn: str,
+    seed: int,
+    captions: Sequence[str] | None = None,
+) -> Calibration:
+    """The calibration of a producer: the first :data:`CALIBRATION_ROWS` of the train split's
+    ``images`` / ``ids`` (and ``captions``, for a conditional model), encoded as the features
+    encode them, evaluated only when the projector asks."""
+    from diffattr.queries import QueryRows, encoded_queries
+
+    images, ids = images[:CALIBRATION_ROWS], np.asarray(ids)[:CALIBRATION_ROWS]
+    texts = None if captions is None else list(captions)[:CALIBRATION_ROWS]
+
+    def calibrate(groups):
+        totals = [0.0] * len(groups)
+        for chunk, x0, cond in encoded_queries(model, images, texts, CALIBRATION_CHUNK):
+            rows = QueryRows(x0, ids[chunk], cond, None)
+            energies = calibration_energies(
+                model.denoiser, model.scheduler, rows, output_fn, groups, seed
+            )
+            totals = [a + b for a, b in zip(totals, energies, strict=True)]
+        return totals
+
+    return calibrate
+
+
+__all__ = ["CALIBRATION_CHUNK", "calibration_energies", "train_calibration"]
