@@ -8,8 +8,8 @@ default, that share is far from the parameter share: the 144-parameter output co
 dimensions.
 
 The energies come from the exact per-sample mean gradients (:func:`diffattr.features.
-mean_gradients`) of the first :data:`~diffattr.projection_structured.CALIBRATION_ROWS` rows of
-the train split, at :data:`~diffattr.projection_structured.CALIBRATION_K` uniform timesteps, with
+mean_gradients`) of the first :data:`CALIBRATION_ROWS` rows of the train split, at
+:data:`CALIBRATION_K` uniform timesteps, with
 independent noise keyed by the row ids and seeded by the projection seed. That recipe depends on
 neither K nor the feature-noise scheme nor the producer, so the train and query features of every
 K, the Journey-TRAK trajectory features and ``diffattr attribute`` build the same layout from the
@@ -19,24 +19,32 @@ same model and output function; the scoring checks that their layout digests agr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from diffattr.projection_structured import (
-    CALIBRATION_K,
-    CALIBRATION_ROWS,
-    Calibration,
-)
-
+#: The allocations that need calibration energies
+#: (:func:`diffattr.projection_structured.build_layout`).
+CALIBRATED_ALLOCATIONS: tuple[str, ...] = ("energy",)
+#: The first rows of the train split whose gradients calibrate the ``energy`` allocation, at
+#: :data:`CALIBRATION_K` uniform timesteps (the same for every K, noise scheme and producer, so
+#: that train features, query features, Journey-TRAK and ``diffattr attribute`` agree).
+CALIBRATION_ROWS = 16
+CALIBRATION_K = 10
+#: Significant digits the calibration shares are rounded to (so that float rounding of another
+#: device or batch size does not move a dimension between layers).
+CALIBRATION_DIGITS = 3
 #: Rows per gradient call of the calibration (bounds the [rows, P] gradient it forms).
 CALIBRATION_CHUNK = 4
 
+#: Calibration of the ``energy`` allocation: a model's layout groups (name, parameter names),
+#: from :func:`diffattr.projection_structured.layout_groups`, -> one energy per group.
+Calibration = Callable[[list[tuple[str, tuple[str, ...]]]], list[float]]
+
 
 def calibration_energies(
-    denoiser: torch.nn.Module,
+    denoiser: Any,
     scheduler: Any,
     rows: Any,
     output_fn: str,
@@ -94,4 +102,13 @@ def train_calibration(
     return calibrate
 
 
-__all__ = ["CALIBRATION_CHUNK", "calibration_energies", "train_calibration"]
+__all__ = [
+    "CALIBRATED_ALLOCATIONS",
+    "CALIBRATION_CHUNK",
+    "CALIBRATION_DIGITS",
+    "CALIBRATION_K",
+    "CALIBRATION_ROWS",
+    "Calibration",
+    "calibration_energies",
+    "train_calibration",
+]

@@ -52,6 +52,13 @@ from typing import Any
 
 import torch
 
+from diffattr.calibration import (
+    CALIBRATED_ALLOCATIONS,
+    CALIBRATION_DIGITS,
+    CALIBRATION_K,
+    CALIBRATION_ROWS,
+    Calibration,
+)
 from diffattr.counter_rng import counter_matrix, matrix_key
 from diffattr.errors import ConfigError
 from diffattr.layer_capture import (
@@ -66,16 +73,7 @@ ALLOCATIONS: tuple[str, ...] = ("energy", "proportional", "sqrt", "equal")
 #: Recorded in every layout (and so in its digest): 2 since square factors are the scaled
 #: identity, so that features of the earlier matrices never mix with these.
 LAYOUT_VERSION = 2
-#: The allocations that need calibration energies (:func:`build_layout`).
-CALIBRATED_ALLOCATIONS: tuple[str, ...] = ("energy",)
-#: The first rows of the train split whose gradients calibrate the ``energy`` allocation, at
-#: :data:`CALIBRATION_K` uniform timesteps (the same for every K, noise scheme and producer, so
-#: that train features, query features, Journey-TRAK and ``diffattr attribute`` agree).
-CALIBRATION_ROWS = 16
-CALIBRATION_K = 10
-#: Significant digits the calibration shares are rounded to (so that float rounding of another
-#: device or batch size does not move a dimension between layers).
-CALIBRATION_DIGITS = 3
+
 STRUCTURED_KINDS: tuple[str, ...] = ("normal", "rademacher")
 REST = "<rest>"
 
@@ -438,11 +436,6 @@ class StructuredProjector:
             f"grad_dim={self.grad_dim}, layers={len(self.layout.blocks)}, "
             f"allocation={self.layout.allocation!r})"
         )
-
-
-#: Calibration of the ``energy`` allocation: the :func:`layout_groups` of a model -> one energy
-#: per group (:func:`diffattr.features.calibration_energies` on the first training rows).
-Calibration = Callable[[list[tuple[str, tuple[str, ...]]]], list[float]]
 
 
 @dataclass(frozen=True)

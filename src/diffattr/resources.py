@@ -85,12 +85,19 @@ def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> di
       (``projection_seconds``);
     * ``structured``: the layers' inputs and output gradients projected at each timestep, no
       per-sample gradient and no [P, Z] matrix: :data:`STRUCTURED_OVERHEAD` ×
-      ``gradient_seconds`` per (sample, timestep).
+      ``gradient_seconds`` per (sample, timestep); the ``energy`` split adds its calibration,
+      per-sample gradients of CALIBRATION_ROWS rows at CALIBRATION_K timesteps.
     """
+    from diffattr.calibration import CALIBRATED_ALLOCATIONS, CALIBRATION_K, CALIBRATION_ROWS
+
     res = config["resources"]
     gradient = rows * timesteps * res["gradient_seconds"]
     dense = gradient + rows * res["projection_seconds"]
-    return {"dense": dense, "dense_counter": dense, "structured": STRUCTURED_OVERHEAD * gradient}
+    structured = STRUCTURED_OVERHEAD * gradient
+    allocation = config["features"].get("structured_allocation", "energy")
+    if allocation in CALIBRATED_ALLOCATIONS:
+        structured += CALIBRATION_ROWS * CALIBRATION_K * res["gradient_seconds"]
+    return {"dense": dense, "dense_counter": dense, "structured": structured}
 
 
 def features_runtime(config: Mapping[str, Any], rows: int, timesteps: int) -> int:
