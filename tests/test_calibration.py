@@ -189,3 +189,32 @@ def test_energy_features_equal_their_dense_equivalent(scheduler):
     expected = mean_gradients(unet, scheduler, QueryRows(x0, ids), options)
     expected = expected @ projector.dense_equivalent(unet)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_features_of_two_energy_layouts_never_combine():
+    """Same kind, seed and Z, other calibration: the layout digest tells them apart."""
+    from diffattr import store
+    from diffattr.errors import FeatureMismatchError
+
+    model = tiny_unet()
+    count = len(layout_groups(model))
+    attrs = []
+    for heavy in (0, count - 1):
+        energies = [1.0] * count
+        energies[heavy] = 50.0
+        projector = make_structured_projector(
+            model, 128, 3, allocation="energy", calibrate=lambda groups, e=energies: e
+        )
+        described = projector.describe()
+        attrs.append({f"proj_{k}" if not k.startswith("proj") else k: v
+                      for k, v in described.items()})  # fmt: skip
+    assert attrs[0]["proj_kind"] == attrs[1]["proj_kind"]
+    keys = store.with_optional_keys(list(store.FEATURE_CHECK_KEYS), *attrs)
+    assert keys[-1] == "proj_layout_digest"
+    store.require_same(attrs[0], attrs[0], keys, "same")
+    with pytest.raises(FeatureMismatchError, match="proj_layout_digest"):
+        store.require_same(attrs[0], attrs[1], keys, "train vs gen")
+    # a dense file against a structured one: the missing layout is a mismatch too
+    dense = {k: v for k, v in attrs[0].items() if k != "proj_layout_digest"}
+    with pytest.raises(FeatureMismatchError, match="proj_layout_digest"):
+        store.require_same(dense, attrs[1], store.with_optional_keys([], dense, attrs[1]), "x")

@@ -51,6 +51,7 @@ from diffattr.store import (
     h5_writer,
     open_h5,
     require_same,
+    with_optional_keys,
     write_h5,
 )
 
@@ -297,7 +298,8 @@ class FeatureFile:
 
     def require_same(self, other: FeatureFile, keys: Sequence[str]) -> None:
         """FeatureMismatchError unless both files agree on ``keys`` and the feature dimension."""
-        require_same(self.attrs, other.attrs, list(keys), f"features {self.path} and {other.path}")
+        keys = with_optional_keys(list(keys), self.attrs, other.attrs)
+        require_same(self.attrs, other.attrs, keys, f"features {self.path} and {other.path}")
         if self.shape[1] != other.shape[1]:
             raise FeatureMismatchError(
                 f"features {self.path} {self.shape} and {other.path} {other.shape} have "

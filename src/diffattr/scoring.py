@@ -58,7 +58,7 @@ from diffattr.files import FeatureFile, check_finite, create_score_dataset, scor
 from diffattr.progress import progress_bar
 from diffattr.schema import schema_field
 from diffattr.settings import _as_tuple, _check_choice, _check_int
-from diffattr.store import COMPLETE_ATTR, FEATURE_CHECK_KEYS, require_same
+from diffattr.store import COMPLETE_ATTR, FEATURE_CHECK_KEYS, require_same, with_optional_keys
 
 #: Feature provenance that train and test features must share before they can be combined.
 DEFAULT_CHECK_KEYS = FEATURE_CHECK_KEYS
@@ -412,7 +412,7 @@ def feature_pair(
             require_same(
                 train.attrs,
                 test.attrs,
-                keys,
+                with_optional_keys(keys, train.attrs, test.attrs),
                 f"train features {train.path} and test features {test.path}",
             )
             given = [key for key in keys if key in attrs]

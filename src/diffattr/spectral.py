@@ -76,6 +76,7 @@ from diffattr.store import (
     encode_attr,
     h5_writer,
     open_h5,
+    with_optional_keys,
 )
 
 FILE_KIND = "spectra"
@@ -99,7 +100,9 @@ class Member:
 def train_check(attrs: Mapping[str, Any], shape: Sequence[int]) -> dict[str, Any]:
     """What a reader checks of a member's training features: provenance keys and shape."""
     return {
-        **{key: attrs[key] for key in FEATURE_CHECK_KEYS if key in attrs},
+        **{
+            key: attrs[key] for key in with_optional_keys(FEATURE_CHECK_KEYS, attrs) if key in attrs
+        },
         "shape": [int(v) for v in shape],
     }
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,17 @@ FEATURE_CHECK_KEYS: tuple[str, ...] = (
     "noise_shard_rows",
     "model_digest",
 )
+
+
+#: Feature provenance compared wherever either file records it: a structured projection's
+#: layout (its split of Z, the energy shares, its version), absent from dense features.
+OPTIONAL_FEATURE_CHECK_KEYS: tuple[str, ...] = ("proj_layout_digest",)
+
+
+def with_optional_keys(keys: Sequence[str], *attrs: Mapping[str, Any]) -> list[str]:
+    """``keys`` plus the :data:`OPTIONAL_FEATURE_CHECK_KEYS` that any of ``attrs`` records."""
+    extra = [k for k in OPTIONAL_FEATURE_CHECK_KEYS if k not in keys and any(k in a for a in attrs)]
+    return [*keys, *extra]
 
 
 def remove_stale_temporaries(path: Path) -> None:

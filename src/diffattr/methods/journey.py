@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from diffattr.settings import Runtime
 
 #: What the training features and the trajectory features must share (not the timesteps).
-CHECK_KEYS = ("proj_kind", "proj_seed", "proj_dim", "output_fn", "noise_seed", "model_digest")
+CHECK_KEYS = (
+    "proj_kind",
+    "proj_seed",
+    "proj_dim",
+    "output_fn",
+    "noise_seed",
+    "model_digest",
+)
 
 #: Largest difference between re-generated and stored images before the trajectory is refused.
 IMAGE_TOLERANCE = 1e-3
