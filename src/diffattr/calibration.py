@@ -4,7 +4,7 @@ The structured projection splits Z over the layers. A layer's block kernel is an
 variance grows like E_g² / z_g, with E_g the layer's share of the squared gradient norm, so the
 split that minimises the summed variance gives each layer z_g ∝ E_g. Measured on the embedded
 default, that share is far from the parameter share: the 144-parameter output convolution holds
-37 % of D-TRAK's gradient energy (25 % of TRAK's), and the proportional split gave it 2 of 1024
+37 % of D-TRAK's gradient energy (21 % of TRAK's), and the proportional split gave it 2 of 1024
 dimensions.
 
 The energies come from the exact per-sample mean gradients (:func:`diffattr.features.
