@@ -35,7 +35,7 @@ CALIBRATION_K = 10
 #: Significant digits the calibration shares are rounded to (so that float rounding of another
 #: device or batch size does not move a dimension between layers).
 CALIBRATION_DIGITS = 3
-#: Rows per gradient call of the calibration (bounds the [rows, P] gradient it forms).
+#: Rows per encoding call of the calibration (latent models encode in chunks).
 CALIBRATION_CHUNK = 4
 
 #: Calibration of the ``energy`` allocation: a model's layout groups (name, parameter names),
@@ -52,24 +52,40 @@ def calibration_energies(
     seed: int,
 ) -> list[float]:
     """Σ over ``rows`` (:class:`diffattr.queries.QueryRows`) of ‖ḡ_group‖² per group, with ḡ the
-    row's mean gradient of ``output_fn`` over the calibration timesteps."""
-    from diffattr import features
+    row's mean gradient of ``output_fn`` over the calibration timesteps (sample r's noise at t is
+    ``sample_noise("features", seed, t, key_r)``, as in the features).
 
-    params = features.trainable_parameters(denoiser)
-    spans, start = {}, 0
-    for name, p in params.items():
-        spans[name] = (start, start + p.numel())
-        start += p.numel()
-    steps = features.select_timesteps(
-        CALIBRATION_K, "uniform", int(scheduler.config.num_train_timesteps)
+    One plain backward pass per row, its timesteps as the batch: memory of one gradient and one
+    batch of activations, never a per-sample [rows, P] matrix (at CIFAR-2 size, P = 38 M)."""
+    import torch
+
+    from diffattr.features import (
+        _eval_mode,
+        _noise_keys,
+        _noisy_samples,
+        _prepare_batch,
+        select_timesteps,
     )
-    options = features.GradientOptions(output_fn=output_fn, timesteps=steps, noise_seed=seed)
+    from diffattr.outputs import get_output_fn
+
+    steps = select_timesteps(CALIBRATION_K, "uniform", int(scheduler.config.num_train_timesteps))
+    params, ids, x0, cond, steps = _prepare_batch(
+        denoiser, scheduler, rows.x0, rows.ids, steps, rows.cond
+    )
+    x_t, eps = _noisy_samples(scheduler, x0, _noise_keys(ids, rows.noise_keys), steps, seed)
+    fn, t = get_output_fn(output_fn), torch.tensor(steps, dtype=torch.long, device=x0.device)
+    index = {name: i for i, name in enumerate(params)}
     totals = [0.0] * len(groups)
-    for first in range(0, len(rows.ids), CALIBRATION_CHUNK):
-        chunk = rows.rows(first, min(first + CALIBRATION_CHUNK, len(rows.ids)))
-        grads = features.mean_gradients(denoiser, scheduler, chunk, options).double()
-        for g, (_, names) in enumerate(groups):
-            totals[g] += math.fsum(float(grads[:, slice(*spans[n])].pow(2).sum()) for n in names)
+    with _eval_mode(denoiser):
+        for r in range(len(ids)):
+            kwargs = {}
+            if cond is not None:
+                kwargs["encoder_hidden_states"] = cond[r].expand(len(steps), *cond.shape[1:])
+            prediction = denoiser(x_t[r], t, **kwargs).sample
+            loss = fn(prediction, eps[r], t, scheduler).mean()
+            grads = torch.autograd.grad(loss, list(params.values()))
+            for g, (_, names) in enumerate(groups):
+                totals[g] += math.fsum(float(grads[index[n]].double().pow(2).sum()) for n in names)
     return totals
 
 
