@@ -218,3 +218,21 @@ def test_features_of_two_energy_layouts_never_combine():
     dense = {k: v for k, v in attrs[0].items() if k != "proj_layout_digest"}
     with pytest.raises(FeatureMismatchError, match="proj_layout_digest"):
         store.require_same(dense, attrs[1], store.with_optional_keys([], dense, attrs[1]), "x")
+
+
+def test_feature_jobs_calibrate_on_the_first_rows_of_the_dataset(scheduler, tmp_path):
+    """``dataset_calibration`` (every feature job's) reads only the first 16 train rows and
+    gives what ``train_calibration`` gives on them."""
+    from diffattr.data import load_split, prepare_dataset
+    from diffattr.jobs.features import dataset_calibration
+
+    out = tmp_path / "ds.h5"
+    prepare_dataset({"source": "digits", "train_size": 40, "val_size": 10}, out)
+    model = DiffusionModel(tiny_unet(seed=4), scheduler)
+    groups = layout_groups(model.denoiser)
+    ours = dataset_calibration(model, str(out), "square", 5)(groups)
+    whole = load_split(out, "train")
+    expected = train_calibration(model, whole.images, whole.ids, "square", 5)(groups)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    shorter = train_calibration(model, whole.images[:8], whole.ids[:8], "square", 5)(groups)
+    assert not np.allclose(ours, shorter)

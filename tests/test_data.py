@@ -371,6 +371,20 @@ def test_load_split_rejects_bad_names(tmp_path):
         load_split(tmp_path / "missing.h5", "train")
 
 
+def test_load_split_reads_only_the_first_rows(artbench, tmp_path):
+    out = tmp_path / "ds.h5"
+    prepare_dataset(artbench, out)
+    whole, first = load_split(out, "train"), load_split(out, "train", first=3)
+    np.testing.assert_array_equal(first.images, whole.images[:3])
+    assert first.ids.tolist() == whole.ids[:3].tolist()
+    assert first.labels.tolist() == whole.labels[:3].tolist()
+    assert first.captions == whole.captions[:3]
+    assert len(load_split(out, "train", first=10**6).ids) == len(whole.ids)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ConfigError, match=f"first = {bad!r} is not valid"):
+            load_split(out, "train", first=bad)
+
+
 def test_select_rows_errors():
     labels = np.array([0, 1] * 5)
     with pytest.raises(ConfigError, match=r"size = 0"):

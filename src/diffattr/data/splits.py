@@ -154,9 +154,15 @@ def prepare_dataset(cfg: Mapping[str, Any], out_path: str | os.PathLike) -> None
             )
 
 
-def load_split(dataset_path: str | os.PathLike, split: str, *, images: bool = True) -> Split:
+def load_split(
+    dataset_path: str | os.PathLike, split: str, *, images: bool = True, first: int | None = None
+) -> Split:
     """Read the ``train`` or ``val`` split of a dataset file written by :func:`prepare_dataset`
-    (``images=False``: everything but the images, which are then an empty [0] array)."""
+    (``images=False``: everything but the images, which are then an empty [0] array; ``first``:
+    only the split's first rows, read as such from the file)."""
+    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
+        raise ConfigError(f"first = {first!r} is not valid; expected None or an integer >= 1")
+    rows = slice(None) if first is None else slice(0, first)
     if split not in SPLITS:
         raise ConfigError(f"split = {split!r} is not a dataset split; valid: {list(SPLITS)}")
     with open_h5(dataset_path) as handle:
@@ -171,12 +177,14 @@ def load_split(dataset_path: str | os.PathLike, split: str, *, images: bool = Tr
             raise CorruptFileError(f"{dataset_path}: group {split!r} lacks datasets {missing}")
         captions = None
         if "captions" in group:
-            captions = [c.decode() if isinstance(c, bytes) else str(c) for c in group["captions"]]
+            captions = [
+                c.decode() if isinstance(c, bytes) else str(c) for c in group["captions"][rows]
+            ]
         class_names = decode_attr(handle.attrs.get("class_names", "json:[]"))
         return Split(
-            images=np.asarray(group["images"][()] if images else [], dtype=np.float32),
-            labels=np.asarray(group["labels"][()], dtype=np.int64),
-            ids=np.asarray(group["ids"][()], dtype=np.int64),
+            images=np.asarray(group["images"][rows] if images else [], dtype=np.float32),
+            labels=np.asarray(group["labels"][rows], dtype=np.int64),
+            ids=np.asarray(group["ids"][rows], dtype=np.int64),
             captions=captions,
             class_names=list(class_names),
         )

@@ -30,12 +30,13 @@ def shard_rows(n_rows: int, shard: int, num_shards: int) -> slice:
 def dataset_calibration(model, dataset_path: str, output_fn: str, seed: int):
     """The ``energy`` allocation's calibration on the train split of ``dataset_path``
     (:func:`diffattr.calibration.train_calibration`; read only if the projector asks)."""
-    from diffattr.calibration import train_calibration
+    from diffattr import data
+    from diffattr.calibration import CALIBRATION_ROWS, train_calibration
 
     def calibrate(groups):
-        images, ids = load_queries("train", dataset_path, None)
-        captions = load_query_captions("train", dataset_path, None) if model.conditional else None
-        return train_calibration(model, images, ids, output_fn, seed, captions)(groups)
+        train = data.load_split(dataset_path, "train", first=CALIBRATION_ROWS)
+        captions = train.captions if model.conditional else None
+        return train_calibration(model, train.images, train.ids, output_fn, seed, captions)(groups)
 
     return calibrate
 
