@@ -9,15 +9,18 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from diffattr.calibration import calibration_energies, train_calibration
+from diffattr.calibration import (
+    CALIBRATION_K,
+    CALIBRATION_ROWS,
+    calibration_energies,
+    train_calibration,
+)
 from diffattr.errors import ConfigError
 from diffattr.features import GradientOptions, extract_features, select_timesteps
 from diffattr.models import DiffusionModel
 from diffattr.noise import sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection_structured import (
-    CALIBRATION_K,
-    CALIBRATION_ROWS,
     Split,
     allocate,
     build_layout,

@@ -495,9 +495,8 @@ class Attributor:
         :func:`diffattr.jobs.features.extract_features` calls), with ``projection: auto``; an
         ``energy`` layout is calibrated on the first training images (their content ids key the
         noise, :mod:`diffattr.calibration`)."""
-        from diffattr.calibration import calibration_energies
-        from diffattr.features import QueryRows
-        from diffattr.projection_structured import CALIBRATION_ROWS
+        from diffattr.calibration import train_calibration
+        from diffattr.models import DiffusionModel
         from diffattr.settings import ProjectionSettings
 
         projection = ProjectionSettings(
@@ -506,14 +505,13 @@ class Attributor:
             proj_seed=settings.proj_seed,
             projection="auto",
         )
-        first = slice(0, CALIBRATION_ROWS)
-        rows = QueryRows(self.train.images[first], self.train.ids[first])
-
-        def calibrate(groups):
-            return calibration_energies(
-                self.unet, self.scheduler, rows, self.output_fn, groups, settings.proj_seed
-            )
-
+        calibrate = train_calibration(
+            DiffusionModel(self.unet, self.scheduler),
+            self.train.images,
+            self.train.ids,
+            self.output_fn,
+            settings.proj_seed,
+        )
         return projection.projector(self.unet, calibrate)
 
     def images(self, source: Any, role: str = "query") -> ImageSet:

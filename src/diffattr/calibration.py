@@ -7,10 +7,10 @@ default, that share is far from the parameter share: the 144-parameter output co
 37 % of D-TRAK's gradient energy (21 % of TRAK's), and the proportional split gave it 2 of 1024
 dimensions.
 
-The energies come from the exact per-sample mean gradients (:func:`diffattr.features.
-mean_gradients`) of the first :data:`CALIBRATION_ROWS` rows of the train split, at
-:data:`CALIBRATION_K` uniform timesteps, with
-independent noise keyed by the row ids and seeded by the projection seed. That recipe depends on
+The energies come from the exact mean gradients (one plain backward pass per row,
+:func:`calibration_energies`) of the first :data:`CALIBRATION_ROWS` rows of the train split, at
+:data:`CALIBRATION_K` uniform timesteps, with noise keyed by the row ids and seeded by the
+projection seed. That recipe depends on
 neither K nor the feature-noise scheme nor the producer, so the train and query features of every
 K, the Journey-TRAK trajectory features and ``diffattr attribute`` build the same layout from the
 same model and output function; the scoring checks that their layout digests agree.

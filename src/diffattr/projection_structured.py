@@ -16,8 +16,8 @@ projected with a dense seeded matrix.
 **Layout (the split of Z).** Groups are the weights of the tracked layers plus the rest group;
 group g has P_g parameters and gets z_g ≥ 1 dimensions, with Σ z_g = Z, z_g ≤ P_g, and z_g
 proportional to a weight w_g (``allocation``): ``energy`` w = the group's share of the squared
-norm of the per-sample mean gradients of :data:`CALIBRATION_ROWS` training rows (see
-:func:`diffattr.features.calibration_energies`; the split that minimises the summed variance
+norm of the per-sample mean gradients of the first training rows (see
+:mod:`diffattr.calibration`; the split that minimises the summed variance
 Σ_g E_g²/z_g of the block kernels), ``proportional`` w = P_g (the share a parameter has in a
 dense projection), ``sqrt`` w = √P_g, ``equal`` w = 1. Shares above P_g are
 capped and the excess redistributed; integers by largest remainder. A layer with z_g dimensions
@@ -52,13 +52,7 @@ from typing import Any
 
 import torch
 
-from diffattr.calibration import (
-    CALIBRATED_ALLOCATIONS,
-    CALIBRATION_DIGITS,
-    CALIBRATION_K,
-    CALIBRATION_ROWS,
-    Calibration,
-)
+from diffattr.calibration import CALIBRATED_ALLOCATIONS, CALIBRATION_DIGITS, Calibration
 from diffattr.counter_rng import counter_matrix, matrix_key
 from diffattr.errors import ConfigError
 from diffattr.layer_capture import (
@@ -515,8 +509,9 @@ def make_feature_projector(
     parameters; ``split`` (an allocation name, or a :class:`Split` with the calibration, called
     only when a calibrated allocation is used) applies to the structured projection only.
     """
-    split = Split(split) if isinstance(split, str) else split
     from diffattr.projection import CounterProjector, make_projector
+
+    split = Split(split) if isinstance(split, str) else split
 
     grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
     structured_ok = True
@@ -536,11 +531,6 @@ def make_feature_projector(
 
 
 __all__ = [
-    "CALIBRATED_ALLOCATIONS",
-    "CALIBRATION_DIGITS",
-    "CALIBRATION_K",
-    "CALIBRATION_ROWS",
-    "Calibration",
     "Split",
     "calibration_shares",
     "FEATURE_PROJECTION_KINDS",
