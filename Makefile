@@ -15,15 +15,8 @@ REPORT ?= report.html
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[workflow,hub,dev,ekfac]" "$(TORCH_PIN)"
-	# kronfluence without its torchvision requirement; its wheel also ships a top-level `tests`
-	# package that would shadow this project's tests/, so that is removed (docs/methods.md).
-	$(BIN)/python -m pip install --quiet --no-deps "$(KRONFLUENCE_PIN)"
-	$(BIN)/python -c "import kronfluence, pathlib, shutil; t = pathlib.Path(kronfluence.__file__).parents[1] / 'tests'; (t / 'test_analyzer.py').exists() and shutil.rmtree(t)"
+$(STAMP): pyproject.toml tools/setup_venv.sh
+	tools/setup_venv.sh $(PYTHON) $(VENV) "$(TORCH_PIN)" "$(KRONFLUENCE_PIN)"
 	touch $(STAMP)
 
 # Greedy job selection: the default ILP scheduler costs the Snakemake process itself about a
