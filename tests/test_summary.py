@@ -139,3 +139,20 @@ def test_noise_seed_repeats_are_summarised(tmp_path):
     assert row["methods"] == "d, d_s1, d_s2" and row["seeds"] == 3
     assert row["heldout_mean"] == 25.0 and row["heldout_std"] == 5.0
     assert row["heldout_range"] == "20.0..30.0"
+
+
+def test_a_method_without_timesteps_pairs_on_either_side(run):
+    _, paths, _, measured, good, bad = run
+    records = [store.read_json(p) for p in paths]
+    records.append(_record("dtrak", 100, "val", good, 0.5))
+    rows = paired_rows(records, {"val": measured}, [["raw_cos", "dtrak"]], 20)
+    # raw_cos (K = 0) first: one row per K of dtrak, labelled with dtrak's K
+    assert sorted({(r["comparison"], r["K"]) for r in rows}) == [
+        ("raw_cos - dtrak", 10),
+        ("raw_cos - dtrak", 100),
+    ]
+    want = lds.paired_bootstrap(bad, good, measured, 20, 42)
+    assert rows[0]["lds_diff"] == round(100 * want["point"], 2) < 0
+    # and the reverse pair gives the same rows with the sign turned
+    back = paired_rows(records, {"val": measured}, [["dtrak", "raw_cos"]], 20)
+    assert [(r["K"], r["lds_diff"]) for r in back] == [(r["K"], -r["lds_diff"]) for r in rows]

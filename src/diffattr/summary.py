@@ -157,14 +157,18 @@ PAIRED_COLUMNS = [
 ]
 
 
-def _pair_partner(
+def _pair_partners(
     records: Sequence[dict[str, Any]], method: str, split: str, K: int
-) -> dict[str, Any] | None:
-    """``method``'s record at (split, K), or at K = 0 for a method without timesteps."""
-    for record in records:
-        if record["method"] == method and record["split"] == split and int(record["K"]) in (K, 0):
-            return record
-    return None
+) -> list[dict[str, Any]]:
+    """``method``'s records that pair with a record at (split, K): the one at K, or its K = 0
+    record if it has no timesteps; and for K = 0 (a first member without timesteps) every K."""
+    return [
+        record
+        for record in records
+        if record["method"] == method
+        and record["split"] == split
+        and (K == 0 or int(record["K"]) in (K, 0))
+    ]
 
 
 def paired_rows(
@@ -176,45 +180,68 @@ def paired_rows(
     choices: Sequence[str] = ("heldout", "oracle"),
 ) -> list[dict[str, Any]]:
     """Paired bootstrap of LDS(a) − LDS(b), ×100, for each configured pair [a, b] at each
-    (split, K) of a where b is scored too (b without timesteps: its K = 0 record).
+    (split, K) where both are scored; a member without timesteps (its K = 0 record) pairs with
+    every K of the other, whichever side of the pair it is on.
 
     ``measured`` maps each split to its [S, n] benchmark outputs; the predictions come from the
     records (:func:`diffattr.jobs.lds.evaluate_lds` stores them at each λ choice). Pairs with a method
     that is not in ``records`` are left out.
     """
-    from diffattr.lds import paired_bootstrap
-
     rows = []
     for a, b in pairs:
         for record in records:
-            if record["method"] != a:
+            if record["method"] != a or record["split"] not in measured:
                 continue
-            split, K = record["split"], int(record["K"])
-            other = _pair_partner(records, b, split, K)
-            if other is None or split not in measured:
-                continue
-            for choice in choices:
-                pa = record["choices"][choice].get("predictions")
-                pb = other["choices"][choice].get("predictions")
-                if pa is None or pb is None:
-                    continue
-                boot = paired_bootstrap(pa, pb, measured[split], n_resamples, seed)
-                rows.append(
-                    {
-                        "comparison": f"{a} - {b}",
-                        "split": split,
-                        "K": K,
-                        "lambda_choice": choice,
-                        "lds_diff": round(100 * boot["point"], 2),
-                        "diff_boot_mean": round(100 * boot["mean"], 2),
-                        "diff_boot_std": round(100 * boot["std"], 2),
-                        "diff_ci_low": round(100 * boot["ci_low"], 2),
-                        "diff_ci_high": round(100 * boot["ci_high"], 2),
-                        "num_subsets": record["num_subsets"],
-                        "num_queries": record["num_queries"],
-                    }
+            for other in _pair_partners(records, b, record["split"], int(record["K"])):
+                rows.extend(
+                    _paired_choices(
+                        (a, record),
+                        (b, other),
+                        measured[record["split"]],
+                        n_resamples,
+                        seed,
+                        choices,
+                    )
                 )
     rows.sort(key=lambda r: (r["split"], r["comparison"], int(r["K"]), r["lambda_choice"]))
+    return rows
+
+
+def _paired_choices(
+    first: tuple[str, dict[str, Any]],
+    second: tuple[str, dict[str, Any]],
+    measured: Any,
+    n_resamples: int,
+    seed: int,
+    choices: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The paired rows of one (method, record) pair at each λ choice that both records hold
+    predictions for; K is the one of the member with timesteps."""
+    from diffattr.lds import paired_bootstrap
+
+    (a, record), (b, other) = first, second
+    rows = []
+    for choice in choices:
+        pa = record["choices"][choice].get("predictions")
+        pb = other["choices"][choice].get("predictions")
+        if pa is None or pb is None:
+            continue
+        boot = paired_bootstrap(pa, pb, measured, n_resamples, seed)
+        rows.append(
+            {
+                "comparison": f"{a} - {b}",
+                "split": record["split"],
+                "K": max(int(record["K"]), int(other["K"])),
+                "lambda_choice": choice,
+                "lds_diff": round(100 * boot["point"], 2),
+                "diff_boot_mean": round(100 * boot["mean"], 2),
+                "diff_boot_std": round(100 * boot["std"], 2),
+                "diff_ci_low": round(100 * boot["ci_low"], 2),
+                "diff_ci_high": round(100 * boot["ci_high"], 2),
+                "num_subsets": record["num_subsets"],
+                "num_queries": record["num_queries"],
+            }
+        )
     return rows
 
 
