@@ -1,5 +1,6 @@
-"""kronfluence installed from scratch the way the Makefile does it: --no-deps, its real
-dependencies from the ``ekfac`` extra, no torchvision, no second torch, no stray ``tests``."""
+"""kronfluence installed from scratch the way `make setup` (tools/setup_venv.sh) does it:
+--no-deps, its real dependencies from the ``ekfac`` extra, no torchvision, no second torch, no
+stray ``tests``."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def test_kronfluence_installs_without_torchvision(tmp_path):
         "kronfluence==1.0.1",
         *deps,
     )
-    makefile = (ROOT / "Makefile").read_text()
-    cleanup = next(line for line in makefile.splitlines() if "shutil.rmtree" in line)
+    setup_script = (ROOT / "tools" / "setup_venv.sh").read_text()
+    cleanup = next(line for line in setup_script.splitlines() if "shutil.rmtree" in line)
     command = cleanup.split('-c "', 1)[1].rsplit('"', 1)[0]
     _run(str(python), "-c", command)
     check = _run(
