@@ -195,12 +195,7 @@ def paired_rows(
             for other in _pair_partners(records, b, record["split"], int(record["K"])):
                 rows.extend(
                     _paired_choices(
-                        (a, record),
-                        (b, other),
-                        measured[record["split"]],
-                        n_resamples,
-                        seed,
-                        choices,
+                        record, other, measured[record["split"]], n_resamples, seed, choices
                     )
                 )
     rows.sort(key=lambda r: (r["split"], r["comparison"], int(r["K"]), r["lambda_choice"]))
@@ -208,18 +203,17 @@ def paired_rows(
 
 
 def _paired_choices(
-    first: tuple[str, dict[str, Any]],
-    second: tuple[str, dict[str, Any]],
+    record: dict[str, Any],
+    other: dict[str, Any],
     measured: Any,
     n_resamples: int,
     seed: int,
     choices: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """The paired rows of one (method, record) pair at each λ choice that both records hold
-    predictions for; K is the one of the member with timesteps."""
+    """The paired rows of ``record`` − ``other`` at each λ choice that both hold predictions
+    for; K is the one of the member with timesteps."""
     from diffattr.lds import paired_bootstrap
 
-    (a, record), (b, other) = first, second
     rows = []
     for choice in choices:
         pa = record["choices"][choice].get("predictions")
@@ -229,7 +223,7 @@ def _paired_choices(
         boot = paired_bootstrap(pa, pb, measured, n_resamples, seed)
         rows.append(
             {
-                "comparison": f"{a} - {b}",
+                "comparison": f"{record['method']} - {other['method']}",
                 "split": record["split"],
                 "K": max(int(record["K"]), int(other["K"])),
                 "lambda_choice": choice,
