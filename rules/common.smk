@@ -5,6 +5,7 @@ import sys
 
 from diffattr.config import schema_default, validate_config
 from diffattr.methods import job_params, method_needs, method_targets, runnable_methods
+from diffattr.methods import method_splits
 from diffattr.noise import NOISE_TAG_PATTERN, split_noise_tag
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
 from diffattr.base_model import check_base_model
@@ -184,6 +185,22 @@ def grid_inputs(method, K, query):
     }
 
 
+# lds.gen_lambda: val — the gen split reports the λ that the val held-out curve chooses.
+GEN_LAMBDA_FROM_VAL = config["lds"]["gen_lambda"] == "val" and "val" in QUERY_SPLITS
+
+
+def gen_lambda_chooser(method, K, query):
+    """The val grid whose held-out choice is the gen split's λ (``lds.gen_lambda: val``); none
+    for the val split, for methods without λ or without a val score, and with
+    ``gen_lambda: own``."""
+    if query != "gen" or not GEN_LAMBDA_FROM_VAL or not method_uses_lambdas(method):
+        return {}
+    if "val" not in method_splits(config, method):  # gen-only kinds (Journey-TRAK)
+        return {}
+    inputs = grid_inputs(method, K, "val")
+    return {"chooser_scores": inputs["scores"], "chooser_train": inputs["train"]}
+
+
 def method_grid(wildcards):
     """Inputs of the jobs that evaluate one (method, K, split) on the λ grid."""
     return grid_inputs(wildcards.method, wildcards.K, wildcards.query)
@@ -193,6 +210,11 @@ def method_spectra(wildcards):
     """Inputs of select_scores and score_grid: the spectra file and its training features."""
     inputs = grid_inputs(wildcards.method, wildcards.K, wildcards.query)
     return {"spectra": inputs["scores"], "train": inputs["train"]}
+
+
+def method_chooser(wildcards):
+    """The extra inputs of the jobs that choose one (method, K, split)'s held-out λ."""
+    return gen_lambda_chooser(wildcards.method, wildcards.K, wildcards.query)
 
 
 def method_kind(wildcards):

@@ -32,6 +32,7 @@ rule collect_groundtruth:
 rule evaluate_lds:
     input:
         unpack(method_grid),
+        unpack(method_chooser),
         groundtruth=f"{RESULTS}/groundtruth/lds.h5",
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:

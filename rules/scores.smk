@@ -79,6 +79,7 @@ rule factor_method:
 rule select_scores:
     input:
         unpack(method_spectra),
+        unpack(method_chooser),
         heldout=f"{RESULTS}/groundtruth/heldout.h5",
     output:
         scores=f"{RESULTS}/scores/{{method}}/K{{K}}/{{query}}.h5",

@@ -2,12 +2,13 @@
 
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda
+from diffattr.jobs.lds import HeldoutChoice
 from diffattr.settings import CounterfactualLambdaSettings
 
 with job_logging(snakemake.log[0], snakemake.threads):
     choose_counterfactual_lambda(
         snakemake.input.scores,
-        snakemake.input.heldout,
+        HeldoutChoice.from_inputs(snakemake.input),
         snakemake.output.choice,
         list(snakemake.input.get("train", [])),
         settings=CounterfactualLambdaSettings.from_params(snakemake.params),

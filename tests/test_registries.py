@@ -114,6 +114,12 @@ def _query_splits() -> tuple[str, ...]:
     return QUERY_SPLITS
 
 
+def _gen_lambda_rules() -> tuple[str, ...]:
+    from diffattr.lds import GEN_LAMBDA_RULES
+
+    return GEN_LAMBDA_RULES
+
+
 def _counterfactual_metrics() -> tuple[str, ...]:
     from diffattr.counterfactual import METRICS
 
@@ -139,6 +145,7 @@ REGISTRIES: dict[str, tuple[Callable[[], Any], ...]] = {
     "methods.*.readout": (_readouts,),
     "methods.*.strategy": (_ekfac_strategies,),
     "lds.splits": (_query_splits,),
+    "lds.gen_lambda": (_gen_lambda_rules,),
     "counterfactual.metrics": (_counterfactual_metrics,),
 }
 

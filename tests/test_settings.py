@@ -789,7 +789,7 @@ SCRIPT_CASES = {
     "select_scores": (
         "diffattr.jobs.scores",
         {"split": "gen", "lambdas": [1, 2], "chunk_rows": 64},
-        {"spectra": "sp.h5", "heldout": "h.h5"},
+        {"spectra": "sp.h5", "heldout": "h.h5", "chooser_scores": "v.h5", "chooser_train": ["t.h5"]},
         {"scores": "s.h5"},
         lambda: {
             "split": "gen",
@@ -824,6 +824,14 @@ def test_scripts_build_settings_from_params(script, tmp_path, monkeypatch):
     paths = [v for k, v in inputs.items() if not (script == "extract_features" and k == "samples")]
     if script == "score_method":  # the method kind reads its inputs by name
         paths = [inputs]
+    if script in ("evaluate_lds", "select_scores"):  # the held-out pool and the val chooser
+        from diffattr.jobs.lds import HeldoutChoice
+
+        choice = HeldoutChoice(
+            inputs["heldout"], inputs.get("chooser_scores"), tuple(inputs.get("chooser_train", ()))
+        )
+        chooser = ("chooser_scores", "chooser_train")
+        paths = [choice if k == "heldout" else v for k, v in inputs.items() if k not in chooser]
     if script == "extract_trajectory_features":  # its inputs come as one bundle
         from diffattr.jobs.features import TrajectoryInputs
 

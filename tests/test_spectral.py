@@ -12,7 +12,7 @@ from diffattr import files, lds, spectral, store
 from diffattr.errors import ConfigError, FeatureMismatchError
 from diffattr.files import read_scores
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda, remove_top_examples
-from diffattr.jobs.lds import evaluate_lds
+from diffattr.jobs.lds import HeldoutChoice, evaluate_lds
 from diffattr.jobs.scores import score_grid, select_scores
 from diffattr.scoring import TrakOptions, write_trak_scores
 from diffattr.settings import (
@@ -230,3 +230,73 @@ def test_jobs_on_the_spectra_match_the_full_score_grid(tmp_path, monkeypatch):
     assert grid.lambdas.tolist() == LAMBDAS
     scale = np.abs(reference_grid.scores).max(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(grid.scores / scale, reference_grid.scores / scale, atol=1e-6)
+
+
+def _two_split_pools(tmp_path, n_train, seeds):
+    """Benchmark and held-out ground truth with a val and a gen split: outputs linear in the
+    masks plus noise, a different linear map and noise per split."""
+    paths = {}
+    for pool, seed in (("lds", seeds[0]), ("heldout", seeds[1])):
+        rng = np.random.default_rng(seed)
+        masks = rng.random((N_SUBSETS, n_train)) < 0.5
+        arrays = {"masks": masks, "train_ids": np.arange(n_train)}
+        for split in ("val", "gen"):
+            noise = rng.standard_normal((N_SUBSETS, N_TEST))
+            measured = masks @ rng.standard_normal((n_train, N_TEST)) + noise
+            arrays[f"{split}/measured"] = measured
+            arrays[f"{split}/measured_by_seed"] = measured[None]
+            arrays[f"{split}/ids"] = np.arange(N_TEST) + 1000
+        paths[pool] = str(tmp_path / f"{pool}.h5")
+        store.write_h5(paths[pool], arrays, {"pool": pool})
+    return paths
+
+
+def test_the_gen_split_can_report_the_val_held_out_lambda(tmp_path):
+    """lds.gen_lambda: val — evaluate_lds, the counterfactual λ and select_scores on gen all take
+    the val split's held-out choice; the gen split's own choice stays in the record."""
+    n_train, dim = 30, 9
+    phi = features(n_train, dim, 7)
+    train = write_features(tmp_path / "train.h5", phi, "train")
+    attrs = {"method": "trak", "kind": "trak", "K": 2, "lds_sign": -1}
+    spectra = {}
+    for split, seed in (("val", 8), ("gen", 9)):
+        test = write_features(tmp_path / f"{split}-features.h5", features(N_TEST, dim, seed), split)
+        spectra[split] = str(tmp_path / f"{split}-spectra.h5")
+        spectral.write_spectra(train, test, spectra[split], attrs, TrakOptions(chunk_rows=8))
+    # held-out seeds for which the val and the gen held-out curves choose different λ
+    pools = _two_split_pools(tmp_path, n_train, (5, 6))
+    settings = LdsSettings(split="val", bootstrap_resamples=8, bootstrap_seed=0, lambdas=LAMBDAS)
+    val = evaluate_lds(spectra["val"], pools["lds"], pools["heldout"], str(tmp_path / "v.json"),
+                       settings=settings, train_paths=[train])  # fmt: skip
+    gen_settings = replace(settings, split="gen")
+    own = evaluate_lds(spectra["gen"], pools["lds"], pools["heldout"], str(tmp_path / "g.json"),
+                       settings=gen_settings, train_paths=[train])  # fmt: skip
+    by_val = HeldoutChoice(pools["heldout"], spectra["val"], (train,))
+    chosen = evaluate_lds(spectra["gen"], pools["lds"], by_val, str(tmp_path / "gv.json"),
+                          settings=gen_settings, train_paths=[train])  # fmt: skip
+    val_index = val["choices"]["heldout"]["lambda_index"]
+    own_index = own["choices"]["heldout"]["lambda_index"]
+    assert val_index != own_index  # otherwise the test could not tell the rules apart
+    assert (own["heldout_rule"], chosen["heldout_rule"]) == ("own", "val")
+    assert chosen["choices"]["heldout"]["lambda_index"] == val_index
+    assert chosen["choices"]["heldout"]["lds"] == pytest.approx(chosen["lds_curve"][val_index])
+    assert chosen["heldout_own"]["lambda_index"] == own_index
+    assert chosen["heldout_own"]["lds"] == pytest.approx(own["choices"]["heldout"]["lds"])
+    assert chosen["choices"]["oracle"] == own["choices"]["oracle"]
+    choice = choose_counterfactual_lambda(
+        spectra["gen"], by_val, str(tmp_path / "c.json"), [train],
+        settings=CounterfactualLambdaSettings(method="trak", K=2, lambdas=LAMBDAS),
+    )  # fmt: skip
+    assert choice["lambda_index"] == val_index
+    selected = select_scores(
+        spectra["gen"], by_val, str(tmp_path / "gen.h5"), split="gen",
+        grid=ScoreGridSettings(lambdas=LAMBDAS, chunk_rows=8), train_paths=[train],
+    )  # fmt: skip
+    assert selected == LAMBDAS[val_index]
+    # a chooser on another grid is refused
+    other = str(tmp_path / "val-other.h5")
+    write_trak_scores(train, tmp_path / "val-features.h5", other, LAMBDAS[:3], attrs,
+                      TrakOptions(chunk_rows=8))  # fmt: skip
+    with pytest.raises(FeatureMismatchError, match="differs from the gen grid"):
+        evaluate_lds(spectra["gen"], pools["lds"], HeldoutChoice(pools["heldout"], other),
+                     str(tmp_path / "x.json"), settings=gen_settings, train_paths=[train])  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -67,6 +68,32 @@ def test_default_config_dry_run(tmp_path):
     """The embedded default, planned in an empty directory (whatever the checkout holds)."""
     result = snakemake(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert "train_subset" in result.stdout
+
+
+def _job_inputs(text: str, rule: str, output_part: str) -> str:
+    """The ``input:`` line of the planned ``rule`` job whose output contains ``output_part``."""
+    for block in re.split(r"\n\[[^\]\n]+\]\n", text):  # jobs start with a [timestamp] line
+        output = re.search(r"output: (.*)", block)
+        if re.search(rf"rule {rule}:", block) and output and output_part in output.group(1):
+            return re.search(r"input: (.*)", block).group(1)
+    raise AssertionError(f"no planned {rule} job writes {output_part}")
+
+
+@pytest.mark.parametrize("rule_name", ["val", "own"])
+def test_the_gen_lambda_rule_decides_what_the_gen_choices_read(tmp_path, rule_name):
+    """lds.gen_lambda: val makes the gen split's LDS, selected scores and counterfactual λ read
+    the val split's spectra; own keeps them on gen's alone."""
+    config = write_config(tmp_path, tiny_config(**{"lds.gen_lambda": rule_name}))
+    text = snakemake(tmp_path, config, "-n").stdout
+    val_spectra = "spectra/trak/K2/val.h5"
+    for rule, output in (
+        ("evaluate_lds", "lds/trak/K2/gen.json"),
+        ("select_scores", "scores/trak/K2/gen.h5"),
+        ("choose_counterfactual_lambda", "counterfactual/lambda/trak.json"),
+    ):
+        assert (val_spectra in _job_inputs(text, rule, output)) == (rule_name == "val"), rule
+    val_inputs = _job_inputs(text, "evaluate_lds", "lds/trak/K2/val.json")
+    assert val_spectra in val_inputs and "spectra/trak/K2/gen.h5" not in val_inputs
 
 
 def test_local_runs_follow_the_cluster_rerun_policy():
@@ -464,7 +491,8 @@ def test_lds_recomputed_from_subsets_and_measurements(finished_run):
     with open(results / "summary.csv") as handle:
         summary = {(r["method"], r["split"], r["lambda_choice"]): r for r in csv.DictReader(handle)}
     for method in SCORED:
-        for split in ("val", "gen"):
+        val_heldout = None
+        for split in ("val", "gen"):  # val first: its held-out choice is gen's (gen_lambda: val)
             record = json.loads((results / "lds" / method / "K2" / f"{split}.json").read_text())
             lambdas = np.asarray(record["lambdas"], dtype=np.float64)
             # the score file holds the held-out λ only: the whole grid is re-solved from features
@@ -475,10 +503,11 @@ def test_lds_recomputed_from_subsets_and_measurements(finished_run):
             np.testing.assert_allclose(record["lds_curve"], bench, rtol=0, atol=1e-9)
             np.testing.assert_allclose(record["heldout_curve"], held, rtol=0, atol=1e-9)
             best_held = np.flatnonzero(held == np.nanmax(held))
-            chosen = {
-                "heldout": best_held[np.argmin(lambdas[best_held])],
-                "oracle": int(np.nanargmax(bench)),
-            }
+            own = int(best_held[np.argmin(lambdas[best_held])])
+            assert record["heldout_own"]["lambda_index"] == own
+            if split == "val":
+                val_heldout = own
+            chosen = {"heldout": val_heldout, "oracle": int(np.nanargmax(bench))}
             for choice, index in chosen.items():
                 row = summary[(method, split, choice)]
                 assert float(row["lambda"]) == lambdas[index], (method, split, choice)

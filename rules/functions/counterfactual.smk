@@ -37,7 +37,8 @@ def cf_scores(method):
 def cf_method_grid(wildcards):
     """What the counterfactual λ is chosen from: the spectra file of a method with a ridge λ."""
     method = wildcards.cf_method
-    return grid_inputs(method, COUNTERFACTUAL["method_K"][method], "gen")
+    K = COUNTERFACTUAL["method_K"][method]
+    return {**grid_inputs(method, K, "gen"), **gen_lambda_chooser(method, K, "gen")}
 
 
 def cf_method_lambdas(wildcards):

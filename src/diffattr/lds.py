@@ -387,6 +387,9 @@ def noise_ceiling(measured_by_seed: np.ndarray) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- λ selection
 
+#: ``lds.gen_lambda``: the gen split takes the λ of the ``val`` held-out curve, or of its ``own``.
+GEN_LAMBDA_RULES: tuple[str, ...] = ("val", "own")
+
 
 def choose_lambda(
     lds_curve_heldout: Sequence[float] | np.ndarray, lambdas: Sequence[float] | np.ndarray

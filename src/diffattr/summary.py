@@ -96,7 +96,8 @@ def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None)
         "",
         "`lds` is the point estimate over all benchmark subsets at the chosen λ; "
         "`lds_boot_mean ± lds_boot_std` is the bootstrap over subsets (what the paper tabulates). "
-        "`heldout`: λ chosen on a disjoint subset pool (the reported number); "
+        "`heldout`: λ chosen on a disjoint subset pool (the reported number; on gen, by "
+        "default, the val split's held-out λ: `lds.gen_lambda`); "
         "`crossfit`: λ chosen on one half of the benchmark subsets and evaluated on the other, "
         "swapped and averaged (no extra models; each half is a smaller, noisier benchmark); "
         "`oracle`: λ chosen on the benchmark itself, as in the paper. "

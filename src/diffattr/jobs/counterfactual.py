@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,9 @@ from diffattr.settings import (
 from diffattr.tables import csv_text
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from diffattr.jobs.lds import HeldoutChoice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +128,7 @@ def select_counterfactual_targets(
 
 def choose_counterfactual_lambda(
     scores_path: str,
-    heldout_path: str,
+    heldout: str | HeldoutChoice,
     out_path: str,
     train_paths: Sequence[str] | None = None,
     *,
@@ -138,15 +141,19 @@ def choose_counterfactual_lambda(
     so adding benchmark subsets does not retrain the counterfactual models. ``scores_path`` is
     the method's spectra file (evaluated on ``settings.lambdas``) or, for a method without λ,
     its score file; ``train_paths`` are the training features a primal spectra file reads again.
+    ``heldout`` is the held-out pool or a :class:`diffattr.jobs.lds.HeldoutChoice`; with a val
+    grid in it (``lds.gen_lambda: val``) the λ is the val split's held-out choice.
     """
     from diffattr import spectral
-    from diffattr.jobs.lds import heldout_lambda_index
+    from diffattr.jobs.lds import HeldoutChoice, heldout_lambda_index
 
-    truth = read_groundtruth(heldout_path, "gen")
+    choice = HeldoutChoice.of(heldout)
+    truth = read_groundtruth(choice.pool, "gen")
     lambdas = settings.lambda_list()
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         index, curve = heldout_lambda_index(score, truth, scores_path)
         grid, sign = score.lambdas, score.sign
+    index = choice.index(index, lambdas, grid)
     record = {
         "method": settings.method,
         "K": settings.K,

@@ -3,7 +3,8 @@ the seed-to-seed noise ceiling."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,37 @@ from diffattr.errors import FeatureMismatchError
 from diffattr.files import GroundTruth, read_groundtruth, read_measured, write_groundtruth
 from diffattr.progress import status
 from diffattr.settings import LdsSettings
+
+
+@dataclass(frozen=True)
+class HeldoutChoice:
+    """Where a split's held-out λ comes from: the held-out pool's ground truth (``pool``) and,
+    for the gen split under ``lds.gen_lambda: val``, the val split's grid file (``val_scores``,
+    with the training features ``val_train`` a primal spectra file reads) whose held-out choice
+    the gen split takes. A plain path is a pool whose split chooses its own λ."""
+
+    pool: str
+    val_scores: str | None = None
+    val_train: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, heldout: str | HeldoutChoice) -> HeldoutChoice:
+        return heldout if isinstance(heldout, HeldoutChoice) else cls(str(heldout))
+
+    @classmethod
+    def from_inputs(cls, inputs: Mapping[str, Any]) -> HeldoutChoice:
+        """From a job's Snakemake inputs: ``heldout`` and the optional ``chooser_scores`` /
+        ``chooser_train`` of the rules' ``method_chooser``."""
+        return cls(
+            inputs["heldout"], inputs.get("chooser_scores"), tuple(inputs.get("chooser_train", []))
+        )
+
+    def index(self, own_index: int, lambdas: Sequence[float] | None, grid: np.ndarray) -> int:
+        """The reported λ index: ``own_index`` (the split's own held-out choice), or the val
+        split's held-out choice on the same ``grid``."""
+        if self.val_scores is None:
+            return own_index
+        return chooser_heldout_index(self.val_scores, self.val_train, self.pool, lambdas, grid)
 
 
 def collect_groundtruth(
@@ -77,7 +109,7 @@ def _check_alignment(score: Any, truth: GroundTruth, where: str) -> None:
 def evaluate_lds(
     scores_path: str,
     groundtruth_path: str,
-    heldout_path: str,
+    heldout: str | HeldoutChoice,
     out_path: str,
     *,
     settings: LdsSettings,
@@ -92,13 +124,18 @@ def evaluate_lds(
     without a score matrix per λ: :mod:`diffattr.spectral`; a primal one reads ``train_paths``,
     the members' training features, again) or a score file. ``settings.sign`` defaults to its
     ``lds_sign`` attr (+1 for scores in loss units, such as empirical influence and datamodels;
-    −1 otherwise)."""
+    −1 otherwise).
+
+    ``heldout``: the held-out pool, or a :class:`HeldoutChoice` whose val grid chooses this
+    (gen) split's ``heldout`` λ (``lds.gen_lambda: val``); the split's own held-out choice is
+    kept as ``heldout_own``."""
     from diffattr import spectral
 
     split, sign, lambdas = settings.split, settings.sign, settings.lambda_list()
     bootstrap_resamples, bootstrap_seed = settings.bootstrap_resamples, settings.bootstrap_seed
+    choice = HeldoutChoice.of(heldout)
     bench = read_groundtruth(groundtruth_path, split)
-    held = read_groundtruth(heldout_path, split)
+    held = read_groundtruth(choice.pool, split)
     with spectral.open_scores(scores_path, lambdas, train_paths) as score:
         _check_alignment(score, bench, scores_path)
         _check_alignment(score, held, scores_path)
@@ -134,7 +171,14 @@ def evaluate_lds(
         "choices": {},
     }
     oracle_index = int(np.nanargmax(curve))
-    heldout_index, _ = lds.choose_lambda(heldout_curve, grid)
+    own_index, _ = lds.choose_lambda(heldout_curve, grid)
+    heldout_index = choice.index(own_index, lambdas, grid)
+    record["heldout_rule"] = "own" if choice.val_scores is None else "val"
+    record["heldout_own"] = {
+        "lambda": float(grid[own_index]),
+        "lambda_index": int(own_index),
+        "lds": float(curve[own_index]),
+    }
     for name, index in (("heldout", heldout_index), ("oracle", oracle_index)):
         boot = lds.bootstrap_predictions(
             bench_predictions[index], bench.measured, bootstrap_resamples, bootstrap_seed
@@ -188,6 +232,33 @@ def heldout_lambda_index(score: Any, heldout: GroundTruth, where: str) -> tuple[
     curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout.measured), where)
     index, _ = lds.choose_lambda(curve, score.lambdas)
     return index, curve
+
+
+def chooser_heldout_index(
+    chooser_scores: str,
+    chooser_train: Sequence[str],
+    heldout_path: str,
+    lambdas: Sequence[float] | None,
+    grid: np.ndarray,
+) -> int:
+    """The gen split's λ index under ``lds.gen_lambda: val``: the held-out choice of the val
+    split's grid (``chooser_scores``, a spectra or score file, with the training features
+    ``chooser_train`` a primal spectra file reads), on the val split of the held-out pool.
+
+    The same λ in :func:`evaluate_lds`, :func:`diffattr.jobs.scores.select_scores` and the
+    counterfactual's choice; ``grid`` is the gen grid, which must be the val grid."""
+    from diffattr import spectral
+
+    held = read_groundtruth(heldout_path, "val")
+    with spectral.open_scores(chooser_scores, lambdas, list(chooser_train)) as score:
+        index, _ = heldout_lambda_index(score, held, chooser_scores)
+        val_grid = np.asarray(score.lambdas, dtype=np.float64)
+    if not np.array_equal(val_grid, np.asarray(grid, dtype=np.float64)):
+        raise FeatureMismatchError(
+            f"{chooser_scores}: its λ grid {val_grid.tolist()} differs from the gen grid "
+            f"{np.asarray(grid).tolist()}; the val choice cannot choose the gen λ"
+        )
+    return index
 
 
 def noise_ceiling(groundtruth_path: str, out_path: str, *, splits: Sequence[str]) -> None:

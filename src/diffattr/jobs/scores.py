@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffattr.files import read_groundtruth
-from diffattr.jobs.lds import heldout_lambda_index
+from diffattr.jobs.lds import HeldoutChoice, heldout_lambda_index
 from diffattr.methods import ScoreJob, get_method
 from diffattr.progress import status
 from diffattr.settings import Runtime, ScoreGridSettings, ScoreSettings
@@ -47,7 +47,7 @@ def score_method(
 
 def select_scores(
     spectra_path: str,
-    heldout_path: str,
+    heldout: str | HeldoutChoice,
     out_path: str,
     *,
     split: str,
@@ -56,12 +56,16 @@ def select_scores(
 ) -> float:
     """The score file of a method with a ridge λ at the λ that is used: the held-out choice of
     this split (the λ of the proponent figures and, on gen, of the counterfactual removals, the
-    choice of :func:`diffattr.jobs.lds.evaluate_lds`) among ``grid.lambdas``. Returns that λ."""
+    choice of :func:`diffattr.jobs.lds.evaluate_lds`, so on gen, with a
+    :class:`~diffattr.jobs.lds.HeldoutChoice` that has a val grid, the val split's held-out
+    choice) among ``grid.lambdas``. Returns that λ."""
     from diffattr import spectral
 
-    held = read_groundtruth(heldout_path, split)
+    choice = HeldoutChoice.of(heldout)
+    held = read_groundtruth(choice.pool, split)
     with spectral.open_scores(spectra_path, list(grid.lambdas), train_paths) as score:
         index, curve = heldout_lambda_index(score, held, spectra_path)
+        index = choice.index(index, list(grid.lambdas), score.lambdas)
         value = float(score.lambdas[index])
         extra = {
             "lambda_choice": "heldout",
