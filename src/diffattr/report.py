@@ -148,7 +148,9 @@ def plot_lambda_curves(records: Sequence[Mapping[str, Any]], out_path: str | os.
     """LDS (×100) against λ, one panel per split and one colour per (method, K).
 
     Solid: the benchmark pool (what is reported); dashed: the held-out pool used to choose λ.
-    A star marks the held-out choice on the benchmark curve, an open circle the oracle λ.
+    A star marks the held-out choice on the benchmark curve (on gen, under
+    ``lds.gen_lambda: val``, the val curve's choice, as the panel's title says), an open circle
+    the oracle λ.
     Methods without a λ grid (one stored value) are left out.
     """
     records = [r for r in records if len(r["lambdas"]) > 1 and min(r["lambdas"]) > 0]
@@ -188,7 +190,10 @@ def plot_lambda_curves(records: Sequence[Mapping[str, Any]], out_path: str | os.
             )
         ax.set_xscale("log")
         ax.set_xlabel("λ")
-        ax.set_title(f"{split} queries")
+        by_val = any(
+            r.get("heldout_rule") == "val" for r in records if r["split"] == split
+        )  # lds.gen_lambda: val — the star is val's held-out λ
+        ax.set_title(f"{split} queries" + (" (held-out λ chosen on val)" if by_val else ""))
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("LDS (%)")
     from matplotlib.lines import Line2D
