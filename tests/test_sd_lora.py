@@ -446,7 +446,9 @@ def test_tiny_stable_diffusion_workflow_end_to_end(sd_fixture, tmp_path):
     with open(results / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["method"] for r in rows} == {"dtrak"}
-    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle"}
+    # gen reports val's held-out λ (lds.gen_lambda: val), its own choice beside it
+    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle", "heldout_own"}
+    assert {r["split"] for r in rows if r["lambda_choice"] == "heldout_own"} == {"gen"}
     assert {r["split"] for r in rows} == {"val", "gen"}
     for row in rows:
         assert math.isfinite(float(row["lds"])) and -100 <= float(row["lds"]) <= 100

@@ -11,7 +11,7 @@ import pytest
 from diffattr import files, lds, store
 from diffattr.jobs.summary import SummaryFiles, summarize
 from diffattr.settings import SummarySettings
-from diffattr.summary import paired_rows
+from diffattr.summary import paired_rows, summary_rows
 
 
 def _record(method, K, split, prediction, lds_value):
@@ -156,3 +156,19 @@ def test_a_method_without_timesteps_pairs_on_either_side(run):
     # and the reverse pair gives the same rows with the sign turned
     back = paired_rows(records, {"val": measured}, [["dtrak", "raw_cos"]], 20)
     assert [(r["K"], r["lds_diff"]) for r in back] == [(r["K"], -r["lds_diff"]) for r in rows]
+
+
+@pytest.mark.parametrize("rule", ["val", "own"])
+def test_a_gen_record_on_val_lambda_shows_its_own_choice_beside_it(rule):
+    prediction = np.zeros((4, 3))
+    record = {
+        **_record("dtrak", 10, "gen", prediction, 0.3),
+        "heldout_rule": rule,
+        "heldout_own": {"lambda": 5e7, "lambda_index": 3, "lds": 0.08},
+    }
+    rows = [r for r in summary_rows([record]) if r["lambda_choice"] == "heldout_own"]
+    if rule == "own":
+        assert rows == []
+        return
+    (row,) = rows
+    assert (row["lambda"], row["lds"], row["lds_boot_std"]) == (5e7, 8.0, "")

@@ -205,7 +205,8 @@ def test_end_to_end_summary(finished_run):
     results = workdir / "results" / "tiny"
     with open(results / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 2 * 1 * 3  # methods x splits x K x λ-choices
+    # methods x splits x K x λ-choices, and gen's own held-out choice beside val's λ
+    assert len(rows) == 2 * 2 * 1 * 3 + 2
     for column in (
         "method",
         "split",
@@ -217,11 +218,12 @@ def test_end_to_end_summary(finished_run):
         "lds_boot_std",
     ):
         assert column in rows[0]
-    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle", "crossfit"}
+    assert {r["lambda_choice"] for r in rows} == {"heldout", "oracle", "crossfit", "heldout_own"}
+    assert {r["split"] for r in rows if r["lambda_choice"] == "heldout_own"} == {"gen"}
     assert {r["method"] for r in rows} == {"trak", "dtrak"}
     for row in rows:  # the values themselves: test_lds_recomputed_from_subsets_and_measurements
         assert math.isfinite(float(row["lds"]))
-        if row["lambda_choice"] != "crossfit":
+        if row["lambda_choice"] not in ("crossfit", "heldout_own"):
             assert math.isfinite(float(row["lds_boot_std"]))
         # crossfit: one λ per fold, "a/b"
         assert {float(v) for v in row["lambda"].split("/")} <= {0.1, 1, 10, 100}, row
