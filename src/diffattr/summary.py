@@ -65,6 +65,24 @@ def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _unbootstrapped_row(record: dict[str, Any], choice: str, lam: Any, value: float) -> dict:
+    """A summary row without a bootstrap (those cells stay empty)."""
+    return {
+        "method": record["method"],
+        "split": record["split"],
+        "K": record["K"],
+        "lambda_choice": choice,
+        "lambda": lam,
+        "lds": round(100 * value, 2),
+        "lds_boot_mean": "",
+        "lds_boot_std": "",
+        "lds_ci_low": "",
+        "lds_ci_high": "",
+        "num_subsets": record["num_subsets"],
+        "num_queries": record["num_queries"],
+    }
+
+
 def crossfit_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``crossfit`` row of an LDS record: λ chosen on one half of the benchmark subsets and
     evaluated on the other, swapped, averaged (``lds``; λ per fold joined by ``/``; no
@@ -72,22 +90,8 @@ def crossfit_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     crossfit = record.get("crossfit")
     if not crossfit:
         return []
-    return [
-        {
-            "method": record["method"],
-            "split": record["split"],
-            "K": record["K"],
-            "lambda_choice": "crossfit",
-            "lambda": "/".join(f"{lam:g}" for lam in crossfit["lambdas"]),
-            "lds": round(100 * crossfit["lds"], 2),
-            "lds_boot_mean": "",
-            "lds_boot_std": "",
-            "lds_ci_low": "",
-            "lds_ci_high": "",
-            "num_subsets": record["num_subsets"],
-            "num_queries": record["num_queries"],
-        }
-    ]
+    lambdas = "/".join(f"{lam:g}" for lam in crossfit["lambdas"])
+    return [_unbootstrapped_row(record, "crossfit", lambdas, crossfit["lds"])]
 
 
 def own_choice_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,23 +101,8 @@ def own_choice_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     own = record.get("heldout_own")
     if record.get("heldout_rule") != "val" or not own:
         return []
-    return [
-        {
-            "method": record["method"],
-            "split": record["split"],
-            "K": record["K"],
-            "readout": record.get("readout", "signed"),
-            "lambda_choice": "heldout_own",
-            "lambda": own["lambda"],
-            "lds": round(100 * own["lds"], 2),
-            "lds_boot_mean": "",
-            "lds_boot_std": "",
-            "lds_ci_low": "",
-            "lds_ci_high": "",
-            "num_subsets": record["num_subsets"],
-            "num_queries": record["num_queries"],
-        }
-    ]
+    row = _unbootstrapped_row(record, "heldout_own", own["lambda"], own["lds"])
+    return [{**row, "readout": record.get("readout", "signed")}]
 
 
 def lds_markdown(rows: Sequence[dict[str, Any]], ceiling: dict[str, Any] | None) -> str:

@@ -40,11 +40,24 @@ class HeldoutChoice:
         )
 
     def index(self, own_index: int, lambdas: Sequence[float] | None, grid: np.ndarray) -> int:
-        """The reported λ index: ``own_index`` (the split's own held-out choice), or the val
-        split's held-out choice on the same ``grid``."""
+        """The reported λ index: ``own_index`` (the split's own held-out choice), or the held-out
+        choice of the val grid (evaluated on ``lambdas``) on the val split of the pool, which
+        must be on the same ``grid``. The same λ in :func:`evaluate_lds`,
+        :func:`diffattr.jobs.scores.select_scores` and the counterfactual's choice."""
         if self.val_scores is None:
             return own_index
-        return chooser_heldout_index(self.val_scores, self.val_train, self.pool, lambdas, grid)
+        from diffattr import spectral
+
+        held = read_groundtruth(self.pool, "val")
+        with spectral.open_scores(self.val_scores, lambdas, list(self.val_train)) as score:
+            index, _ = heldout_lambda_index(score, held, self.val_scores)
+            val_grid = np.asarray(score.lambdas, dtype=np.float64)
+        if not np.array_equal(val_grid, np.asarray(grid, dtype=np.float64)):
+            raise FeatureMismatchError(
+                f"{self.val_scores}: its λ grid {val_grid.tolist()} differs from the gen grid "
+                f"{np.asarray(grid).tolist()}; the val choice cannot choose the gen λ"
+            )
+        return index
 
 
 def collect_groundtruth(
@@ -232,33 +245,6 @@ def heldout_lambda_index(score: Any, heldout: GroundTruth, where: str) -> tuple[
     curve = _nanmean_rows(lds.lds_from_predictions(predictions, heldout.measured), where)
     index, _ = lds.choose_lambda(curve, score.lambdas)
     return index, curve
-
-
-def chooser_heldout_index(
-    chooser_scores: str,
-    chooser_train: Sequence[str],
-    heldout_path: str,
-    lambdas: Sequence[float] | None,
-    grid: np.ndarray,
-) -> int:
-    """The gen split's λ index under ``lds.gen_lambda: val``: the held-out choice of the val
-    split's grid (``chooser_scores``, a spectra or score file, with the training features
-    ``chooser_train`` a primal spectra file reads), on the val split of the held-out pool.
-
-    The same λ in :func:`evaluate_lds`, :func:`diffattr.jobs.scores.select_scores` and the
-    counterfactual's choice; ``grid`` is the gen grid, which must be the val grid."""
-    from diffattr import spectral
-
-    held = read_groundtruth(heldout_path, "val")
-    with spectral.open_scores(chooser_scores, lambdas, list(chooser_train)) as score:
-        index, _ = heldout_lambda_index(score, held, chooser_scores)
-        val_grid = np.asarray(score.lambdas, dtype=np.float64)
-    if not np.array_equal(val_grid, np.asarray(grid, dtype=np.float64)):
-        raise FeatureMismatchError(
-            f"{chooser_scores}: its λ grid {val_grid.tolist()} differs from the gen grid "
-            f"{np.asarray(grid).tolist()}; the val choice cannot choose the gen λ"
-        )
-    return index
 
 
 def noise_ceiling(groundtruth_path: str, out_path: str, *, splits: Sequence[str]) -> None:
