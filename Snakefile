@@ -67,6 +67,18 @@ rule all:
         final_outputs(),
 
 
+onstart:
+    # DIFFATTR_JOB_SERVER=1 (set by `make run`): local jobs fork from one process that has
+    # imported torch already (diffattr.job_server); a cluster run never starts it.
+    if JOB_SERVER.start(LOGS, local=workflow.local_exec and workflow.is_main_process):
+        print("[diffattr] job server started (one-thread jobs skip the torch import)")
+
+
 onsuccess:
+    JOB_SERVER.stop()
     print_summary(f"{RESULTS}/summary.md")
     print_summary(f"{RESULTS}/checks.md")
+
+
+onerror:
+    JOB_SERVER.stop()

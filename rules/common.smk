@@ -10,6 +10,7 @@ from diffattr.noise import NOISE_TAG_PATTERN, split_noise_tag
 from diffattr.snapshots import SNAPSHOT_PERCENTS, snapshot_steps
 from diffattr.base_model import check_base_model
 from diffattr import resources as work
+from diffattr.job_server import JobServer
 
 config.update(validate_config(config))
 check_base_model(config)  # an sd_lora base model must be on disk before any job runs
@@ -17,6 +18,7 @@ check_base_model(config)  # an sd_lora base model must be on disk before any job
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
 LOGS = f"logs/{EXPERIMENT}"
+JOB_SERVER = JobServer()
 BENCHMARKS = f"logs/{EXPERIMENT}/benchmarks"
 CHECKPOINTS = f".checkpoints/{EXPERIMENT}"
 

@@ -1,5 +1,9 @@
 """Snakemake adapter: sample quality (classifier on the real training images) and copy check."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.checks import assess_samples
 from diffattr.jobs.common import job_logging
 

@@ -1,5 +1,9 @@
 """Snakemake adapter: top-k proponent class agreement of every scored method."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.checks import RecordAndFigure, check_attributions
 from diffattr.jobs.common import job_logging
 from diffattr.settings import AgreementSettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: the held-out λ of one scored method on the gen split."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import choose_counterfactual_lambda
 from diffattr.jobs.lds import HeldoutChoice

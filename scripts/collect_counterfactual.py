@@ -1,5 +1,9 @@
 """Snakemake adapter: per-method statistics and paired comparisons of the counterfactuals."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import CaseFiles, CollectedFiles, collect_counterfactual
 

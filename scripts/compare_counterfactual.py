@@ -1,5 +1,9 @@
 """Snakemake adapter: l2 / SSIM / CLIP between a target and its regeneration."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import compare_counterfactual
 from diffattr.settings import CounterfactualMetricSettings, Runtime

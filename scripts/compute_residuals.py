@@ -1,5 +1,9 @@
 """Snakemake adapter: DAS's residual profiles and weights of the training set."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.residuals import compute_residuals
 from diffattr.settings import ResidualSettings, Runtime

@@ -1,5 +1,9 @@
 """Snakemake adapter: CLIP image embeddings of one split (transformers CLIP, diffattr.clip)."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import embed_clip
 from diffattr.settings import Runtime

@@ -1,5 +1,9 @@
 """Snakemake adapter: LDS curve, held-out and oracle λ, bootstrap."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.lds import HeldoutChoice, evaluate_lds
 from diffattr.settings import LdsSettings

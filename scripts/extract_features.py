@@ -1,5 +1,9 @@
 """Snakemake adapter: projected gradient features of one split (or train shard)."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import extract_features
 from diffattr.settings import FeatureSettings, Runtime, SplitRows

@@ -1,5 +1,9 @@
 """Snakemake adapter: Journey-TRAK gen features averaged along the sampling trajectory."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import TrajectoryInputs, extract_trajectory_features
 from diffattr.settings import Runtime, TrajectoryFeatureSettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: kronfluence (EK-FAC) factors of the main model."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.residuals import fit_ekfac_factors
 from diffattr.settings import EkfacFactorSettings, Runtime

@@ -1,5 +1,9 @@
 """Snakemake adapter: generate the seeded DDIM query set."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.generate import generate_samples
 from diffattr.settings import GenerationSettings, Runtime

@@ -1,5 +1,9 @@
 """Snakemake adapter: measured outputs (per-sample loss) of one subset model."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.measure import measure_outputs
 from diffattr.settings import MeasureSettings, Runtime

@@ -1,5 +1,9 @@
 """Snakemake adapter: concatenate train feature shards in row order."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.features import merge_train_features
 

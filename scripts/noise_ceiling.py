@@ -1,5 +1,9 @@
 """Snakemake adapter: seed-to-seed noise ceiling of the benchmark."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.lds import noise_ceiling
 

@@ -1,5 +1,9 @@
 """Snakemake adapter: proponent / opponent grid of a few queries at the held-out λ."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.report import plot_attribution_grid
 from diffattr.settings import AttributionGridSettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: originals beside each method's regeneration and removed examples."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import CaseFiles, plot_counterfactual
 from diffattr.settings import CounterfactualFigureSettings

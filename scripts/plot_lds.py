@@ -1,5 +1,9 @@
 """Snakemake adapter: LDS bar chart and LDS-vs-λ curves of the experiment."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.report import plot_lds
 

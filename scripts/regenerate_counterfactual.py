@@ -1,5 +1,9 @@
 """Snakemake adapter: regenerate one target with its retrained model from the same noise."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import regenerate_counterfactual
 from diffattr.settings import Runtime

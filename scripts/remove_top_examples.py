@@ -1,5 +1,9 @@
 """Snakemake adapter: one target's removal set (top-k training rows) for one method."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import remove_top_examples
 from diffattr.settings import RemovalSettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: the scores of one (method, K, query split), by the method's kind."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.scores import score_method
 from diffattr.settings import Runtime, ScoreSettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: record the generated images the counterfactual evaluation explains."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.counterfactual import select_counterfactual_targets
 

@@ -1,5 +1,9 @@
 """Snakemake adapter: the score file of a method with a ridge λ, at its held-out λ."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.lds import HeldoutChoice
 from diffattr.jobs.scores import select_scores

@@ -1,5 +1,9 @@
 """Snakemake adapter: summary.csv and summary.md of the experiment."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.summary import SummaryFiles, summarize
 from diffattr.settings import SummarySettings

@@ -1,5 +1,9 @@
 """Snakemake adapter: what the run found, in plain words (checks.md, the report's first screen)."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.checks import FindingsPages, summarize_checks
 from diffattr.jobs.common import job_logging
 from diffattr.settings import FindingsSettings

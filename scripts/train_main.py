@@ -1,5 +1,9 @@
 """Snakemake adapter: train the main model (resumable) and save its 25/50/75% snapshots."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.train import train_main
 from diffattr.settings import TrainingRecipe, TrainingRuntime

@@ -1,5 +1,9 @@
 """Snakemake adapter: train one subset (or counterfactual) model (resumable)."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.train import train_model
 from diffattr.settings import TrainingRecipe, TrainingRuntime

@@ -1,5 +1,9 @@
 """Snakemake adapter: the report's front page (held-out LDS table and key figures)."""
 
+from diffattr.jobs.common import delegate_to_job_server
+
+delegate_to_job_server(snakemake)
+
 from diffattr.jobs.common import job_logging
 from diffattr.jobs.report import write_overview
 

@@ -58,6 +58,7 @@ def snakemake(
     *args: str,
     timeout: int = 900,
     snakefile: Path = ROOT / "Snakefile",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     command = [
         *SNAKEMAKE,
@@ -69,7 +70,9 @@ def snakemake(
         str(configfile),
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )
     if result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"

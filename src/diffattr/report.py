@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from diffattr import store
 from diffattr.errors import ConfigError, CorruptFileError
 from diffattr.images import to_display
+from diffattr.job_server import peak_memory_mb
 
 CHOICES = ("heldout", "oracle")
 #: Columns of a Snakemake ``benchmark:`` TSV that the runtime table summarises.
@@ -329,7 +330,9 @@ def plot_attribution_grid(
 def read_benchmarks(root: str | os.PathLike) -> list[dict[str, Any]]:
     """One row per ``benchmark:`` TSV under ``root``: rule (first path part), job, seconds, memory.
 
-    A file with several measured runs (``repeat()``) contributes their mean.
+    A file with several measured runs (``repeat()``) contributes their mean. A job that ran in
+    the job server takes its memory from the peak its log records (``root`` is
+    ``logs/<experiment>/benchmarks``, its logs mirror the benchmark paths one level up).
     """
     root = Path(root)
     rows = []
@@ -344,6 +347,9 @@ def read_benchmarks(root: str | os.PathLike) -> list[dict[str, Any]]:
             )
         seconds = [_number(e.get(BENCHMARK_SECONDS)) for e in entries]
         memory = [_number(e.get(BENCHMARK_MEMORY)) for e in entries]
+        served = peak_memory_mb(root.parent / relative.with_suffix(".log"))
+        if served is not None:  # the job ran in the job server: the TSV measured its client
+            memory = [served]
         rows.append(
             {
                 "rule": relative.parts[0],

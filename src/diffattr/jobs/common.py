@@ -17,6 +17,14 @@ from diffattr.progress import STATUS_LOGGER, StatusCollector, status_line
 logger = logging.getLogger("diffattr")
 
 
+def delegate_to_job_server(snakemake: object) -> None:
+    """The first call of every ``scripts/*.py``: run the job in the local job server when one
+    listens (and exit with its status), else return and run it here (:mod:`diffattr.job_server`)."""
+    from diffattr.job_server import delegate
+
+    delegate(snakemake)
+
+
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[IO[str]]:
     """Send this job's logging, warnings, progress bars and tracebacks to its log file; on
