@@ -1126,6 +1126,57 @@ def bench_startup(settings: Settings) -> list[Comparison]:
     ]
 
 
+def _job_script_seconds(script: Path, env: dict[str, str], repeats: int) -> float:
+    """Mean wall seconds of ``repeats`` runs of ``script`` as a one-thread job process."""
+    started = time.perf_counter()
+    for _ in range(repeats):
+        subprocess.run([sys.executable, str(script)], check=True, env=env)
+    return (time.perf_counter() - started) / repeats
+
+
+def bench_job_server(settings: Settings) -> list[Comparison]:
+    """Wall seconds of a torch job's start (imports, then the model round trip) as a fork of
+    the job server (ours) and as a fresh process (baseline), one job after another."""
+    from diffattr import job_server
+
+    repeats = 2 if settings.quick else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "job.py"
+        script.write_text(
+            "from types import SimpleNamespace\n"
+            "from diffattr.jobs.common import delegate_to_job_server\n"
+            "delegate_to_job_server(SimpleNamespace(threads=1))\n"
+            + STARTUP_ROUND_TRIP_OURS.replace("; ", "\n")
+            + "\n"
+        )
+        env = {**os.environ, **thread_env(1), "PYTHONPATH": str(ROOT / "src")}
+        env.pop(job_server.SOCKET_ENV, None)
+        baseline = _job_script_seconds(script, env, repeats)
+        os.environ[job_server.ENABLE_ENV] = "1"
+        server = job_server.JobServer()
+        try:
+            if not server.start(Path(tmp) / "logs", local=True):
+                raise RuntimeError("the job server did not start")
+            served = {
+                **env,
+                **{k: os.environ[k] for k in (job_server.SOCKET_ENV, job_server.PREFIX_ENV)},
+            }
+            _job_script_seconds(script, served, 1)  # waits for the server's own imports
+            ours = _job_script_seconds(script, served, repeats)
+        finally:
+            server.stop()
+            os.environ.pop(job_server.ENABLE_ENV, None)
+    return [
+        Comparison(
+            "job_server_start",
+            ours,
+            baseline,
+            "s wall",
+            details={"job": STARTUP_ROUND_TRIP_OURS, "repeats": repeats},
+        )
+    ]
+
+
 # --------------------------------------------------------------------------- driver
 
 BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
@@ -1136,6 +1187,7 @@ BENCHMARKS: dict[str, Callable[[Settings], list[Comparison]]] = {
     "memory": bench_memory,
     "training": bench_training,
     "startup": bench_startup,
+    "job_server": bench_job_server,
 }
 
 

@@ -180,3 +180,20 @@ def test_a_run_through_the_job_server_equals_one_without(tiny_run, tmp_path):
     diffs = [d for d in comparator.diffs if not d.endswith("only in A")]
     assert not diffs, diffs[:20]
     assert counts["hdf5"] > 20 and counts["json"] > 50
+
+
+def test_a_job_with_a_closed_stdin_still_runs(server):
+    """Snakemake may start a job without stdin: passing fd 0 on must not break the job."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "job.py", "0"],
+        cwd=server,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert result.returncode == 0, result.stderr
+    assert _fields(result.stdout)["argv"] == "['0']"

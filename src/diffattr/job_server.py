@@ -100,9 +100,12 @@ def delegate(snakemake: Any) -> None:
         "env": dict(os.environ),
         "path": sys.path,
     }
-    _send_message(client, json.dumps(request).encode(), fds=[0, 1, 2])
-    reply = _receive_exactly(client, _STATUS.size)
-    if reply is None:  # the server ended before forking this job: nothing ran, run it here
+    try:
+        _send_message(client, json.dumps(request).encode(), fds=[0, 1, 2])
+        reply = _receive_exactly(client, _STATUS.size)
+    except OSError:  # e.g. a closed stdin cannot be passed on
+        reply = None
+    if reply is None:  # the job did not start in the server: nothing ran, run it here
         client.close()
         return
     (child,) = _STATUS.unpack(reply)
