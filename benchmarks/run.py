@@ -1149,7 +1149,7 @@ def bench_job_server(settings: Settings) -> list[Comparison]:
             + STARTUP_ROUND_TRIP_OURS.replace("; ", "\n")
             + "\n"
         )
-        env = {**os.environ, **thread_env(1), "PYTHONPATH": str(ROOT / "src")}
+        env = {**thread_env(1), "PYTHONPATH": str(ROOT / "src")}  # thread_env copies os.environ
         env.pop(job_server.SOCKET_ENV, None)
         baseline = _job_script_seconds(script, env, repeats)
         os.environ[job_server.ENABLE_ENV] = "1"

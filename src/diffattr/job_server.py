@@ -5,9 +5,9 @@ On two CPU cores a torch job of the embedded default spends about 5 s of its 10-
 its first line of work: importing torch (2.4 s), diffusers (1.5 s) and ``torch._dynamo`` (which
 ``torch.optim`` and ``torch.func`` import on first use, 1-3 s). The workflow runs about 130 such
 jobs. With ``DIFFATTR_JOB_SERVER=1`` in its environment, a local (not cluster) ``snakemake``
-run starts this server in its ``onstart`` hook (``rules/common.smk``); every ``scripts/*.py``
-begins with :func:`delegate`, which hands the job to the server when one is listening and
-returns otherwise, so a job runs the same code either way.
+run starts this server in the Snakefile's ``onstart`` hook; every ``scripts/*.py`` begins with
+``delegate_to_job_server`` (:func:`delegate`), which hands the job to the server when one is
+listening and returns otherwise, so a job runs the same code either way.
 
 How a delegated job runs:
 
