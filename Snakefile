@@ -70,8 +70,12 @@ rule all:
 onstart:
     # DIFFATTR_JOB_SERVER=1 (set by `make run`): local jobs fork from one process that has
     # imported torch already (diffattr.job_server); a cluster run never starts it.
-    if JOB_SERVER.start(LOGS, local=workflow.local_exec and workflow.is_main_process):
-        print("[diffattr] job server started (one-thread jobs skip the torch import)")
+    if JOB_SERVER.start(
+        LOGS, local=workflow.local_exec and workflow.is_main_process
+    ):
+        print(
+            "[diffattr] job server started (one-thread jobs skip the torch import)"
+        )
 
 
 onsuccess:

@@ -278,6 +278,15 @@ def feature_model_dir(wildcards):
     return model_dir("retrain", name[len("retrain-") :], seed)
 
 
+#: features.structured_mixing as a param only where it is set, so that runs without it keep
+#: their params (Snakemake reruns jobs whose params change)
+PROJ_MIXING = (
+    {}
+    if config["features"]["structured_mixing"] == 1
+    else {"proj_mixing": config["features"]["structured_mixing"]}
+)
+
+
 def noise_scheme(wildcards):
     """The feature-noise scheme of a noise tag (`common`, `common-s3`, ...)."""
     return split_noise_tag(wildcards.noise)[0]

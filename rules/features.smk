@@ -32,6 +32,7 @@ rule extract_query_features:
         runtime=attempt_scaled(query_features_runtime),
         gpu=GPU,
     params:
+        **PROJ_MIXING,
         impl_version=IMPL_VERSION["features"],
         split=wildcard_text("query"),
         output_fn=wildcard_text("fn"),
@@ -67,6 +68,7 @@ use rule extract_query_features as extract_train_features with:
         runtime=attempt_scaled(train_features_runtime),
         gpu=GPU,
     params:
+        **PROJ_MIXING,
         impl_version=IMPL_VERSION["features"],
         split="train",
         output_fn=wildcard_text("fn"),
@@ -157,6 +159,7 @@ rule extract_trajectory_features:
         ),
         gpu=GPU,
     params:
+        **PROJ_MIXING,
         impl_version=IMPL_VERSION["features"],
         output_fn=wildcard_text("fn"),
         proj_kind=config["features"]["proj_kind"],

@@ -121,7 +121,7 @@ def test_bad_energies_are_named(energies, shown):
 
 def test_energy_without_calibration_is_an_error():
     with pytest.raises(ConfigError, match="'energy' is calibrated on training rows"):
-        make_structured_projector(tiny_unet(), 128, seed=1, allocation="energy")
+        make_structured_projector(tiny_unet(), 128, seed=1, split="energy")
     # a dense projection never calls the calibration
     called = []
     split = Split("energy", called.append)
@@ -141,23 +141,20 @@ def test_calibration_is_the_same_for_any_producer_batching(scheduler):
         unet,
         200,
         3,
-        allocation="energy",
-        calibrate=train_calibration(model, images, ids, "loss", 3),
+        split=Split("energy", train_calibration(model, images, ids, "loss", 3)),
     )
     b = make_structured_projector(
         unet,
         200,
         3,
-        allocation="energy",
-        calibrate=train_calibration(model, images[:CALIBRATION_ROWS], ids, "loss", 3),
+        split=Split("energy", train_calibration(model, images[:CALIBRATION_ROWS], ids, "loss", 3)),
     )
     assert a.describe() == b.describe()
     c = make_structured_projector(
         unet,
         200,
         3,
-        allocation="energy",
-        calibrate=train_calibration(model, images, ids, "square", 3),
+        split=Split("energy", train_calibration(model, images, ids, "square", 3)),
     )
     assert c.layout.digest() != a.layout.digest()  # another output function, other energies
 
@@ -180,7 +177,7 @@ def test_energy_features_equal_their_dense_equivalent(scheduler):
     images = np.random.default_rng(1).uniform(-1, 1, (6, 1, 8, 8))
     ids = np.arange(6)
     projector = make_structured_projector(
-        unet, 96, 2, allocation="energy", calibrate=train_calibration(model, images, ids, "loss", 2)
+        unet, 96, 2, split=Split("energy", train_calibration(model, images, ids, "loss", 2))
     )
     x0 = torch.as_tensor(images)
     options = GradientOptions(output_fn="loss", timesteps=[10, 600], noise_seed=0)
@@ -206,7 +203,7 @@ def test_features_of_two_energy_layouts_never_combine():
         energies = [1.0] * count
         energies[heavy] = 50.0
         projector = make_structured_projector(
-            model, 128, 3, allocation="energy", calibrate=lambda groups, e=energies: e
+            model, 128, 3, split=Split("energy", lambda groups, e=energies: e)
         )
         described = projector.describe()
         attrs.append({f"proj_{k}" if not k.startswith("proj") else k: v

@@ -24,6 +24,7 @@ from diffattr.noise import sample_noise
 from diffattr.outputs import get_output_fn
 from diffattr.projection import CounterProjector
 from diffattr.projection_structured import (
+    Split,
     allocate,
     build_layout,
     choose_projection,
@@ -372,7 +373,7 @@ def test_provenance_is_written_and_read_back(tmp_path, monkeypatch):
     from diffattr.features import write_features
     from diffattr.files import read_features
 
-    projector = make_structured_projector(tiny_unet(), 64, seed=1, allocation="sqrt")
+    projector = make_structured_projector(tiny_unet(), 64, seed=1, split="sqrt")
     for limit in (10**6, 10):  # plain JSON, and the compressed form of long layouts
         monkeypatch.setattr(projection_structured, "MAX_LAYOUT_CHARS", limit)
         attrs = {f"proj_{k}" if not k.startswith("proj") else k: v
@@ -415,3 +416,55 @@ def test_timestep_normalisation_divides_each_projected_gradient(scheduler):
         phi = slow_mean_gradients(model, scheduler, inputs, one_step) @ dense
         expected = expected + phi / (phi.norm(dim=1, keepdim=True) / dim**0.5 + 1e-8)
     np.testing.assert_allclose(ours, (expected / len(steps)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_projection_equals_its_explicit_matrix(scheduler):
+    """With mixing the feature is (blocks of m·Z dims) @ M / √(m·Z): the naive mean gradient
+    times ``dense_equivalent`` (which includes M), and M is its counter formula."""
+    model = tiny_unet().double()
+    x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    inputs = QueryRows(x0, [4, 9, 2])
+    options = GradientOptions(output_fn="square", timesteps=[0, 400, 999], noise_seed=0)
+    projector = make_structured_projector(model, 60, seed=7, split=Split(mixing=4))
+    assert projector.sketch_dim == 240 and projector.layout.mixed_dim == 60
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
+    expected = slow_mean_gradients(model, scheduler, inputs, options) @ projector.dense_equivalent(
+        model
+    )
+    assert ours.shape == (3, 60)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
+    key = matrix_key(7, "structured", "normal", "<mix>", "mix", 240, 60)
+    mix = projector._mixing_matrix("cpu", torch.float64).numpy()
+    np.testing.assert_allclose(mix, counter_matrix_reference(key, 240, 60) / np.sqrt(240))
+    # mixing 1 is the unmixed projection, and the two layouts never share a digest
+    plain = make_structured_projector(model, 240, seed=7)
+    assert plain.layout.blocks == projector.layout.blocks
+    assert plain.layout.digest() != projector.layout.digest()
+    assert projector.describe()["mixing"] == 4 and "mixing" not in plain.describe()
+
+
+def test_mixed_kernel_keeps_the_dense_scale():
+    """E[φ(g)·φ(h)] = Z·⟨g, h⟩ with mixing, as without: averaged over 300 seeds within 10 %."""
+    torch.manual_seed(0)
+    model = Wrapped(nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 6))
+    total = sum(p.numel() for p in model.parameters())
+    g = torch.randn(total, dtype=torch.float64)
+    ratios = []
+    for seed in range(300):
+        dense = make_structured_projector(
+            model, 16, seed=seed, split=Split(mixing=3)
+        ).dense_equivalent(model)
+        ratios.append(float((g @ dense).square().sum() / (16 * g.square().sum())))
+    assert abs(np.mean(ratios) - 1) < 0.1
+
+
+@pytest.mark.parametrize("mixing", [0, -2, 2.5, True])
+def test_bad_mixing_is_named(mixing):
+    with pytest.raises(ConfigError, match="structured_mixing"):
+        make_structured_projector(tiny_unet(), 60, seed=0, split=Split(mixing=mixing))
+
+
+def test_mixing_matrix_beyond_one_gib_is_refused():
+    model = Wrapped(nn.Linear(4000, 4000))
+    with pytest.raises(ConfigError, match=r"valid here: 1 \.\. 4"):
+        make_structured_projector(model, 8192, seed=0, split=Split(mixing=5))

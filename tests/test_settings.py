@@ -269,7 +269,7 @@ def test_feature_settings_from_params_round_trip(wrap):
 def test_every_class_round_trips_through_params(cls):
     settings = cls(**VALID[cls]) if cls is not SplitRows else SplitRows(split="val", shard=1,
                                                                         num_shards=3)  # fmt: skip
-    names = {f.name: cls.PARAMS.get(f.name, f.name) for f in dataclasses.fields(cls)}
+    names = {f.name: cls._renames().get(f.name, f.name) for f in dataclasses.fields(cls)}
     params = Params(fromdict={names[k]: getattr(settings, k) for k in names})
     assert cls.from_params(params) == settings
 
@@ -277,7 +277,7 @@ def test_every_class_round_trips_through_params(cls):
 @pytest.mark.parametrize("cls", GEOMETRY_CLASSES[1:])
 def test_the_noise_geometry_comes_as_one_param(cls):
     settings = cls(**{**VALID[cls], "noise": "reference", "noise_batch_size": 52})
-    names = {f.name: cls.PARAMS.get(f.name, f.name) for f in dataclasses.fields(cls)}
+    names = {f.name: cls._renames().get(f.name, f.name) for f in dataclasses.fields(cls)}
     values = {names[k]: getattr(settings, k) for k in names if not k.startswith("noise_")}
     geometry = {"batch_size": 52, "shard_rows": settings.noise_shard_rows}
     params = Params(fromdict={**values, "noise_seed": 0, "noise_geometry": geometry})
@@ -421,6 +421,7 @@ SCHEMA_KEYS = {
     (ProjectionSettings, "proj_seed"): "features.proj_seed",
     (ProjectionSettings, "projection"): "features.projection",
     (ProjectionSettings, "allocation"): "features.structured_allocation",
+    (ProjectionSettings, "mixing"): "features.structured_mixing",
     (FeatureSettings, "t_strategy"): "features.t_strategy",
     (FeatureSettings, "noise_seed"): "features.noise_seed",
     (FeatureSettings, "noise"): "features.noise",

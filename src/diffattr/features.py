@@ -456,7 +456,8 @@ def structured_mean_features(
     ``options.normalize_timesteps``: the full ‖g_t‖ is never formed, so each projected φ_t is
     divided by its Johnson-Lindenstrauss estimate ‖φ_t‖/√Z (E‖φ_t‖² = Z‖g_t‖², see
     :mod:`diffattr.projection_structured`) plus 1e-8: an approximation of g_t/(‖g_t‖ + 1e-8)
-    projected, with the dense path's scale.
+    projected, with the dense path's scale. With mixing, φ_t is the block sketch of
+    ``projector.sketch_dim`` dimensions (Z there), and ``projector.finish`` maps the mean to Z.
     """
     _, inputs, options = _prepared(model, scheduler, inputs, options)
     fn, timesteps, noise_seed = options.output_fn, options.timesteps, options.noise_seed
@@ -494,7 +495,7 @@ def structured_mean_features(
             start += count
             per_evaluation = projector.last_input_bytes / (batch * count)
             per_call = structured_timesteps_per_call(batch, most, per_evaluation, device)
-    return total.mul_(1.0 / len(timesteps))
+    return projector.finish(total.mul_(1.0 / len(timesteps)))
 
 
 #: Bytes of captured layer inputs per structured call on a CPU (activations are about 1.6× that:

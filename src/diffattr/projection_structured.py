@@ -97,13 +97,19 @@ class Layout:
     allocation: str
     #: the calibration shares of a calibrated allocation (blocks, then the rest group)
     energies: tuple[float, ...] | None = None
+    #: with mixing (``mixing`` > 1): the features' Z, reached from the blocks' ``proj_dim``
+    #: by one dense map
+    mixed_dim: int | None = None
+    mixing: int = 1
 
     def as_json(self) -> str:
         calibration = {} if self.energies is None else {"energies": list(self.energies)}
+        mixed = {} if self.mixing == 1 else {"mixing": self.mixing, "mixed_dim": self.mixed_dim}
         return json.dumps(
             {
                 "version": LAYOUT_VERSION,
                 **calibration,
+                **mixed,
                 "allocation": self.allocation,
                 "proj_dim": self.proj_dim,
                 "blocks": [
@@ -203,19 +209,29 @@ def calibration_shares(energies: list[float]) -> list[float]:
     return [float(f"{e / total:.{CALIBRATION_DIGITS}g}") for e in energies]
 
 
+def sketch_dim(proj_dim: int, mixing: int, grad_dim: int) -> int:
+    """The blocks' total dimension: ``mixing`` · Z, at most the number of parameters."""
+    return proj_dim if mixing == 1 else min(grad_dim, mixing * proj_dim)
+
+
 def build_layout(
     model: torch.nn.Module,
     proj_dim: int,
     allocation: str = "proportional",
     energies: Any = None,
+    mixing: int = 1,
 ) -> Layout:
     """The layout of Z over the model's trainable parameters: a pure function of the shapes and,
-    for ``energy``, of ``energies`` (one per :func:`layout_groups` group)."""
+    for ``energy``, of ``energies`` (one per :func:`layout_groups` group). With ``mixing`` > 1
+    the blocks split :func:`sketch_dim` dimensions and ``mixed_dim`` records Z."""
     if allocation not in ALLOCATIONS:
         raise ConfigError(
             f"unknown structured allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}"
         )
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    _check_mixing(mixing, proj_dim)
+    mixed_dim = None if mixing == 1 else proj_dim
+    proj_dim = sketch_dim(proj_dim, mixing, sum(p.numel() for p in params.values()))
     by_name = {t.name: t for t in tracked_modules(model)}
     groups = layout_groups(model)
     sizes = [sum(params[n].numel() for n in names) for _, names in groups]
@@ -235,7 +251,27 @@ def build_layout(
         blocks.append(LayerBlock(t.name, t.d_out, t.d_in, r_out, r_in, dim, offset))
         offset += dim
     calibrated = tuple(weights) if allocation in CALIBRATED_ALLOCATIONS else None
-    return Layout(tuple(blocks), rest, rest_dim, offset, proj_dim, allocation, calibrated)
+    return Layout(
+        tuple(blocks), rest, rest_dim, offset, proj_dim, allocation, calibrated, mixed_dim, mixing
+    )
+
+
+#: The mixing matrix [mixing · Z, Z] is held whole; beyond this many float32 bytes it is refused.
+MAX_MIXING_BYTES = 1 << 30
+
+
+def _check_mixing(mixing: Any, proj_dim: int) -> None:
+    if isinstance(mixing, bool) or not isinstance(mixing, int) or mixing < 1:
+        raise ConfigError(
+            f"features.structured_mixing must be an integer >= 1 (1: no mixing), got {mixing!r}"
+        )
+    if mixing > 1 and mixing * proj_dim * proj_dim * 4 > MAX_MIXING_BYTES:
+        most = max(1, MAX_MIXING_BYTES // (4 * proj_dim * proj_dim))
+        raise ConfigError(
+            f"features.structured_mixing = {mixing} at proj_dim = {proj_dim} needs a "
+            f"{mixing * proj_dim * proj_dim * 4 / 2**30:.1f} GiB mixing matrix (limit "
+            f"{MAX_MIXING_BYTES / 2**30:.0f} GiB); valid here: 1 .. {most}"
+        )
 
 
 #: Longer layouts are stored zlib-compressed (base64): HDF5 attributes are limited to 64 KiB.
@@ -263,15 +299,7 @@ class StructuredProjector:
 
     projection = "structured"
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        proj_dim: int,
-        seed: int,
-        kind: str = "normal",
-        allocation: str = "proportional",
-        energies: Any = None,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, seed: int, kind: str, layout: Layout) -> None:
         if kind not in STRUCTURED_KINDS:
             raise ConfigError(
                 f"unknown projection kind {kind!r} for the structured projection; valid kinds "
@@ -279,8 +307,12 @@ class StructuredProjector:
             )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"projection seed must be a non-negative integer, got {seed!r}")
-        self.kind, self.seed, self.proj_dim = kind, seed, int(proj_dim)
-        self.layout = build_layout(model, self.proj_dim, allocation, energies)
+        self.kind, self.seed, self.layout = kind, seed, layout
+        #: the features' Z; the blocks have ``sketch_dim`` (= Z without mixing)
+        self.proj_dim = layout.proj_dim if layout.mixed_dim is None else layout.mixed_dim
+        #: the blocks' dimension: what :meth:`evaluation_features` returns, :meth:`finish` maps
+        self.sketch_dim = layout.proj_dim
+        self.mixing = layout.mixing
         self.grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self._matrices: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -307,6 +339,7 @@ class StructuredProjector:
             "proj_dim": self.proj_dim,
             "grad_dim": self.grad_dim,
             "allocation": self.layout.allocation,
+            **({} if self.mixing == 1 else {"mixing": self.mixing, "sketch_dim": self.sketch_dim}),
             "layout_digest": self.layout.digest(),
             **_layout_attr(self.layout.as_json()),
         }
@@ -319,8 +352,8 @@ class StructuredProjector:
         for name, p in params.items():
             offsets[name] = (start, p.numel())
             start += p.numel()
-        out = torch.zeros(start, self.proj_dim, dtype=torch.float64)
-        scale_z = self.proj_dim
+        out = torch.zeros(start, self.sketch_dim, dtype=torch.float64)
+        scale_z = self.sketch_dim
         by_name = {t.name: t for t in tracked_modules(model)}
         for b in self.layout.blocks:
             p_out = self.matrix(b.name, "out", b.d_out, b.r_out, "cpu", torch.float64)
@@ -336,11 +369,29 @@ class StructuredProjector:
                 stop = self.layout.rest_offset + self.layout.rest_dim
                 out[first : first + numel, self.layout.rest_offset : stop] = rest[row : row + numel]
                 row += numel
-        return out
+        return self.finish(out)
+
+    def _mixing_matrix(self, device, dtype) -> torch.Tensor:
+        """[sketch_dim, Z] N(0, 1) (or ±1) counter matrix scaled by 1/√sketch_dim, so that
+        E[φ(g)·φ(h)] stays Z·⟨g, h⟩."""
+        cache_key = ("<mix>", "mix", f"{device}/{dtype}")
+        if cache_key not in self._matrices:
+            rows, cols = self.sketch_dim, self.proj_dim
+            key = matrix_key(self.seed, "structured", self.kind, "<mix>", "mix", rows, cols)
+            matrix = counter_matrix(key, rows, cols, self.kind, device, dtype)
+            self._matrices[cache_key] = matrix.mul_(1.0 / math.sqrt(rows))
+        return self._matrices[cache_key]
+
+    def finish(self, sketch: torch.Tensor) -> torch.Tensor:
+        """[..., sketch_dim] block features → the [..., Z] features (the identity without
+        mixing). Linear, so it commutes with the mean over timesteps."""
+        if self.mixing == 1:
+            return sketch
+        return sketch @ self._mixing_matrix(sketch.device, sketch.dtype)
 
     def _rest_matrix(self, device, dtype) -> torch.Tensor:
         rows = sum(n for _, n in self.layout.rest_params)
-        scale = math.sqrt(self.proj_dim / self.layout.rest_dim)
+        scale = math.sqrt(self.sketch_dim / self.layout.rest_dim)
         return self.matrix(REST, "rest", rows, self.layout.rest_dim, device, dtype) * scale
 
     def evaluation_features(
@@ -349,7 +400,8 @@ class StructuredProjector:
         run_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
         evaluations: int,
     ) -> torch.Tensor:
-        """Projected gradients [E, Z] of each of ``evaluations`` independent evaluations.
+        """Block features [E, sketch_dim] (= Z without mixing; :meth:`finish` maps them to Z) of
+        each of ``evaluations`` independent evaluations.
 
         ``run_loss()`` runs the batched forward pass of the E evaluations (inside the capture)
         and returns (Σ_e f_e, the model input, which requires grad). Row e is the projection of
@@ -357,7 +409,7 @@ class StructuredProjector:
         """
         first = next(p for p in model.parameters() if p.requires_grad)
         device, dtype = first.device, first.dtype
-        out = torch.zeros(evaluations, self.proj_dim, dtype=dtype, device=device)
+        out = torch.zeros(evaluations, self.sketch_dim, dtype=dtype, device=device)
         rest_sizes = dict(self.layout.rest_params)
         rest_slots, row = {}, 0
         for name, numel in self.layout.rest_params:
@@ -365,7 +417,7 @@ class StructuredProjector:
             row += numel
         rest = torch.zeros(evaluations, row, dtype=dtype, device=device) if row else None
         blocks = {b.name: b for b in self.layout.blocks}
-        scale_z = self.proj_dim
+        scale_z = self.sketch_dim
 
         def add_rest(name: str | None, value: torch.Tensor) -> None:
             if name is None:
@@ -428,7 +480,7 @@ class StructuredProjector:
         return (
             f"StructuredProjector(kind={self.kind!r}, seed={self.seed}, proj_dim={self.proj_dim}, "
             f"grad_dim={self.grad_dim}, layers={len(self.layout.blocks)}, "
-            f"allocation={self.layout.allocation!r})"
+            f"allocation={self.layout.allocation!r}, mixing={self.mixing})"
         )
 
 
@@ -439,6 +491,8 @@ class Split:
 
     allocation: str = "proportional"
     calibrate: Calibration | None = None
+    #: blocks of ``mixing`` · Z dimensions, then one dense [mixing · Z, Z] map (1: none)
+    mixing: int = 1
 
 
 def make_structured_projector(
@@ -446,23 +500,25 @@ def make_structured_projector(
     proj_dim: int,
     seed: int,
     kind: str = "normal",
-    allocation: str = "proportional",
-    calibrate: Calibration | None = None,
+    split: str | Split = "proportional",
 ) -> StructuredProjector:
     """A structured projector for ``model``'s trainable parameters; see the module docstring.
 
-    A calibrated ``allocation`` calls ``calibrate`` once, with the model's layout groups."""
-    energies = None
+    ``split``: an allocation name, or a :class:`Split`; a calibrated allocation calls its
+    ``calibrate`` once, with the model's layout groups."""
+    split = Split(split) if isinstance(split, str) else split
+    allocation, energies = split.allocation, None
     if allocation in CALIBRATED_ALLOCATIONS:
-        if calibrate is None:
+        if split.calibrate is None:
             raise ConfigError(
                 f"the structured allocation {allocation!r} is calibrated on training rows, but "
                 "this producer has none to give; pass a calibration or use "
                 f"one of: {', '.join(a for a in ALLOCATIONS if a not in CALIBRATED_ALLOCATIONS)}"
             )
         groups = layout_groups(model)
-        energies = calibration_shares(_checked_energies(calibrate(groups), len(groups)))
-    return StructuredProjector(model, proj_dim, seed, kind, allocation, energies)
+        energies = calibration_shares(_checked_energies(split.calibrate(groups), len(groups)))
+    layout = build_layout(model, int(proj_dim), allocation, energies, split.mixing)
+    return StructuredProjector(model, seed, kind, layout)
 
 
 PROJECTIONS: tuple[str, ...] = ("auto", "dense", "dense_counter", "structured")
@@ -522,9 +578,7 @@ def make_feature_projector(
             structured_ok = False
     chosen = choose_projection(projection, grad_dim, proj_dim, structured_ok)
     if chosen == "structured":
-        return make_structured_projector(
-            model, proj_dim, seed, kind, split.allocation, split.calibrate
-        )
+        return make_structured_projector(model, proj_dim, seed, kind, split)
     if chosen == "dense_counter":
         return CounterProjector(kind, grad_dim, proj_dim, seed)
     return make_projector(kind, grad_dim, proj_dim, seed)

@@ -120,13 +120,27 @@ class _FromParams:
     OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
+    def _renames(cls) -> dict[str, str]:
+        """``PARAMS`` of the class and of every settings class it derives from."""
+        merged: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("PARAMS", {}))
+        return merged
+
+    @classmethod
+    def _optional(cls) -> frozenset[str]:
+        """``OPTIONAL_PARAMS`` of the class and of every settings class it derives from."""
+        return frozenset().union(*(vars(k).get("OPTIONAL_PARAMS", ()) for k in cls.__mro__))
+
+    @classmethod
     def _values(cls, params: Any) -> dict[str, Any]:
         values, missing = {}, []
+        renames, optional = cls._renames(), cls._optional()
         for item in dataclasses.fields(cls):  # type: ignore[arg-type]
-            key = cls.PARAMS.get(item.name, item.name)
+            key = renames.get(item.name, item.name)
             if _has_param(params, key):
                 values[item.name] = _param(params, key)
-            elif item.name not in cls.OPTIONAL_PARAMS:
+            elif item.name not in optional:
                 missing.append(key)
         if missing:
             raise ConfigError(
@@ -137,10 +151,11 @@ class _FromParams:
 
     @classmethod
     def _needed(cls) -> list[str]:
+        renames, optional = cls._renames(), cls._optional()
         return [
-            cls.PARAMS.get(f.name, f.name)
+            renames.get(f.name, f.name)
             for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-            if f.name not in cls.OPTIONAL_PARAMS
+            if f.name not in optional
         ]
 
     @classmethod
@@ -161,8 +176,11 @@ class ProjectionSettings(_FromParams):
     proj_seed: int = _default("features.proj_seed")
     projection: str = _default("features.projection")
     allocation: str = _default("features.structured_allocation")
+    mixing: int = _default("features.structured_mixing")
 
-    PARAMS: ClassVar[dict[str, str]] = {"allocation": "proj_allocation"}
+    PARAMS: ClassVar[dict[str, str]] = {"allocation": "proj_allocation", "mixing": "proj_mixing"}
+    #: rules pass ``proj_mixing`` only when it is not 1, so that runs without it keep their params
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"mixing"})
 
     def __post_init__(self) -> None:
         from diffattr.projection_structured import (
@@ -176,6 +194,7 @@ class ProjectionSettings(_FromParams):
         _check_int(self, "proj_seed")
         _check_choice(self, "projection", PROJECTIONS)
         _check_choice(self, "allocation", ALLOCATIONS)
+        _check_int(self, "mixing", 1)
 
     def projector(self, model: Any, calibrate: Any = None) -> Any:
         """The projector of ``model``'s trainable parameters
@@ -183,7 +202,7 @@ class ProjectionSettings(_FromParams):
         :func:`diffattr.calibration.train_calibration`, for the ``energy`` allocation)."""
         from diffattr.projection_structured import Split, make_feature_projector
 
-        split = Split(self.allocation, calibrate)
+        split = Split(self.allocation, calibrate, self.mixing)
         return make_feature_projector(
             model, self.proj_dim, self.proj_seed, self.proj_kind, self.projection, split
         )
