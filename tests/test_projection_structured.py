@@ -337,13 +337,21 @@ def test_counter_projector_blocks_and_formula():
     assert proj.describe()["kind"] == "dense_counter-normal"
 
 
-def test_journey_trajectory_features_with_structured_projection(scheduler):
+@pytest.mark.parametrize("mixing, max_bytes", [(1, None), (3, None), (3, 1000)])
+def test_journey_trajectory_features_with_structured_projection(
+    scheduler, monkeypatch, mixing, max_bytes
+):
+    """Unmixed, mixed with the matrix held, and mixed per job (the matrix too large to hold)."""
+    import diffattr.projection_structured as ps
     from diffattr.methods.journey import trajectory_gradients
 
+    if max_bytes is not None:
+        monkeypatch.setattr(ps, "MAX_MIXING_BYTES", max_bytes)
     model = tiny_unet(seed=2).double()
     trajectory = np.random.default_rng(0).uniform(-1, 1, (3, 2, 1, 8, 8))
     timesteps, ids = np.array([700, 0]), np.array([4, 7, 9])
-    projector = make_structured_projector(model, 100, seed=4)
+    projector = make_structured_projector(model, 100, seed=4, split=Split(mixing=mixing))
+    assert projector.deferred == (max_bytes is not None)
     got = trajectory_gradients(
         model,
         scheduler,
@@ -464,7 +472,23 @@ def test_bad_mixing_is_named(mixing):
         make_structured_projector(tiny_unet(), 60, seed=0, split=Split(mixing=mixing))
 
 
-def test_mixing_matrix_beyond_one_gib_is_refused():
-    model = Wrapped(nn.Linear(4000, 4000))
-    with pytest.raises(ConfigError, match=r"valid here: 1 \.\. 4"):
-        make_structured_projector(model, 8192, seed=0, split=Split(mixing=5))
+def test_a_mixing_matrix_too_large_to_hold_is_applied_per_job_in_blocks(scheduler, monkeypatch):
+    """Beyond MAX_MIXING_BYTES batches keep their m·Z sketches and the job mixes its rows in
+    blocks of the matrix's rows at the end: the same features as the held-whole matrix."""
+    import diffattr.projection_structured as ps
+
+    model = tiny_unet(seed=2)
+    x0 = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    inputs = QueryRows(x0, np.arange(5))
+    options = GradientOptions(output_fn="loss", timesteps=[10, 600], noise_seed=0)
+    held = make_structured_projector(model, 48, seed=3, split=Split(mixing=4))
+    whole = extract_features(model, scheduler, inputs, options, held, Runtime(batch_size=2))
+    assert not held.deferred and held.batch_dim == 48
+    monkeypatch.setattr(ps, "MAX_MIXING_BYTES", 1000)
+    monkeypatch.setattr(ps, "MIXING_BLOCK_BYTES", 48 * 4 * 50)  # 50 rows per block: 4 blocks
+    deferred = make_structured_projector(model, 48, seed=3, split=Split(mixing=4))
+    assert deferred.deferred and deferred.batch_dim == deferred.sketch_dim == 192
+    assert deferred.describe() == held.describe()
+    blocks = extract_features(model, scheduler, inputs, options, deferred, Runtime(batch_size=3))
+    assert blocks.shape == (5, 48) and blocks.dtype == np.float32
+    np.testing.assert_allclose(blocks, whole, rtol=1e-4, atol=1e-5 * np.abs(whole).max())

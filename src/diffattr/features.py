@@ -638,7 +638,7 @@ def extract_features(
     rows = QueryRows(images, ids, cond, _noise_keys(ids, inputs.noise_keys))
     batch_options = dataclasses.replace(options, output_fn=fn, timesteps=timesteps)
     n = len(ids)
-    out = np.empty((n, projector.proj_dim), dtype=np.float32)
+    out = np.empty((n, batch_width(projector)), dtype=np.float32)
     update, close = _progress_reporter(progress, n)
     try:
         for start in range(0, n, batch_size):
@@ -649,7 +649,20 @@ def extract_features(
             update(stop)
     finally:
         close()
-    return out
+    return finish_rows(projector, out, next(model.parameters()).device)
+
+
+def batch_width(projector: Any) -> int:
+    """Columns of :func:`projected_mean_gradients`' output: Z, or a structured projector's
+    sketch width while its mixing is deferred to :func:`finish_rows`."""
+    return getattr(projector, "batch_dim", projector.proj_dim)
+
+
+def finish_rows(projector: Any, rows: np.ndarray, device: Any = "cpu") -> np.ndarray:
+    """A job's [n, :func:`batch_width`] rows → its [n, Z] features (the deferred mixing of a
+    structured projector whose mixing matrix is too large to hold; otherwise ``rows``)."""
+    finish = getattr(projector, "finish_rows", None)
+    return rows if finish is None else finish(rows, device)
 
 
 def merge_feature_shards(
@@ -724,6 +737,8 @@ __all__ = [
     "num_trainable_parameters",
     "per_sample_gradients",
     "projected_mean_gradients",
+    "batch_width",
+    "finish_rows",
     "select_timesteps",
     "structured_mean_features",
     "timesteps_per_call",

@@ -33,6 +33,12 @@ with as many columns as rows (a side that is not reduced, e.g. the one output ch
 grayscale model's last convolution, or a whole small layer under the ``energy`` split) is
 √rows · I instead: exact, with the same E[P Pᵀ] as a Gaussian factor.
 
+**Mixing** (``Split.mixing`` = m > 1, ``features.structured_mixing``): the blocks split m·Z
+dimensions, and one dense counter matrix [m·Z, Z] / √(m·Z) maps them to Z (:meth:`finish`, or
+per job in blocks of rows when the matrix is too large to hold: :meth:`finish_rows`). A
+Kronecker block of a near-low-rank gradient concentrates like r_out + r_in dimensions, not
+r_out·r_in; the dense map restores a Gaussian sketch's concentration (docs/projection.md).
+
 Since the projection is linear, the feature of a sample is the mean over its K timesteps of the
 projected per-(sample, timestep) gradients, which equals the projection of the mean gradient.
 :meth:`StructuredProjector.evaluation_features` returns those per-evaluation vectors before the
@@ -50,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffattr.calibration import CALIBRATED_ALLOCATIONS, CALIBRATION_DIGITS, Calibration
@@ -256,21 +263,17 @@ def build_layout(
     )
 
 
-#: The mixing matrix [mixing · Z, Z] is held whole; beyond this many float32 bytes it is refused.
+#: A mixing matrix [mixing · Z, Z] of at most this many float32 bytes is held whole and
+#: applied to every batch; a larger one is applied once per job, in blocks of
+#: :data:`MIXING_BLOCK_BYTES` (:meth:`StructuredProjector.finish_rows`).
 MAX_MIXING_BYTES = 1 << 30
+MIXING_BLOCK_BYTES = 256 << 20
 
 
 def _check_mixing(mixing: Any, proj_dim: int) -> None:
     if isinstance(mixing, bool) or not isinstance(mixing, int) or mixing < 1:
         raise ConfigError(
             f"features.structured_mixing must be an integer >= 1 (1: no mixing), got {mixing!r}"
-        )
-    if mixing > 1 and mixing * proj_dim * proj_dim * 4 > MAX_MIXING_BYTES:
-        most = max(1, MAX_MIXING_BYTES // (4 * proj_dim * proj_dim))
-        raise ConfigError(
-            f"features.structured_mixing = {mixing} at proj_dim = {proj_dim} needs a "
-            f"{mixing * proj_dim * proj_dim * 4 / 2**30:.1f} GiB mixing matrix (limit "
-            f"{MAX_MIXING_BYTES / 2**30:.0f} GiB); valid here: 1 .. {most}"
         )
 
 
@@ -369,7 +372,7 @@ class StructuredProjector:
                 stop = self.layout.rest_offset + self.layout.rest_dim
                 out[first : first + numel, self.layout.rest_offset : stop] = rest[row : row + numel]
                 row += numel
-        return self.finish(out)
+        return out if self.mixing == 1 else out @ self._mixing_matrix("cpu", torch.float64)
 
     def _mixing_matrix(self, device, dtype) -> torch.Tensor:
         """[sketch_dim, Z] N(0, 1) (or ±1) counter matrix scaled by 1/√sketch_dim, so that
@@ -382,12 +385,43 @@ class StructuredProjector:
             self._matrices[cache_key] = matrix.mul_(1.0 / math.sqrt(rows))
         return self._matrices[cache_key]
 
+    @property
+    def deferred(self) -> bool:
+        """Whether the mixing matrix is too large to hold (:data:`MAX_MIXING_BYTES`): batches
+        then keep their sketches and :meth:`finish_rows` mixes a job's rows at the end."""
+        return self.mixing > 1 and self.sketch_dim * self.proj_dim * 4 > MAX_MIXING_BYTES
+
+    @property
+    def batch_dim(self) -> int:
+        """Columns of a batch's features: Z, or ``sketch_dim`` while mixing is deferred."""
+        return self.sketch_dim if self.deferred else self.proj_dim
+
     def finish(self, sketch: torch.Tensor) -> torch.Tensor:
-        """[..., sketch_dim] block features → the [..., Z] features (the identity without
-        mixing). Linear, so it commutes with the mean over timesteps."""
-        if self.mixing == 1:
+        """[..., sketch_dim] block features → the [..., Z] features of a batch (the identity
+        without mixing, or while it is deferred). Linear, so it commutes with the mean over
+        timesteps."""
+        if self.mixing == 1 or self.deferred:
             return sketch
         return sketch @ self._mixing_matrix(sketch.device, sketch.dtype)
+
+    def finish_rows(self, rows: np.ndarray, device: Any = "cpu") -> np.ndarray:
+        """A job's [n, batch_dim] features → [n, Z] float32: the deferred mixing, one block of
+        the matrix's rows alive at a time (generated on ``device``); otherwise ``rows``."""
+        if not self.deferred:
+            return rows
+        device = torch.device(device)
+        block = max(1, MIXING_BLOCK_BYTES // (4 * self.proj_dim))
+        key = matrix_key(
+            self.seed, "structured", self.kind, "<mix>", "mix", self.sketch_dim, self.proj_dim
+        )
+        scale = 1.0 / math.sqrt(self.sketch_dim)
+        sketches = torch.from_numpy(rows)
+        out = torch.zeros(len(rows), self.proj_dim, dtype=torch.float64, device=device)
+        for start in range(0, self.sketch_dim, block):
+            stop = min(start + block, self.sketch_dim)
+            part = counter_matrix(key, range(start, stop), self.proj_dim, self.kind, device)
+            out += (sketches[:, start:stop].to(device) @ part).double()
+        return out.mul_(scale).float().cpu().numpy()
 
     def _rest_matrix(self, device, dtype) -> torch.Tensor:
         rows = sum(n for _, n in self.layout.rest_params)

@@ -88,7 +88,12 @@ def trajectory_gradients(
     import torch
     from tqdm import tqdm
 
-    from diffattr.features import mean_gradients, projected_mean_gradients
+    from diffattr.features import (
+        batch_width,
+        finish_rows,
+        mean_gradients,
+        projected_mean_gradients,
+    )
     from diffattr.noise import feature_noise_keys
     from diffattr.queries import QueryRows
 
@@ -102,7 +107,7 @@ def trajectory_gradients(
     n = x0_trajectory.shape[0]
     keys = feature_noise_keys("independent", "gen", sample_ids, np.arange(n))
     structured = getattr(projector, "projection", "dense") == "structured"
-    out = np.empty((n, projector.proj_dim), dtype=np.float32)
+    out = np.empty((n, batch_width(projector)), dtype=np.float32)
     for start in tqdm(range(0, n, batch_size), file=progress, disable=progress is None):
         stop = min(start + batch_size, n)
         batch_cond = None if cond is None else cond[start:stop]
@@ -120,4 +125,4 @@ def trajectory_gradients(
             total = part if total is None else total.add_(part)
         total = total.div_(len(timesteps))
         out[start:stop] = (total if structured else projector.project(total)).cpu().numpy()
-    return out
+    return finish_rows(projector, out, next(denoiser.parameters()).device)
