@@ -216,13 +216,20 @@ inject_faults() {
     local deadline job driver checkpoint=$SLURM_RUN/.checkpoints/tiny/main/state.pt
     deadline=$((SECONDS + LIMIT))  # the moments come as fast as the node runs the jobs
     job=""
-    while ((SECONDS < deadline)); do  # train_main after its first checkpoint
-        job=$(running_job train_main)
-        [[ -n $job && -s $checkpoint ]] && break
-        job=""
+    # train_main after its first checkpoint. The tiny model trains in about half a second, so
+    # take the job id while its imports run (seconds), then watch only the checkpoint file: an
+    # squeue per poll is too slow for that window on a loaded machine.
+    # A train_main that finished unseen fails the test at once rather than at the deadline.
+    local trained=$SLURM_RUN/logs/tiny/train_main.log
+    while ((SECONDS < deadline)) && ! grep -qs "diffattr: trained" "$trained"; do
+        job=$(running_job train_main) && [[ -n $job ]] && break
         sleep 0.3
     done
-    [[ -n $job ]] || { echo "MISSED train_main" >>"$WORK/faults.log"; return 1; }
+    while [[ -n $job && ! -s $checkpoint ]] && ((SECONDS < deadline)); do
+        grep -qs "diffattr: trained" "$trained" && break
+        sleep 0.02
+    done
+    [[ -n $job && -s $checkpoint ]] || { echo "MISSED train_main" >>"$WORK/faults.log"; return 1; }
     scancel "$job" && echo "scancel train_main job $job after its checkpoint ($(date -u +%T))" >>"$WORK/faults.log"
     job=""
     while ((SECONDS < deadline)); do
