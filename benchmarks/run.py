@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -213,19 +214,18 @@ def bench_features(settings: Settings) -> list[Comparison]:
 
     from diffattr.projection_structured import Split, make_structured_projector
 
-    structured_projector = make_structured_projector(model, dim, config["features"]["proj_seed"])
-    mixed_projector = make_structured_projector(
-        model, dim, config["features"]["proj_seed"], split=Split(mixing=BENCH_MIXING)
-    )
-
-    def structured() -> np.ndarray:
-        return extract_features(model, scheduler, inputs, options, structured_projector, runtime)
-
-    def mixed() -> np.ndarray:
-        return extract_features(model, scheduler, inputs, options, mixed_projector, runtime)
+    seed = config["features"]["proj_seed"]
+    mixed_projector = make_structured_projector(model, dim, seed, split=Split(mixing=BENCH_MIXING))
+    structured_runs = {
+        name: functools.partial(extract_features, model, scheduler, inputs, options, p, runtime)
+        for name, p in (
+            ("structured", make_structured_projector(model, dim, seed)),
+            ("mixed", mixed_projector),
+        )
+    }
 
     runs = best_of(
-        {"baseline": baseline, "ours": ours, "structured": structured, "mixed": mixed},
+        {"baseline": baseline, "ours": ours, **structured_runs},
         1 if quick else 2,
         settings.device,
     )

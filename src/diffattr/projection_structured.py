@@ -216,11 +216,6 @@ def calibration_shares(energies: list[float]) -> list[float]:
     return [float(f"{e / total:.{CALIBRATION_DIGITS}g}") for e in energies]
 
 
-def sketch_dim(proj_dim: int, mixing: int, grad_dim: int) -> int:
-    """The blocks' total dimension: ``mixing`` · Z, at most the number of parameters."""
-    return proj_dim if mixing == 1 else min(grad_dim, mixing * proj_dim)
-
-
 def build_layout(
     model: torch.nn.Module,
     proj_dim: int,
@@ -230,15 +225,20 @@ def build_layout(
 ) -> Layout:
     """The layout of Z over the model's trainable parameters: a pure function of the shapes and,
     for ``energy``, of ``energies`` (one per :func:`layout_groups` group). With ``mixing`` > 1
-    the blocks split :func:`sketch_dim` dimensions and ``mixed_dim`` records Z."""
+    the blocks split ``mixing`` · Z dimensions (at most the number of parameters) and
+    ``mixed_dim`` records Z."""
     if allocation not in ALLOCATIONS:
         raise ConfigError(
             f"unknown structured allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}"
         )
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    _check_mixing(mixing, proj_dim)
-    mixed_dim = None if mixing == 1 else proj_dim
-    proj_dim = sketch_dim(proj_dim, mixing, sum(p.numel() for p in params.values()))
+    _check_mixing(mixing)
+    mixed_dim = None
+    if mixing > 1:
+        mixed_dim, proj_dim = (
+            proj_dim,
+            min(sum(p.numel() for p in params.values()), mixing * proj_dim),
+        )
     by_name = {t.name: t for t in tracked_modules(model)}
     groups = layout_groups(model)
     sizes = [sum(params[n].numel() for n in names) for _, names in groups]
@@ -270,7 +270,7 @@ MAX_MIXING_BYTES = 1 << 30
 MIXING_BLOCK_BYTES = 256 << 20
 
 
-def _check_mixing(mixing: Any, proj_dim: int) -> None:
+def _check_mixing(mixing: Any) -> None:
     if isinstance(mixing, bool) or not isinstance(mixing, int) or mixing < 1:
         raise ConfigError(
             f"features.structured_mixing must be an integer >= 1 (1: no mixing), got {mixing!r}"
@@ -374,15 +374,20 @@ class StructuredProjector:
                 row += numel
         return out if self.mixing == 1 else out @ self._mixing_matrix("cpu", torch.float64)
 
+    def _mixing_rows(self, rows: range, device, dtype=torch.float32) -> torch.Tensor:
+        """Rows ``rows`` of the [sketch_dim, Z] N(0, 1) (or ±1) counter matrix, scaled by
+        1/√sketch_dim so that E[φ(g)·φ(h)] stays Z·⟨g, h⟩."""
+        key = matrix_key(
+            self.seed, "structured", self.kind, "<mix>", "mix", self.sketch_dim, self.proj_dim
+        )
+        matrix = counter_matrix(key, rows, self.proj_dim, self.kind, device, dtype)
+        return matrix.mul_(1.0 / math.sqrt(self.sketch_dim))
+
     def _mixing_matrix(self, device, dtype) -> torch.Tensor:
-        """[sketch_dim, Z] N(0, 1) (or ±1) counter matrix scaled by 1/√sketch_dim, so that
-        E[φ(g)·φ(h)] stays Z·⟨g, h⟩."""
+        """The whole mixing matrix (:meth:`_mixing_rows`), cached per device and dtype."""
         cache_key = ("<mix>", "mix", f"{device}/{dtype}")
         if cache_key not in self._matrices:
-            rows, cols = self.sketch_dim, self.proj_dim
-            key = matrix_key(self.seed, "structured", self.kind, "<mix>", "mix", rows, cols)
-            matrix = counter_matrix(key, rows, cols, self.kind, device, dtype)
-            self._matrices[cache_key] = matrix.mul_(1.0 / math.sqrt(rows))
+            self._matrices[cache_key] = self._mixing_rows(range(self.sketch_dim), device, dtype)
         return self._matrices[cache_key]
 
     @property
@@ -411,17 +416,13 @@ class StructuredProjector:
             return rows
         device = torch.device(device)
         block = max(1, MIXING_BLOCK_BYTES // (4 * self.proj_dim))
-        key = matrix_key(
-            self.seed, "structured", self.kind, "<mix>", "mix", self.sketch_dim, self.proj_dim
-        )
-        scale = 1.0 / math.sqrt(self.sketch_dim)
         sketches = torch.from_numpy(rows)
         out = torch.zeros(len(rows), self.proj_dim, dtype=torch.float64, device=device)
         for start in range(0, self.sketch_dim, block):
-            stop = min(start + block, self.sketch_dim)
-            part = counter_matrix(key, range(start, stop), self.proj_dim, self.kind, device)
-            out += (sketches[:, start:stop].to(device) @ part).double()
-        return out.mul_(scale).float().cpu().numpy()
+            span = range(start, min(start + block, self.sketch_dim))
+            part = self._mixing_rows(span, device)
+            out += (sketches[:, span.start : span.stop].to(device) @ part).double()
+        return out.float().cpu().numpy()
 
     def _rest_matrix(self, device, dtype) -> torch.Tensor:
         rows = sum(n for _, n in self.layout.rest_params)

@@ -77,6 +77,13 @@ def generation_runtime(config: Mapping[str, Any], samples: int) -> int:
 STRUCTURED_OVERHEAD = 1.6
 
 
+#: The structured projection's mixing (``features.structured_mixing``) per entry of its
+#: [m·Z, Z] matrix, measured on one CPU thread: generating it (10 M counter normals/s) and,
+#: per row, multiplying by it (0.91 s for 1000 rows × a 2048 × 32768 block).
+MIXING_ENTRY_SECONDS = 1 / 10e6
+MIXING_FLOP_SECONDS = 0.91 / (1000 * 2048 * 32768)
+
+
 def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> dict[str, float]:
     """Seconds of ``rows`` samples' features at ``timesteps`` timesteps, per projection:
 
@@ -102,13 +109,6 @@ def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> di
         dim = int(config["features"]["proj_dim"])
         structured += mixing * dim * dim * (MIXING_ENTRY_SECONDS + rows * MIXING_FLOP_SECONDS)
     return {"dense": dense, "dense_counter": dense, "structured": structured}
-
-
-#: The structured projection's mixing (``features.structured_mixing``) per entry of its
-#: [m·Z, Z] matrix, measured on one CPU thread: generating it (10 M counter normals/s) and,
-#: per row, multiplying by it (0.91 s for 1000 rows × a 2048 × 32768 block).
-MIXING_ENTRY_SECONDS = 1 / 10e6
-MIXING_FLOP_SECONDS = 0.91 / (1000 * 2048 * 32768)
 
 
 def features_runtime(config: Mapping[str, Any], rows: int, timesteps: int) -> int:
