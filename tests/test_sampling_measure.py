@@ -11,7 +11,14 @@ from diffattr.measure import Measurement, measure_losses, timestep_grid
 from diffattr.models import build_scheduler, build_unet
 from diffattr.noise import sample_noise
 from diffattr.queries import QueryRows
-from diffattr.sampling import DdimSettings, ddim_sample, image_grid, initial_noise, sample_seeds
+from diffattr.sampling import (
+    DdimSettings,
+    ddim_sample,
+    image_grid,
+    initial_noise,
+    sample_generators,
+    sample_seeds,
+)
 from tests.conftest import SCHEDULER
 
 
@@ -25,10 +32,12 @@ def test_sample_seeds_follow_the_reference_convention():
     assert sample_seeds(3, 2).tolist() == [2000, 2001, 2002]
 
 
-def test_one_sample_regenerates_alone(tiny_unet_config):
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_one_sample_regenerates_alone(tiny_unet_config, eta):
     model, scheduler = _model(tiny_unet_config)
     seeds = sample_seeds(4, 0)
-    four, one = DdimSettings(steps=4, batch_size=4), DdimSettings(steps=4, batch_size=1)
+    four = DdimSettings(steps=4, eta=eta, batch_size=4)
+    one = DdimSettings(steps=4, eta=eta, batch_size=1)
     together = ddim_sample(model, scheduler, seeds, four)["images"]
     alone = ddim_sample(model, scheduler, seeds[2:3], one)["images"]
     np.testing.assert_allclose(together[2], alone[0], atol=1e-5)
@@ -37,9 +46,22 @@ def test_one_sample_regenerates_alone(tiny_unet_config):
     assert together.min() >= -1 and together.max() <= 1
 
 
+def test_step_noise_is_drawn_per_sample(tiny_unet_config):
+    # With η > 0 every step adds fresh noise: each sample's own, so a sample is the same whether
+    # it shares its batch with the others or not, and it differs from the η = 0 sample.
+    model, scheduler = _model(tiny_unet_config)
+    seeds = sample_seeds(3, 1)
+    stochastic = DdimSettings(steps=6, eta=1.0, batch_size=3)
+    batched = ddim_sample(model, scheduler, seeds, stochastic)["images"]
+    reversed_order = ddim_sample(model, scheduler, seeds[::-1].copy(), stochastic)["images"]
+    np.testing.assert_allclose(batched, reversed_order[::-1], atol=1e-5)
+    deterministic = ddim_sample(model, scheduler, seeds, DdimSettings(steps=6, batch_size=3))
+    assert np.abs(batched - deterministic["images"]).max() > 1e-3
+
+
 def test_initial_noise_is_per_seed():
-    a = initial_noise(np.array([5, 6]), (1, 4, 4))
-    b = initial_noise(np.array([6]), (1, 4, 4))
+    a = initial_noise(sample_generators(np.array([5, 6])), (1, 4, 4))
+    b = initial_noise(sample_generators(np.array([6])), (1, 4, 4))
     assert torch.equal(a[1], b[0])
 
 

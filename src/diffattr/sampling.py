@@ -1,9 +1,9 @@
 """Seeded DDIM generation: one generator per sample, so sample i is reproducible on its own.
 
-Sample ``i`` starts from Gaussian noise drawn by a CPU ``torch.Generator`` seeded
-``gen_seed * 1000 + i`` (the reference convention), then follows a deterministic DDIM trajectory
-(η = 0 by default). Regenerating one sample with any model therefore starts from exactly the same
-noise as the original.
+Sample ``i`` owns a CPU ``torch.Generator`` seeded ``gen_seed * 1000 + i`` (the reference
+convention). It draws the sample's starting noise and then, with η > 0, every DDIM step's fresh
+noise for that sample alone, so a sample does not depend on which batch it shares. Regenerating
+one sample with any model therefore draws exactly the same noise as the original, at any η.
 
 A conditional latent model (Stable Diffusion + LoRA) is sampled in latent space with
 classifier-free guidance, ε = ε(∅) + w (ε(prompt) − ε(∅)) with the empty prompt as ∅, and the
@@ -70,11 +70,14 @@ def ddim_scheduler(train_scheduler: Any) -> DDIMScheduler:
     return DDIMScheduler(**kwargs)
 
 
-def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-    """Starting noise for each seed, drawn from its own CPU generator."""
-    return torch.stack(
-        [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    )
+def sample_generators(seeds: np.ndarray) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded with its seed."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """Starting noise for each sample, the first draw of its own generator."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
 
 @torch.no_grad()
@@ -102,11 +105,12 @@ def ddim_sample(
     bar = tqdm(total=len(seeds), desc="generate", file=progress, disable=progress is None)
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
-        x = initial_noise(chunk, shape).to(device)
+        generators = sample_generators(chunk)
+        x = initial_noise(generators, shape).to(device)
         x0_steps = []
         for t in scheduler.timesteps:
             eps = model(x, t).sample
-            out = scheduler.step(eps, t, x, eta=eta, generator=None)
+            out = scheduler.step(eps, t, x, eta=eta, generator=generators)
             x = out.prev_sample
             if trajectory:
                 x0_steps.append(out.pred_original_sample.clamp(-1, 1).cpu())
@@ -198,7 +202,8 @@ def _guided_ddim_sample(
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
         n = len(chunk)
-        x = initial_noise(chunk, model.sample_shape).to(device) * scheduler.init_noise_sigma
+        generators = sample_generators(chunk)
+        x = initial_noise(generators, model.sample_shape).to(device) * scheduler.init_noise_sigma
         cond = model.condition(prompts[start : start + n])
         if guided:
             cond = torch.cat([empty.expand(n, -1, -1), cond])
@@ -210,7 +215,7 @@ def _guided_ddim_sample(
             if guided:
                 eps_empty, eps_prompt = eps.chunk(2)
                 eps = eps_empty + guidance_scale * (eps_prompt - eps_empty)
-            out = scheduler.step(eps, t, x, eta=eta, generator=None)
+            out = scheduler.step(eps, t, x, eta=eta, generator=generators)
             x = out.prev_sample
             if trajectory:
                 x0_steps.append(out.pred_original_sample.cpu())
