@@ -216,9 +216,10 @@ def test_random_removal_is_seeded_per_target(tmp_path):
 # --------------------------------------------------------------------------- regeneration
 
 
-@pytest.fixture
-def generated(tmp_path, tiny_unet_config):
-    """A tiny random-weight model and 6 samples generated from it in batches of 4."""
+@pytest.fixture(params=[0.0, 1.0], ids=["eta0", "eta1"])
+def generated(request, tmp_path, tiny_unet_config):
+    """A tiny random-weight model and 6 samples generated from it in batches of 4 and of 1, with
+    deterministic DDIM and with η = 1 (fresh noise each step, drawn per sample)."""
     import torch
 
     from diffattr.jobs.generate import generate_samples
@@ -234,7 +235,9 @@ def generated(tmp_path, tiny_unet_config):
         grid = tmp_path / f"gen-b{batch_size}.png"
         generate_samples(
             str(model_dir), None, str(paths[batch_size]), str(grid),
-            settings=GenerationSettings(num_samples=6, steps=3, eta=0.0, seed=0, grid_columns=2),
+            settings=GenerationSettings(
+                num_samples=6, steps=3, eta=request.param, seed=0, grid_columns=2
+            ),
             runtime=Runtime(batch_size=batch_size, device="cpu"),
         )  # fmt: skip
     return model_dir, paths

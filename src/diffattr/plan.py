@@ -69,11 +69,6 @@ def resolve_counterfactual(config: Mapping[str, Any]) -> dict[str, Any]:
             f"config: counterfactual.num_targets = {block['num_targets']} exceeds "
             f"generation.num_samples = {num_samples}"
         )
-    if config["generation"]["eta"] != 0:
-        raise ConfigError(
-            f"config: generation.eta = {config['generation']['eta']}; counterfactual "
-            "regeneration needs the deterministic DDIM sampler (eta = 0) to reuse the noise"
-        )
     block["targets"] = select_targets(num_samples, block["num_targets"], block["target_seed"])
     return block
 

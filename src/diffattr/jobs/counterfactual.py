@@ -242,8 +242,6 @@ def regenerate_counterfactual(
     # On CPU the batch layout fixes the last bits, so regenerate in the original generation's
     # batches (the batch size recorded in the samples file).
     batch_size = gen.batch_size
-    if gen.eta != 0:
-        raise ConfigError(f"{samples_path}: eta = {gen.eta}; regeneration needs eta = 0")
     index = samples.position(target)
     model = load_diffusion_model(model_dir, resolve_device(runtime.device))
     image = regenerate_sample(model, seeds, index, gen, prompts)
