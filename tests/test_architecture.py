@@ -293,14 +293,9 @@ def test_the_stage_map_in_the_architecture_doc_matches_the_rules_and_scripts():
 
 
 def _code_metrics():
-    import importlib.util
+    from tests.tool_module import load_tool
 
-    spec = importlib.util.spec_from_file_location(
-        "code_metrics", ROOT / "tools" / "code_metrics.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("code_metrics")
 
 
 def test_no_import_cycle_between_diffattr_modules_deferred_imports_included():

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.tool_module import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "make_patches", ROOT / "tools" / "make_patches.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("make_patches")
 
 
 def test_patches_are_seeded_block_means_of_the_photographs():

@@ -27,14 +27,14 @@ def make_patches(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """([count, 8, 8] uint8 patches, [count] labels), a pure function of (count, seed)."""
     from sklearn.datasets import load_sample_images
 
-    photos = load_sample_images().images
+    luma = np.array([0.299, 0.587, 0.114])
+    grays = [photo.astype(np.float64) @ luma for photo in load_sample_images().images]
     rng = np.random.default_rng(seed)
     factor = PATCH // SIZE
     images, labels = [], []
-    for label in range(count):
-        which = label % len(photos)
-        photo = photos[which].astype(np.float64)
-        gray = photo @ np.array([0.299, 0.587, 0.114])
+    for index in range(count):
+        which = index % len(grays)
+        gray = grays[which]
         top = rng.integers(0, gray.shape[0] - PATCH + 1)
         left = rng.integers(0, gray.shape[1] - PATCH + 1)
         patch = gray[top : top + PATCH, left : left + PATCH]
