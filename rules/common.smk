@@ -278,12 +278,15 @@ def feature_model_dir(wildcards):
     return model_dir("retrain", name[len("retrain-") :], seed)
 
 
-#: features.structured_mixing as a param only where it is set, so that runs without it keep
-#: their params (Snakemake reruns jobs whose params change)
+#: features.structured_mixing (and its mixer) as params only where mixing is set, so that runs
+#: without it keep their params (Snakemake reruns jobs whose params change)
 PROJ_MIXING = (
     {}
     if config["features"]["structured_mixing"] == 1
-    else {"proj_mixing": config["features"]["structured_mixing"]}
+    else {
+        "proj_mixing": config["features"]["structured_mixing"],
+        "proj_mixer": config["features"]["structured_mixer"],
+    }
 )
 
 

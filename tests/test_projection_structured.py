@@ -452,7 +452,50 @@ def test_mixed_projection_equals_its_explicit_matrix(scheduler):
     assert projector.describe()["mixing"] == 4 and "mixing" not in plain.describe()
 
 
-def test_mixed_kernel_keeps_the_dense_scale():
+def test_hadamard_mixed_projection_equals_its_explicit_matrix(scheduler):
+    """``mixer: hadamard``: the naive mean gradient times ``dense_equivalent``, whose mixing
+    part is the SRHT of its key; the layout and provenance record the mixer."""
+    from diffattr.hadamard import SubsampledHadamard
+
+    model = tiny_unet().double()
+    x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    inputs = QueryRows(x0, [4, 9, 2])
+    options = GradientOptions(output_fn="square", timesteps=[0, 400, 999], noise_seed=0)
+    split = Split(mixing=4, mixer="hadamard")
+    projector = make_structured_projector(model, 60, seed=7, split=split)
+    assert not projector.deferred and projector.sketch_dim == 240
+    ours = extract_features(model, scheduler, inputs, options, projector, Runtime(batch_size=2))
+    naive = slow_mean_gradients(model, scheduler, inputs, options)
+    expected = naive @ projector.dense_equivalent(model)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
+    unmixed = make_structured_projector(model, 240, seed=7).dense_equivalent(model)
+    key = matrix_key(7, "structured", "<mix>", "hadamard", 240, 60)
+    srht = SubsampledHadamard(key, 240, 60).matrix()
+    np.testing.assert_allclose(
+        projector.dense_equivalent(model).numpy(), (unmixed @ srht).numpy(), atol=1e-12
+    )
+    gaussian = make_structured_projector(model, 60, seed=7, split=Split(mixing=4))
+    assert gaussian.layout.digest() != projector.layout.digest()
+    assert projector.describe()["mixer"] == "hadamard" and "mixer" not in gaussian.describe()
+
+
+def test_a_hadamard_mixer_is_never_deferred(monkeypatch):
+    import diffattr.projection_structured as ps
+
+    monkeypatch.setattr(ps, "MAX_MIXING_BYTES", 10)
+    model = tiny_unet()
+    split = Split(mixing=4, mixer="hadamard")
+    assert not make_structured_projector(model, 48, seed=0, split=split).deferred
+    assert make_structured_projector(model, 48, seed=0, split=Split(mixing=4)).deferred
+
+
+def test_bad_mixer_is_named():
+    with pytest.raises(ConfigError, match="structured_mixer = 'fft'; valid mixers are: gaussian"):
+        make_structured_projector(tiny_unet(), 60, seed=0, split=Split(mixing=2, mixer="fft"))
+
+
+@pytest.mark.parametrize("mixer", ["gaussian", "hadamard"])
+def test_mixed_kernel_keeps_the_dense_scale(mixer):
     """E[φ(g)·φ(h)] = Z·⟨g, h⟩ with mixing, as without: averaged over 300 seeds within 10 %."""
     torch.manual_seed(0)
     model = Wrapped(nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 6))
@@ -461,7 +504,7 @@ def test_mixed_kernel_keeps_the_dense_scale():
     ratios = []
     for seed in range(300):
         dense = make_structured_projector(
-            model, 16, seed=seed, split=Split(mixing=3)
+            model, 16, seed=seed, split=Split(mixing=3, mixer=mixer)
         ).dense_equivalent(model)
         ratios.append(float((g @ dense).square().sum() / (16 * g.square().sum())))
     assert abs(np.mean(ratios) - 1) < 0.1

@@ -178,3 +178,17 @@ def test_structured_mixing_adds_its_matrix_to_the_feature_request(cifar2):
     assert added == pytest.approx(4 * 32768**2 * (1 / 10e6 + 1000 * 0.91 / (1000 * 2048 * 32768)))
     assert 400 < added < 600
     assert mixed["dense"] == work.features_seconds(cifar2, 1000, 10)["dense"]
+
+
+def test_the_hadamard_mixer_costs_its_butterflies_not_a_matrix(cifar2):
+    """m = 16 at Z = 32768: 1000 rows × 2¹⁹ × 20 butterflies, under a minute, where the
+    gaussian mixer's [16·Z, Z] matrix would cost half an hour."""
+    plain = work.features_seconds(cifar2, 1000, 10)["structured"]
+    mixing = {"structured_mixing": 16}
+    gaussian = work.features_seconds(changed(cifar2, "features", **mixing), 1000, 10)
+    hadamard = work.features_seconds(
+        changed(cifar2, "features", structured_mixer="hadamard", **mixing), 1000, 10
+    )
+    added = hadamard["structured"] - plain
+    assert added == pytest.approx(1000 * 2**19 * 20 * 5e-9)
+    assert gaussian["structured"] - plain > 30 * added

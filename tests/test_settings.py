@@ -422,6 +422,7 @@ SCHEMA_KEYS = {
     (ProjectionSettings, "projection"): "features.projection",
     (ProjectionSettings, "allocation"): "features.structured_allocation",
     (ProjectionSettings, "mixing"): "features.structured_mixing",
+    (ProjectionSettings, "mixer"): "features.structured_mixer",
     (FeatureSettings, "t_strategy"): "features.t_strategy",
     (FeatureSettings, "noise_seed"): "features.noise_seed",
     (FeatureSettings, "noise"): "features.noise",

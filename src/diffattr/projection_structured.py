@@ -62,6 +62,7 @@ import torch
 from diffattr.calibration import CALIBRATED_ALLOCATIONS, CALIBRATION_DIGITS, Calibration
 from diffattr.counter_rng import counter_matrix, matrix_key
 from diffattr.errors import ConfigError
+from diffattr.hadamard import SubsampledHadamard
 from diffattr.layer_capture import (
     TrackedModule,
     backward_to_outputs,
@@ -108,10 +109,15 @@ class Layout:
     #: by one dense map
     mixed_dim: int | None = None
     mixing: int = 1
+    #: the map from the blocks to Z (:data:`MIXERS`); recorded only when not ``gaussian``, so
+    #: that the layouts (and digests) of earlier runs are unchanged
+    mixer: str = "gaussian"
 
     def as_json(self) -> str:
         calibration = {} if self.energies is None else {"energies": list(self.energies)}
         mixed = {} if self.mixing == 1 else {"mixing": self.mixing, "mixed_dim": self.mixed_dim}
+        if self.mixing > 1 and self.mixer != "gaussian":
+            mixed["mixer"] = self.mixer
         return json.dumps(
             {
                 "version": LAYOUT_VERSION,
@@ -222,6 +228,7 @@ def build_layout(
     allocation: str = "proportional",
     energies: Any = None,
     mixing: int = 1,
+    mixer: str = "gaussian",
 ) -> Layout:
     """The layout of Z over the model's trainable parameters: a pure function of the shapes and,
     for ``energy``, of ``energies`` (one per :func:`layout_groups` group). With ``mixing`` > 1
@@ -232,7 +239,7 @@ def build_layout(
             f"unknown structured allocation {allocation!r}; valid: {', '.join(ALLOCATIONS)}"
         )
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    _check_mixing(mixing)
+    _check_mixing(mixing, mixer)
     mixed_dim = None
     if mixing > 1:
         mixed_dim, proj_dim = (
@@ -259,7 +266,16 @@ def build_layout(
         offset += dim
     calibrated = tuple(weights) if allocation in CALIBRATED_ALLOCATIONS else None
     return Layout(
-        tuple(blocks), rest, rest_dim, offset, proj_dim, allocation, calibrated, mixed_dim, mixing
+        tuple(blocks),
+        rest,
+        rest_dim,
+        offset,
+        proj_dim,
+        allocation,
+        calibrated,
+        mixed_dim,
+        mixing,
+        mixer,
     )
 
 
@@ -270,10 +286,20 @@ MAX_MIXING_BYTES = 1 << 30
 MIXING_BLOCK_BYTES = 256 << 20
 
 
-def _check_mixing(mixing: Any) -> None:
+#: the maps from the m·Z block dimensions to Z: ``gaussian`` a dense counter matrix (of the
+#: projection's entry kind), ``hadamard`` the subsampled randomized Hadamard transform
+#: (:mod:`diffattr.hadamard`: no matrix, m·Z·log₂(m·Z) operations per row)
+MIXERS: tuple[str, ...] = ("gaussian", "hadamard")
+
+
+def _check_mixing(mixing: Any, mixer: Any = "gaussian") -> None:
     if isinstance(mixing, bool) or not isinstance(mixing, int) or mixing < 1:
         raise ConfigError(
             f"features.structured_mixing must be an integer >= 1 (1: no mixing), got {mixing!r}"
+        )
+    if mixer not in MIXERS:
+        raise ConfigError(
+            f"features.structured_mixer = {mixer!r}; valid mixers are: {', '.join(MIXERS)}"
         )
 
 
@@ -315,7 +341,8 @@ class StructuredProjector:
         self.proj_dim = layout.proj_dim if layout.mixed_dim is None else layout.mixed_dim
         #: the blocks' dimension: what :meth:`evaluation_features` returns, :meth:`finish` maps
         self.sketch_dim = layout.proj_dim
-        self.mixing = layout.mixing
+        self.mixing, self.mixer = layout.mixing, layout.mixer
+        self._hadamard: SubsampledHadamard | None = None
         self.grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self._matrices: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -343,6 +370,7 @@ class StructuredProjector:
             "grad_dim": self.grad_dim,
             "allocation": self.layout.allocation,
             **({} if self.mixing == 1 else {"mixing": self.mixing, "sketch_dim": self.sketch_dim}),
+            **({"mixer": self.mixer} if self.mixing > 1 and self.mixer != "gaussian" else {}),
             "layout_digest": self.layout.digest(),
             **_layout_attr(self.layout.as_json()),
         }
@@ -372,7 +400,20 @@ class StructuredProjector:
                 stop = self.layout.rest_offset + self.layout.rest_dim
                 out[first : first + numel, self.layout.rest_offset : stop] = rest[row : row + numel]
                 row += numel
-        return out if self.mixing == 1 else out @ self._mixing_matrix("cpu", torch.float64)
+        if self.mixing == 1:
+            return out
+        if self.mixer == "hadamard":
+            return out @ self._hadamard_map().matrix(torch.float64)
+        return out @ self._mixing_matrix("cpu", torch.float64)
+
+    def _hadamard_map(self) -> SubsampledHadamard:
+        """The ``hadamard`` mixer: an SRHT from sketch_dim to Z, key ("<mix>", "hadamard", ...)."""
+        if self._hadamard is None:
+            key = matrix_key(
+                self.seed, "structured", "<mix>", "hadamard", self.sketch_dim, self.proj_dim
+            )
+            self._hadamard = SubsampledHadamard(key, self.sketch_dim, self.proj_dim)
+        return self._hadamard
 
     def _mixing_rows(self, rows: range, device, dtype=torch.float32) -> torch.Tensor:
         """Rows ``rows`` of the [sketch_dim, Z] N(0, 1) (or ±1) counter matrix, scaled by
@@ -394,7 +435,8 @@ class StructuredProjector:
     def deferred(self) -> bool:
         """Whether the mixing matrix is too large to hold (:data:`MAX_MIXING_BYTES`): batches
         then keep their sketches and :meth:`finish_rows` mixes a job's rows at the end."""
-        return self.mixing > 1 and self.sketch_dim * self.proj_dim * 4 > MAX_MIXING_BYTES
+        too_large = self.sketch_dim * self.proj_dim * 4 > MAX_MIXING_BYTES
+        return self.mixing > 1 and self.mixer == "gaussian" and too_large
 
     @property
     def batch_dim(self) -> int:
@@ -407,6 +449,8 @@ class StructuredProjector:
         timesteps."""
         if self.mixing == 1 or self.deferred:
             return sketch
+        if self.mixer == "hadamard":
+            return self._hadamard_map().apply(sketch)
         return sketch @ self._mixing_matrix(sketch.device, sketch.dtype)
 
     def finish_rows(self, rows: np.ndarray, device: Any = "cpu") -> np.ndarray:
@@ -526,8 +570,10 @@ class Split:
 
     allocation: str = "proportional"
     calibrate: Calibration | None = None
-    #: blocks of ``mixing`` · Z dimensions, then one dense [mixing · Z, Z] map (1: none)
+    #: blocks of ``mixing`` · Z dimensions, then one map to Z (1: none) ...
     mixing: int = 1
+    #: ... of kind ``mixer`` (:data:`MIXERS`)
+    mixer: str = "gaussian"
 
 
 def make_structured_projector(
@@ -552,7 +598,7 @@ def make_structured_projector(
             )
         groups = layout_groups(model)
         energies = calibration_shares(_checked_energies(split.calibrate(groups), len(groups)))
-    layout = build_layout(model, int(proj_dim), allocation, energies, split.mixing)
+    layout = build_layout(model, int(proj_dim), allocation, energies, split.mixing, split.mixer)
     return StructuredProjector(model, seed, kind, layout)
 
 

@@ -177,15 +177,22 @@ class ProjectionSettings(_FromParams):
     projection: str = _default("features.projection")
     allocation: str = _default("features.structured_allocation")
     mixing: int = _default("features.structured_mixing")
+    mixer: str = _default("features.structured_mixer")
 
-    PARAMS: ClassVar[dict[str, str]] = {"allocation": "proj_allocation", "mixing": "proj_mixing"}
-    #: rules pass ``proj_mixing`` only when it is not 1, so that runs without it keep their params
-    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"mixing"})
+    PARAMS: ClassVar[dict[str, str]] = {
+        "allocation": "proj_allocation",
+        "mixing": "proj_mixing",
+        "mixer": "proj_mixer",
+    }
+    #: rules pass ``proj_mixing`` only when it is not 1 (and ``proj_mixer`` only with it), so
+    #: that runs without mixing keep their params
+    OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"mixing", "mixer"})
 
     def __post_init__(self) -> None:
         from diffattr.projection_structured import (
             ALLOCATIONS,
             FEATURE_PROJECTION_KINDS,
+            MIXERS,
             PROJECTIONS,
         )
 
@@ -195,6 +202,7 @@ class ProjectionSettings(_FromParams):
         _check_choice(self, "projection", PROJECTIONS)
         _check_choice(self, "allocation", ALLOCATIONS)
         _check_int(self, "mixing", 1)
+        _check_choice(self, "mixer", MIXERS)
 
     def projector(self, model: Any, calibrate: Any = None) -> Any:
         """The projector of ``model``'s trainable parameters
@@ -202,7 +210,7 @@ class ProjectionSettings(_FromParams):
         :func:`diffattr.calibration.train_calibration`, for the ``energy`` allocation)."""
         from diffattr.projection_structured import Split, make_feature_projector
 
-        split = Split(self.allocation, calibrate, self.mixing)
+        split = Split(self.allocation, calibrate, self.mixing, self.mixer)
         return make_feature_projector(
             model, self.proj_dim, self.proj_seed, self.proj_kind, self.projection, split
         )
