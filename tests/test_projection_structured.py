@@ -468,7 +468,21 @@ def test_hadamard_mixed_projection_equals_its_explicit_matrix(scheduler):
     naive = slow_mean_gradients(model, scheduler, inputs, options)
     expected = naive @ projector.dense_equivalent(model)
     np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
+    # the blocks as unmixed at 240 dimensions; the rest group through its own SRHT
     unmixed = make_structured_projector(model, 240, seed=7).dense_equivalent(model)
+    layout, first = projector.layout, 0
+    rows = sum(n for _, n in layout.rest_params)
+    rest_key = matrix_key(7, "structured", "<rest>", "hadamard", rows, layout.rest_dim)
+    rest_map = SubsampledHadamard(rest_key, rows, layout.rest_dim).matrix()
+    rest_map *= np.sqrt(240 * rows / layout.rest_dim)
+    offsets = {}
+    for name, param in model.named_parameters():
+        offsets[name], first = first, first + param.numel()
+    row = 0
+    columns = slice(layout.rest_offset, layout.rest_offset + layout.rest_dim)
+    for name, numel in layout.rest_params:
+        unmixed[offsets[name] : offsets[name] + numel, columns] = rest_map[row : row + numel]
+        row += numel
     key = matrix_key(7, "structured", "<mix>", "hadamard", 240, 60)
     srht = SubsampledHadamard(key, 240, 60).matrix()
     np.testing.assert_allclose(

@@ -343,6 +343,7 @@ class StructuredProjector:
         self.sketch_dim = layout.proj_dim
         self.mixing, self.mixer = layout.mixing, layout.mixer
         self._hadamard: SubsampledHadamard | None = None
+        self._rest_hadamard: SubsampledHadamard | None = None
         self.grad_dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self._matrices: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -469,9 +470,26 @@ class StructuredProjector:
         return out.float().cpu().numpy()
 
     def _rest_matrix(self, device, dtype) -> torch.Tensor:
+        """The rest group's explicit [rows, rest_dim] map (of :meth:`_project_rest`)."""
         rows = sum(n for _, n in self.layout.rest_params)
-        scale = math.sqrt(self.sketch_dim / self.layout.rest_dim)
-        return self.matrix(REST, "rest", rows, self.layout.rest_dim, device, dtype) * scale
+        return self._project_rest(torch.eye(rows, device=device, dtype=dtype))
+
+    def _project_rest(self, grads: torch.Tensor) -> torch.Tensor:
+        """The rest group's exact per-sample gradients [E, rows] → [E, rest_dim], with
+        E‖·‖² = sketch_dim·‖g‖²: a dense counter matrix, or with the ``hadamard`` mixer an SRHT
+        (its dense matrix would be rows × rest_dim: 3.3 GB at CIFAR-2 with m = 16)."""
+        rows, dim = grads.shape[1], self.layout.rest_dim
+        if self.mixing > 1 and self.mixer == "hadamard":
+            if self._rest_hadamard is None:
+                key = matrix_key(self.seed, "structured", REST, "hadamard", rows, dim)
+                self._rest_hadamard = SubsampledHadamard(key, rows, dim)
+            return self._rest_hadamard.apply(grads).mul_(math.sqrt(self.sketch_dim * rows / dim))
+        cache_key = (REST, "rest-scaled", f"{grads.device}/{grads.dtype}")
+        if cache_key not in self._matrices:
+            matrix = self.matrix(REST, "rest", rows, dim, grads.device, grads.dtype)
+            self._matrices[cache_key] = matrix * math.sqrt(self.sketch_dim / dim)
+            del self._matrices[(REST, "rest", f"{grads.device}/{grads.dtype}")]
+        return grads @ self._matrices[cache_key]
 
     def evaluation_features(
         self,
@@ -552,7 +570,7 @@ class StructuredProjector:
         self.last_input_bytes = input_bytes[0]
         if rest is not None and self.layout.rest_dim:
             start = self.layout.rest_offset
-            out[:, start : start + self.layout.rest_dim] = rest @ self._rest_matrix(device, dtype)
+            out[:, start : start + self.layout.rest_dim] = self._project_rest(rest)
         return out
 
     def __repr__(self) -> str:
