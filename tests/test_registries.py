@@ -90,6 +90,12 @@ def _allocations() -> tuple[str, ...]:
     return ALLOCATIONS
 
 
+def _mixers() -> tuple[str, ...]:
+    from diffattr.projection_structured import MIXERS
+
+    return MIXERS
+
+
 def _checkpoint_percents() -> tuple[int, ...]:
     from diffattr.methods.gradient import CHECKPOINT_PERCENTS
 
@@ -136,6 +142,7 @@ REGISTRIES: dict[str, tuple[Callable[[], Any], ...]] = {
     "features.proj_kind": (_projection_kinds,),
     "features.projection": (_projections,),
     "features.structured_allocation": (_allocations,),
+    "features.structured_mixer": (_mixers,),
     "features.noise": (_noise_schemes,),
     "measure.output": (_output_functions,),
     "methods.*.kind": (_method_kinds,),
