@@ -311,7 +311,7 @@ PAPER_CHILD = textwrap.dedent(
     calibrate = lambda groups: calibration_energies(
         model, scheduler, QueryRows(images, ids), "square", groups, 42)
     start = time.perf_counter()
-    mixing, mixer = int(sys.argv[5]), sys.argv[6]  # 1, gaussian: the config's default split
+    mixing, mixer = int(sys.argv[5]), sys.argv[6]
     projector = make_feature_projector(model, bench.PAPER_PROJ_DIM, 42, "normal", "auto",
                                        Split("energy", calibrate, mixing, mixer))
     calibration_s = time.perf_counter() - start
@@ -334,6 +334,8 @@ PAPER_CHILD = textwrap.dedent(
     print(json.dumps({"seconds": seconds, "peak_kb": peak_kb, "cuda_peak_bytes": cuda_peak,
                       "calibration_s": calibration_s, "rows": len(ids),
                       "projection": projector.projection, "shape": list(out.shape),
+                      "mixing": getattr(projector, "mixing", 1),
+                      "mixer": getattr(projector, "mixer", None),
                       "finite": bool(np.isfinite(out).all())}))
     """
 )
@@ -429,8 +431,13 @@ def plain_forward_backward(model, scheduler, images, ids, timesteps) -> float:
     return seconds
 
 
-def paper_child(settings: Settings, batch: int, K: int, mixing: int = 1, mixer: str = "gaussian"):
-    """PAPER_CHILD's record: ours in a fresh process (its own peak RSS)."""
+def paper_child(settings: Settings, batch: int, K: int, mixing=None, mixer=None):
+    """PAPER_CHILD's record: ours in a fresh process (its own peak RSS); ``mixing`` and
+    ``mixer`` default to the config's (``features.structured_mixing`` / ``_mixer``)."""
+    from diffattr.schema import schema_default
+
+    mixing = schema_default("features.structured_mixing") if mixing is None else mixing
+    mixer = schema_default("features.structured_mixer") if mixer is None else mixer
     here = str(Path(__file__).resolve().parent)
     args = [here, str(batch), str(K), str(settings.device), str(mixing), mixer]
     command = [sys.executable, "-c", PAPER_CHILD, *args]
@@ -440,8 +447,8 @@ def paper_child(settings: Settings, batch: int, K: int, mixing: int = 1, mixer: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-#: The mixed variant that paper_features also times: m · Z block dimensions, then the SRHT
-PAPER_MIXING = (16, "hadamard")
+#: The variant that paper_features also times: the unmixed blocks (structured_mixing: 1)
+PAPER_UNMIXED = (1, "gaussian")
 
 
 def bench_paper_features(settings: Settings) -> list[Comparison]:
@@ -455,7 +462,8 @@ def bench_paper_features(settings: Settings) -> list[Comparison]:
     child = paper_child(settings, batch, K)
     ours, peak_gb = child["seconds"], child["peak_kb"] / 2**20
     log(
-        f"  ours ({child['projection']} projection, the default for this config): {ours:.1f} s, "
+        f"  ours ({child['projection']} projection, mixing {child['mixing']} {child['mixer']}: the "
+        f"default for this config): {ours:.1f} s, "
         f"peak RSS {peak_gb:.2f} GB"
         + (
             f", CUDA peak {child['cuda_peak_bytes'] / 2**30:.2f} GB"
@@ -483,6 +491,8 @@ def bench_paper_features(settings: Settings) -> list[Comparison]:
         "K": K,
         "proj_dim": PAPER_PROJ_DIM,
         "projection": child["projection"],
+        "mixing": child["mixing"],
+        "mixer": child["mixer"],
         "reference_gradient_s": grad_s,
         "reference_projection_s_scaled": projection_s,
         "reference_blocks_measured": measured_blocks,
@@ -494,11 +504,11 @@ def bench_paper_features(settings: Settings) -> list[Comparison]:
         "ours_calibration_s_once_per_job": child["calibration_s"],
         "ours_calibration_rows": child["rows"],
     }
-    mixing, mixer = PAPER_MIXING
+    mixing, mixer = PAPER_UNMIXED
     mixed = paper_child(settings, batch, K, mixing, mixer)
     mixed_gb = mixed["peak_kb"] / 2**20
     log(
-        f"  ours with structured_mixing: {mixing}, structured_mixer: {mixer}: "
+        f"  ours with structured_mixing: {mixing} (unmixed): "
         f"{mixed['seconds']:.1f} s, peak RSS {mixed_gb:.2f} GB"
     )
     mixed_details = {**details, "mixing": mixing, "mixer": mixer, "ours_peak_rss_gb": mixed_gb}
@@ -532,7 +542,7 @@ def bench_paper_features(settings: Settings) -> list[Comparison]:
             details={**details, "baseline_kind": "limit"},
         ),
         Comparison(
-            f"paper_features_m{mixing}_{mixer}_vs_plain",
+            "paper_features_unmixed_vs_plain",
             mixed["seconds"],
             plain,
             "s",
@@ -541,7 +551,7 @@ def bench_paper_features(settings: Settings) -> list[Comparison]:
             details=mixed_details,
         ),
         Comparison(
-            f"paper_features_m{mixing}_{mixer}_memory",
+            "paper_features_unmixed_memory",
             mixed_gb,
             8.0,
             "GB",

@@ -151,11 +151,15 @@ def test_feature_requests_follow_the_projection_that_runs(cifar2):
 
     dense = changed(cifar2, "features", projection="dense")
     structured = changed(cifar2, "features", projection="structured")
+    unmixed = changed(structured, "features", structured_mixing=1)
     assert work.features_runtime(dense, rows, K) == minutes(
         gradient + rows * res["projection_seconds"]
     )
+    assert work.features_runtime(unmixed, rows, K) == minutes(work.STRUCTURED_OVERHEAD * gradient)
+    # the default mixing (16, hadamard): larger blocks, then 2^19 · 19-level butterflies per row
+    butterflies = rows * 2**19 * 20 * work.HADAMARD_OP_SECONDS
     assert work.features_runtime(structured, rows, K) == minutes(
-        work.STRUCTURED_OVERHEAD * gradient
+        work.STRUCTURED_OVERHEAD * work.MIXED_BLOCKS_FACTOR * gradient + butterflies
     )
     # auto is resolved only when the job counts the model's parameters: the larger request
     auto = work.features_runtime(cifar2, rows, K)
@@ -172,23 +176,44 @@ def test_feature_requests_follow_the_projection_that_runs(cifar2):
 def test_structured_mixing_adds_its_matrix_to_the_feature_request(cifar2):
     """m·Z² entries generated once per job and multiplied by every row: at the CIFAR-2 shape
     (Z = 32768) and m = 4, 1000 rows add about 8 minutes of one CPU thread."""
-    plain = work.features_seconds(cifar2, 1000, 10)["structured"]
-    mixed = work.features_seconds(changed(cifar2, "features", structured_mixing=4), 1000, 10)
-    added = mixed["structured"] - plain
+    unmixed = changed(cifar2, "features", structured_mixing=1)
+    plain = work.features_seconds(unmixed, 1000, 10)["structured"]
+    gaussian4 = changed(cifar2, "features", structured_mixing=4, structured_mixer="gaussian")
+    mixed = work.features_seconds(gaussian4, 1000, 10)
+    blocks = (
+        (work.MIXED_BLOCKS_FACTOR - 1)
+        * work.STRUCTURED_OVERHEAD
+        * 1000
+        * 10
+        * (cifar2["resources"]["gradient_seconds"])
+    )
+    added = mixed["structured"] - plain - blocks
     assert added == pytest.approx(4 * 32768**2 * (1 / 10e6 + 1000 * 0.91 / (1000 * 2048 * 32768)))
     assert 400 < added < 600
-    assert mixed["dense"] == work.features_seconds(cifar2, 1000, 10)["dense"]
+    assert mixed["dense"] == work.features_seconds(unmixed, 1000, 10)["dense"]
 
 
 def test_the_hadamard_mixer_costs_its_butterflies_not_a_matrix(cifar2):
     """m = 16 at Z = 32768: 1000 rows × 2¹⁹ × 20 butterflies, under a minute, where the
     gaussian mixer's [16·Z, Z] matrix would cost half an hour."""
-    plain = work.features_seconds(cifar2, 1000, 10)["structured"]
     mixing = {"structured_mixing": 16}
-    gaussian = work.features_seconds(changed(cifar2, "features", **mixing), 1000, 10)
-    hadamard = work.features_seconds(
-        changed(cifar2, "features", structured_mixer="hadamard", **mixing), 1000, 10
+    gaussian = work.features_seconds(
+        changed(cifar2, "features", structured_mixer="gaussian", **mixing), 1000, 10
     )
+    hadamard = work.features_seconds(cifar2, 1000, 10)  # the default: m = 16, hadamard
+    blocks = (
+        work.MIXED_BLOCKS_FACTOR
+        * work.STRUCTURED_OVERHEAD
+        * 1000
+        * 10
+        * (cifar2["resources"]["gradient_seconds"])
+    )
+    plain = blocks + (
+        work.features_seconds(changed(cifar2, "features", structured_mixing=1), 1000, 10)[
+            "structured"
+        ]
+        - work.STRUCTURED_OVERHEAD * 1000 * 10 * cifar2["resources"]["gradient_seconds"]
+    )  # the calibration, if any
     added = hadamard["structured"] - plain
     assert added == pytest.approx(1000 * 2**19 * 20 * 5e-9)
     assert gaussian["structured"] - plain > 30 * added

@@ -82,6 +82,10 @@ STRUCTURED_OVERHEAD = 1.6
 #: per row, multiplying by it (0.91 s for 1000 rows × a 2048 × 32768 block).
 MIXING_ENTRY_SECONDS = 1 / 10e6
 MIXING_FLOP_SECONDS = 0.91 / (1000 * 2048 * 32768)
+#: With mixing the blocks have m·Z dimensions, so the per-layer products grow (P_inᵀ a above all):
+#: at the CIFAR-2 UNet's size, Z = 32768, m = 16 took 26.2 s where m = 1 took 19.8 s (m = 4:
+#: 19.7 s; ``make bench``, paper_features against paper_features_unmixed), so m > 1 adds 35 %.
+MIXED_BLOCKS_FACTOR = 1.35
 #: The ``hadamard`` mixer per row and butterfly (N₂·log₂ N₂ per row, N₂ = m·Z padded to a power
 #: of two), measured on one CPU thread: 12.4 s for 256 rows at m·Z = 16 · 32768.
 HADAMARD_OP_SECONDS = 5e-9
@@ -95,22 +99,23 @@ def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> di
       (``projection_seconds``);
     * ``structured``: the layers' inputs and output gradients projected at each timestep, no
       per-sample gradient and no [P, Z] matrix: :data:`STRUCTURED_OVERHEAD` ×
-      ``gradient_seconds`` per (sample, timestep); the ``energy`` split adds its calibration,
-      per-sample gradients of CALIBRATION_ROWS rows at CALIBRATION_K timesteps.
+      ``gradient_seconds`` per (sample, timestep) (× :data:`MIXED_BLOCKS_FACTOR` with mixing,
+      plus the mixer); the ``energy`` split adds its calibration, per-sample gradients of
+      CALIBRATION_ROWS rows at CALIBRATION_K timesteps.
     """
     from diffattr.calibration import CALIBRATED_ALLOCATIONS, CALIBRATION_K, CALIBRATION_ROWS
 
     res = config["resources"]
     gradient = rows * timesteps * res["gradient_seconds"]
     dense = gradient + rows * res["projection_seconds"]
-    structured = STRUCTURED_OVERHEAD * gradient
+    mixing = int(config["features"].get("structured_mixing", 16))
+    structured = STRUCTURED_OVERHEAD * gradient * (MIXED_BLOCKS_FACTOR if mixing > 1 else 1.0)
     allocation = config["features"].get("structured_allocation", "energy")
     if allocation in CALIBRATED_ALLOCATIONS:
         structured += CALIBRATION_ROWS * CALIBRATION_K * res["gradient_seconds"]
-    mixing = int(config["features"].get("structured_mixing", 1))
     if mixing > 1:
         dim = int(config["features"]["proj_dim"])
-        if config["features"].get("structured_mixer", "gaussian") == "hadamard":
+        if config["features"].get("structured_mixer", "hadamard") == "hadamard":
             padded = 1 << (mixing * dim - 1).bit_length()
             structured += rows * padded * padded.bit_length() * HADAMARD_OP_SECONDS
         else:
