@@ -278,11 +278,21 @@ def feature_model_dir(wildcards):
     return model_dir("retrain", name[len("retrain-") :], seed)
 
 
-#: features.structured_mixing (and its mixer) as params only where mixing is set, so that runs
-#: without it keep their params (Snakemake reruns jobs whose params change)
+#: features.structured_mixing and its mixer as params only where they differ from the defaults,
+#: so that a change of the defaults does not rerun dense feature jobs, which ignore both
+#: (Snakemake reruns jobs whose params change). A structured run made under other defaults
+#: keeps its features, and a new feature file of another layout is refused beside them
+#: (proj_layout_digest, diffattr.store.OPTIONAL_FEATURE_CHECK_KEYS).
 PROJ_MIXING = (
     {}
-    if config["features"]["structured_mixing"] == 1
+    if (
+        config["features"]["structured_mixing"],
+        config["features"]["structured_mixer"],
+    )
+    == (
+        schema_default("features.structured_mixing"),
+        schema_default("features.structured_mixer"),
+    )
     else {
         "proj_mixing": config["features"]["structured_mixing"],
         "proj_mixer": config["features"]["structured_mixer"],

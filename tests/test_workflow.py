@@ -273,6 +273,21 @@ def test_complete_run_is_up_to_date(finished_run):
 
 
 @pytest.mark.slow
+def test_mixing_params_appear_only_off_their_defaults(finished_run):
+    """The feature jobs' params follow the structured mixing: the defaults given explicitly
+    plan no feature job, another value plans them (rules/common.smk PROJ_MIXING leaves the
+    defaults out, so that a change of the defaults reruns no finished dense run)."""
+    workdir, _, _ = finished_run
+    features = {"extract_train_features", "extract_query_features"}
+    explicit = {"features.structured_mixing": 16, "features.structured_mixer": "hadamard"}
+    default = write_config(workdir, tiny_config(**explicit), "mix-default.yaml")
+    assert not features & set(planned_jobs(workdir, default))
+    unmixed = write_config(workdir, tiny_config(**{"features.structured_mixing": 1}), "mix1.yaml")
+    jobs = planned_jobs(workdir, unmixed)
+    assert features <= set(jobs), jobs
+
+
+@pytest.mark.slow
 def test_two_more_subsets_train_only_the_new_ones(finished_run):
     workdir, _, _ = finished_run
     config = write_config(workdir, tiny_config(**{"subsets.lds.num_subsets": 6}), "more.yaml")

@@ -184,8 +184,8 @@ class ProjectionSettings(_FromParams):
         "mixing": "proj_mixing",
         "mixer": "proj_mixer",
     }
-    #: rules pass ``proj_mixing`` only when it is not 1 (and ``proj_mixer`` only with it), so
-    #: that runs without mixing keep their params
+    #: rules pass ``proj_mixing`` and ``proj_mixer`` only where they differ from the defaults,
+    #: so that dense runs keep their params when the defaults change
     OPTIONAL_PARAMS: ClassVar[frozenset[str]] = frozenset({"mixing", "mixer"})
 
     def __post_init__(self) -> None:
