@@ -19,6 +19,7 @@ from typing import Any
 
 from diffattr.data import subset_size
 from diffattr.plan import counterfactual_top_k
+from diffattr.schema import schema_default
 from diffattr.snapshots import run_steps
 
 MB = 1_000_000
@@ -91,6 +92,12 @@ MIXED_BLOCKS_FACTOR = 1.35
 HADAMARD_OP_SECONDS = 5e-9
 
 
+def _feature_setting(config: Mapping[str, Any], key: str) -> Any:
+    """``features.<key>`` of ``config``, or the schema's default where it is unset."""
+    features = config["features"]
+    return features[key] if key in features else schema_default(f"features.{key}")
+
+
 def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> dict[str, float]:
     """Seconds of ``rows`` samples' features at ``timesteps`` timesteps, per projection:
 
@@ -108,14 +115,13 @@ def features_seconds(config: Mapping[str, Any], rows: int, timesteps: int) -> di
     res = config["resources"]
     gradient = rows * timesteps * res["gradient_seconds"]
     dense = gradient + rows * res["projection_seconds"]
-    mixing = int(config["features"].get("structured_mixing", 16))
+    mixing = int(_feature_setting(config, "structured_mixing"))
     structured = STRUCTURED_OVERHEAD * gradient * (MIXED_BLOCKS_FACTOR if mixing > 1 else 1.0)
-    allocation = config["features"].get("structured_allocation", "energy")
-    if allocation in CALIBRATED_ALLOCATIONS:
+    if _feature_setting(config, "structured_allocation") in CALIBRATED_ALLOCATIONS:
         structured += CALIBRATION_ROWS * CALIBRATION_K * res["gradient_seconds"]
     if mixing > 1:
         dim = int(config["features"]["proj_dim"])
-        if config["features"].get("structured_mixer", "hadamard") == "hadamard":
+        if _feature_setting(config, "structured_mixer") == "hadamard":
             padded = 1 << (mixing * dim - 1).bit_length()
             structured += rows * padded * padded.bit_length() * HADAMARD_OP_SECONDS
         else:
